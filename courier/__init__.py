@@ -1,0 +1,1 @@
+"""Courier's entry points: settings, logging, the `courier` command line and the embedded mode."""

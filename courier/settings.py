@@ -1,0 +1,140 @@
+"""One frozen settings object, read from the environment once at each entry point."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/courier"
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEV_DATABASE_URL = "sqlite:///courier-dev.db"
+DEV_BROKER_URL = "memory://"
+
+
+class SettingsError(ValueError):
+    """A configuration variable holds a value Courier cannot use."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable about a Courier process (CONTRACT.md §3)."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    rabbitmq_api_url: str | None = "http://guest:guest@127.0.0.1:15672"
+    crm_url: str = "http://127.0.0.1:8100/crm"
+    billing_url: str = "http://127.0.0.1:8100/billing"
+    upstream_timeout_s: float = 10.0
+    max_attempts: int = 4
+    min_backoff_ms: int = 30_000
+    max_backoff_ms: int = 300_000
+    job_timeout_s: int = 600
+    log_format: str = "json"
+    # Operational knobs beyond the contract; tests shorten them through the environment.
+    lease_s: int = 30
+    reaper_interval_s: float = 10.0
+    relay_interval_s: float = 0.5
+    progress_interval_s: float = 1.0
+
+    @property
+    def uses_memory_broker(self) -> bool:
+        return self.broker_url == DEV_BROKER_URL
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated the same way)."""
+        return _validated(dataclasses.replace(self, **changes))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dev: bool = False) -> Settings:
+        """Read `COURIER_*` variables; `dev` switches the defaults to the embedded mode."""
+        env = os.environ if environ is None else environ
+        base = cls(database_url=DEV_DATABASE_URL, broker_url=DEV_BROKER_URL, log_format="console") if dev else cls()
+        fields: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = f"COURIER_{field.name.upper()}"
+            if name in env:
+                fields[field.name] = _parse(name, env[name], _PARSERS[field.name])
+        return _validated(dataclasses.replace(base, **fields))
+
+
+def _parse(name: str, raw: str, parser: Callable[[str], T]) -> T:
+    try:
+        return parser(raw.strip())
+    except ValueError as e:
+        raise SettingsError(f"{name}: {e}") from None
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"must be greater than 0, got {raw}")
+    return value
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        scheme = urlsplit(raw).scheme.split("+")[0]
+        if scheme not in schemes:
+            raise ValueError(f"expected a URL starting with {' or '.join(s + ':' for s in schemes)} got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _optional_http_url(raw: str) -> str | None:
+    return _url("http", "https")(raw) if raw else None
+
+
+def _log_format(raw: str) -> str:
+    if raw not in ("json", "console"):
+        raise ValueError(f"expected 'json' or 'console', got {raw!r}")
+    return raw
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "database_url": _url("postgresql", "sqlite"),
+    "broker_url": _url("amqp", "amqps", "memory"),
+    "rabbitmq_api_url": _optional_http_url,
+    "crm_url": _url("http", "https"),
+    "billing_url": _url("http", "https"),
+    "upstream_timeout_s": _positive_float,
+    "max_attempts": _positive_int,
+    "min_backoff_ms": _positive_int,
+    "max_backoff_ms": _positive_int,
+    "job_timeout_s": _positive_int,
+    "log_format": _log_format,
+    "lease_s": _positive_int,
+    "reaper_interval_s": _positive_float,
+    "relay_interval_s": _positive_float,
+    "progress_interval_s": _positive_float,
+}
+
+
+def _validated(settings: Settings) -> Settings:
+    if settings.min_backoff_ms > settings.max_backoff_ms:
+        raise SettingsError(
+            "COURIER_MIN_BACKOFF_MS: must not exceed COURIER_MAX_BACKOFF_MS "
+            f"({settings.min_backoff_ms} > {settings.max_backoff_ms})"
+        )
+    if settings.max_attempts > 20:
+        raise SettingsError(f"COURIER_MAX_ATTEMPTS: must be at most 20, got {settings.max_attempts}")
+    return settings
