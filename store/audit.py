@@ -1,0 +1,47 @@
+"""The append-only audit log of operator and client actions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.models import AuditEntry
+from store.types import utcnow
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    job_id: uuid.UUID | None = None,
+    tenant: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one entry; it is committed with the action it describes."""
+    session.add(
+        AuditEntry(
+            at=utcnow(),
+            actor=actor,
+            action=action,
+            job_id=job_id,
+            tenant=tenant,
+            reason=reason,
+            details=details,
+        )
+    )
+
+
+def entries(
+    session: Session, *, job_id: uuid.UUID | None = None, limit: int = 100
+) -> Sequence[AuditEntry]:
+    """The newest entries first, optionally for one job."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if job_id is not None:
+        query = query.where(AuditEntry.job_id == job_id)
+    return session.scalars(query).all()

@@ -1,0 +1,232 @@
+"""The attempt ledger: claim before running, fenced finish, progress, leases and the reaper.
+
+Every write that follows a claim is fenced on `status = 'running' AND attempts = n`, so a
+worker that lost its lease (frozen, partitioned, reaped) can change nothing any more.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from store.models import Attempt, Job
+from store.types import utcnow
+
+# A message may arrive a little before its due time (clock skew between hosts).
+DUE_TOLERANCE = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker needs to run one attempt of a job."""
+
+    job_id: uuid.UUID
+    number: int
+    max_attempts: int
+    tenant: str
+    type: str
+    entity_id: str | None
+    payload: dict[str, Any]
+    correlation_id: str
+    timeout_s: int
+    started_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How an attempt ended and where that leaves the job."""
+
+    job_status: str  # succeeded | retrying | failed | dead | cancelled
+    decision: str | None = None  # retry | skip | dead
+    error_type: str | None = None
+    error: str | None = None
+    retry_in_ms: int | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def attempt_status(self) -> str:
+        return "succeeded" if self.job_status == "succeeded" else "failed"
+
+
+def claim(session: Session, job_id: uuid.UUID, *, worker: str, lease_s: int) -> Claim | None:
+    """Move a due queued/retrying job to running and open its next attempt; None if not claimable.
+
+    None means a duplicate or stale message (running elsewhere, finished, cancelled, not due).
+    """
+    now = utcnow()
+    row = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_(("queued", "retrying")),
+            Job.cancel_requested_at.is_(None),
+            (Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= now + DUE_TOLERANCE),
+        )
+        .values(
+            status="running",
+            attempts=Job.attempts + 1,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            started_at=func.coalesce(Job.started_at, now),
+            next_attempt_at=None,
+        )
+        .returning(
+            Job.attempts,
+            Job.max_attempts,
+            Job.tenant,
+            Job.type,
+            Job.entity_id,
+            Job.payload,
+            Job.correlation_id,
+            Job.timeout_s,
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    session.execute(
+        insert(Attempt).values(
+            job_id=job_id, number=row.attempts, status="running", started_at=now, worker=worker
+        )
+    )
+    return Claim(job_id, row.attempts, *row[1:], started_at=now)
+
+
+def finish(session: Session, claim: Claim, outcome: Outcome) -> bool:
+    """Record the attempt's outcome and the job's new state; False if the fence held it off."""
+    now = utcnow()
+    changes: dict[str, Any] = {
+        "status": outcome.job_status,
+        "lease_expires_at": None,
+        "error_type": outcome.error_type,
+        "error": outcome.error,
+    }
+    if outcome.job_status == "retrying":
+        changes["next_attempt_at"] = now + timedelta(milliseconds=outcome.retry_in_ms or 0)
+        changes["published_at"] = None  # the retry is due for the relay to publish
+    else:
+        changes["finished_at"] = now
+        changes["result"] = outcome.result
+    job_updated = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.number)
+        .values(**changes)
+    ).rowcount
+    if not job_updated:
+        return False
+    session.execute(
+        update(Attempt)
+        .where(
+            Attempt.job_id == claim.job_id,
+            Attempt.number == claim.number,
+            Attempt.status == "running",
+        )
+        .values(
+            status=outcome.attempt_status,
+            decision=outcome.decision,
+            error_type=outcome.error_type,
+            error=outcome.error,
+            retry_in_ms=outcome.retry_in_ms,
+            finished_at=now,
+            duration_ms=_millis(now - claim.started_at),
+        )
+    )
+    return True
+
+
+def set_progress(session: Session, claim: Claim, progress: dict[str, Any]) -> bool:
+    """Store the running attempt's progress; False if it no longer owns the job."""
+    return bool(
+        session.execute(
+            update(Job)
+            .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.number)
+            .values(progress=progress)
+        ).rowcount
+    )
+
+
+def cancel_requested(session: Session, job_id: uuid.UUID) -> bool:
+    """Whether someone asked the job to stop."""
+    return session.scalar(select(Job.cancel_requested_at).where(Job.id == job_id)) is not None
+
+
+def renew_leases(session: Session, claims: Iterable[Claim], *, lease_s: int) -> int:
+    """Extend the leases of attempts still running; returns how many were renewed."""
+    renewed = 0
+    until = utcnow() + timedelta(seconds=lease_s)
+    for c in claims:
+        renewed += session.execute(
+            update(Job)
+            .where(Job.id == c.job_id, Job.status == "running", Job.attempts == c.number)
+            .values(lease_expires_at=until)
+        ).rowcount
+    return renewed
+
+
+def _millis(delta: timedelta) -> int:
+    return max(0, int(delta.total_seconds() * 1000))
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """A running attempt whose lease expired and what became of its job."""
+
+    job_id: uuid.UUID
+    number: int
+    job_status: str  # retrying | dead
+
+
+def reap_expired(session: Session, *, limit: int = 100) -> list[Reaped]:
+    """Mark attempts whose lease expired `abandoned`; retry their jobs, or bury them when spent.
+
+    Crashes count as attempts, so a job whose worker dies every time ends dead, not looping.
+    Rows locked by another reaper are skipped.
+    """
+    now = utcnow()
+    rows = session.execute(
+        select(Job.id, Job.attempts, Job.max_attempts, Job.cancel_requested_at)
+        .where(Job.status == "running", Job.lease_expires_at < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    reaped = []
+    for job_id, number, max_attempts, cancel_requested_at in rows:
+        if cancel_requested_at is not None:
+            status, decision = "cancelled", "skip"
+        elif number >= max_attempts:
+            status, decision = "dead", "dead"
+        else:
+            status, decision = "retrying", "retry"
+        error = "the worker running this attempt stopped renewing its lease"
+        changes: dict[str, Any] = {
+            "status": status,
+            "lease_expires_at": None,
+            "error_type": "WorkerLost",
+            "error": error,
+        }
+        if status == "retrying":
+            changes.update(next_attempt_at=now, published_at=None)
+        else:
+            changes["finished_at"] = now
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.attempts == number).values(**changes)
+        )
+        session.execute(
+            update(Attempt)
+            .where(Attempt.job_id == job_id, Attempt.number == number, Attempt.status == "running")
+            .values(
+                status="abandoned",
+                decision=decision,
+                error_type="WorkerLost",
+                error=error,
+                retry_in_ms=0 if status == "retrying" else None,
+                finished_at=now,
+                duration_ms=None,
+            )
+        )
+        reaped.append(Reaped(job_id, number, status))
+    return reaped

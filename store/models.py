@@ -1,0 +1,189 @@
+"""The schema: jobs (also the outbox), attempts, API tokens and the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from store.ids import new_id
+from store.types import JsonType, UtcDateTime
+
+ACTIVE_STATUSES = ("queued", "running", "retrying")
+TERMINAL_STATUSES = ("succeeded", "failed", "dead", "cancelled")
+JOB_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
+ATTEMPT_STATUSES = ("running", "succeeded", "failed", "abandoned")
+DECISIONS = ("retry", "skip", "dead")
+ROLES = ("client", "operator")
+
+Timestamp = UtcDateTime
+
+_ACTIVE_SQL = "status IN ('queued', 'running', 'retrying')"
+_DUE_SQL = "published_at IS NULL AND status IN ('queued', 'retrying')"
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so migrations name constraints stably."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Job(Base):
+    """One unit of integration work; its unpublished rows are the outbox the relay drains."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str | None] = mapped_column(String(256))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    status: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    max_attempts: Mapped[int] = mapped_column(SmallInteger)
+    timeout_s: Mapped[int] = mapped_column(Integer)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    error_type: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    replay_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    replayed_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    run_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When the next message may be published and claimed (run_at, or a retry's due time).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Outbox: null until a message for the current state has been confirmed by the broker.
+    published_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        # Dedup of active work, enforced by the database rather than a racy check.
+        Index(
+            "uq_jobs_active_entity",
+            "tenant",
+            "type",
+            "entity_id",
+            unique=True,
+            postgresql_where=text(_ACTIVE_SQL),
+            sqlite_where=text(_ACTIVE_SQL),
+        ),
+        Index(
+            "uq_jobs_idempotency",
+            "tenant",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
+        # Keyset listing, newest first (ids are time-ordered), per tenant and filter.
+        Index("ix_jobs_tenant_id", "tenant", "id"),
+        Index("ix_jobs_tenant_status_id", "tenant", "status", "id"),
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_tenant_type_id", "tenant", "type", "id"),
+        Index("ix_jobs_tenant_entity_id", "tenant", "entity_id", "id"),
+        # Outbox relay: what is due and not yet published.
+        Index(
+            "ix_jobs_due",
+            "next_attempt_at",
+            postgresql_where=text(_DUE_SQL),
+            sqlite_where=text(_DUE_SQL),
+        ),
+        # Reaper: running attempts by lease expiry.
+        Index(
+            "ix_jobs_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+        # Dead letters not yet replayed.
+        Index(
+            "ix_jobs_dead",
+            "id",
+            postgresql_where=text("status = 'dead' AND replayed_by IS NULL"),
+            sqlite_where=text("status = 'dead' AND replayed_by IS NULL"),
+        ),
+        # Retention: finished jobs by age.
+        Index("ix_jobs_finished_at", "finished_at"),
+    )
+
+
+class Attempt(Base):
+    """One run of a job, numbered 1..n; crashes count as `abandoned` attempts."""
+
+    __tablename__ = "attempts"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str | None] = mapped_column(String(8))
+    error_type: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    retry_in_ms: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    worker: Mapped[str] = mapped_column(String(128))
+
+
+class ApiToken(Base):
+    """A bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AuditEntry(Base):
+    """An operator action: who did what to which job, when and why. Append-only."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    actor: Mapped[str] = mapped_column(String(256))
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_audit_log_job_id", "job_id"),)
