@@ -54,7 +54,11 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dev: bool = False) -> Settings:
         """Read `COURIER_*` variables; `dev` switches the defaults to the embedded mode."""
         env = os.environ if environ is None else environ
-        base = cls(database_url=DEV_DATABASE_URL, broker_url=DEV_BROKER_URL, log_format="console") if dev else cls()
+        base = (
+            cls(database_url=DEV_DATABASE_URL, broker_url=DEV_BROKER_URL, log_format="console")
+            if dev
+            else cls()
+        )
         fields: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             name = f"COURIER_{field.name.upper()}"
@@ -94,7 +98,9 @@ def _url(*schemes: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         scheme = urlsplit(raw).scheme.split("+")[0]
         if scheme not in schemes:
-            raise ValueError(f"expected a URL starting with {' or '.join(s + ':' for s in schemes)} got {raw!r}")
+            raise ValueError(
+                f"expected a URL starting with {' or '.join(s + ':' for s in schemes)} got {raw!r}"
+            )
         return raw
 
     return parse
@@ -136,5 +142,7 @@ def _validated(settings: Settings) -> Settings:
             f"({settings.min_backoff_ms} > {settings.max_backoff_ms})"
         )
     if settings.max_attempts > 20:
-        raise SettingsError(f"COURIER_MAX_ATTEMPTS: must be at most 20, got {settings.max_attempts}")
+        raise SettingsError(
+            f"COURIER_MAX_ATTEMPTS: must be at most 20, got {settings.max_attempts}"
+        )
     return settings

@@ -1,1 +1,1 @@
-"""Dramatiq middleware that mirrors every attempt into SQL, and the error vocabulary it understands."""
+"""Dramatiq middleware that mirrors every attempt into SQL, and the errors it understands."""

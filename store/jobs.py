@@ -124,6 +124,7 @@ def list_jobs(
     type: str | None = None,
     entity_id: str | None = None,
     error_type: str | None = None,
+    ids: Sequence[uuid.UUID] | None = None,
     dead_letters: bool = False,
     limit: int = 50,
     before: uuid.UUID | None = None,
@@ -142,6 +143,8 @@ def list_jobs(
         query = query.where(Job.entity_id == entity_id)
     if error_type is not None:
         query = query.where(Job.error_type == error_type)
+    if ids is not None:
+        query = query.where(Job.id.in_(ids))
     if before is not None:
         query = query.where(Job.id < before)
     rows = session.scalars(query).all()

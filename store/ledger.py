@@ -230,3 +230,10 @@ def reap_expired(session: Session, *, limit: int = 100) -> list[Reaped]:
         )
         reaped.append(Reaped(job_id, number, status))
     return reaped
+
+
+def mark_dead_lettered(session: Session, job_id: uuid.UUID) -> None:
+    """Record that the dead job's copy is in the dead-letter queue."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "dead").values(dead_lettered_at=utcnow())
+    )

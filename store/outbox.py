@@ -7,16 +7,21 @@ A job is published when it is queued or retrying, due, and has no confirmed mess
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dramatiq import Message
+from dramatiq import Broker, Message
+from dramatiq.errors import ConnectionError as BrokerConnectionError
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
 from store.models import Job
 from store.types import utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,3 +91,38 @@ def unpublish_all_active(session: Session) -> int:
     return session.execute(
         update(Job).where(Job.status.in_(("queued", "retrying"))).values(published_at=None)
     ).rowcount
+
+
+def lock_undead_lettered(session: Session, *, limit: int) -> list[tuple[Pending, int, str | None]]:
+    """Lock dead, unreplayed jobs whose copy is not in the dead-letter queue yet."""
+    rows = session.execute(
+        select(*_PENDING_COLUMNS, Job.attempts, Job.error_type)
+        .where(Job.status == "dead", Job.dead_lettered_at.is_(None), Job.replayed_by.is_(None))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [(Pending(*row[:6]), row[6], row[7]) for row in rows]
+
+
+def publish(broker: Broker, sessions: sessionmaker[Session], pendings: Sequence[Pending]) -> int:
+    """Publish freshly committed jobs now and mark them; what fails is left to the relay.
+
+    Returns how many were published. Never raises for a broker outage: the job is safe in SQL.
+    """
+    published = []
+    try:
+        for pending in pendings:
+            broker.enqueue(message_for(pending))
+            published.append(pending.job_id)
+    except BrokerConnectionError:
+        log.warning(
+            "broker unavailable; %d job(s) left to the relay", len(pendings) - len(published)
+        )
+    if published:
+        try:
+            with sessions.begin() as session:
+                mark_published(session, published)
+        except DBAPIError:
+            # The relay will publish them again; the claim makes the duplicate harmless.
+            log.warning("could not mark %d job(s) published", len(published), exc_info=True)
+    return len(published)

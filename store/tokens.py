@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import uuid
@@ -66,10 +67,8 @@ def authenticate(session: Session, token: str) -> Principal | None:
 def revoke(session: Session, token_or_id: str) -> bool:
     """Revoke by secret or by id; False if there was nothing live to revoke."""
     condition = ApiToken.token_hash == digest(token_or_id)
-    try:
+    with contextlib.suppress(ValueError):
         condition = or_(condition, ApiToken.id == uuid.UUID(token_or_id))
-    except ValueError:
-        pass
     return bool(
         session.execute(
             update(ApiToken)

@@ -1,0 +1,87 @@
+"""Builds the broker (RabbitMQ with confirms, or in-process) and its middleware."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
+from sqlalchemy.orm import Session, sessionmaker
+
+from actors.registry import Upstreams, declare_all
+from actors.upstream import UpstreamClient
+from courier.settings import Settings
+from middleware.heartbeat import Heartbeat
+from middleware.ledger import Ledger
+from middleware.reaper import Reaper
+from middleware.relay import Relay
+
+#: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
+#: because a queue's max priority cannot be changed after it exists.
+MAX_PRIORITY = 9
+
+
+def publishing_broker(settings: Settings) -> dramatiq.Broker:
+    """A broker for publishing only (the API): no worker middleware, confirms on."""
+    if settings.uses_memory_broker:
+        return StubBroker(middleware=[])
+    return RabbitmqBroker(
+        url=settings.broker_url, confirm_delivery=True, max_priority=MAX_PRIORITY, middleware=[]
+    )
+
+
+@dataclass
+class WorkerBroker:
+    """A broker with Courier's middleware and every job type declared on it."""
+
+    broker: dramatiq.Broker
+    ledger: Ledger
+    relay: Relay
+    reaper: Reaper
+    heartbeat: Heartbeat
+    upstreams: Upstreams
+
+
+def worker_broker(
+    settings: Settings, sessions: sessionmaker[Session], *, broker: dramatiq.Broker | None = None
+) -> WorkerBroker:
+    """Add the middleware stack to `broker` (default: a new one) and declare the actors."""
+    broker = broker or publishing_broker(settings)
+    ledger = Ledger(
+        sessions=sessions,
+        min_backoff_ms=settings.min_backoff_ms,
+        max_backoff_ms=settings.max_backoff_ms,
+        lease_s=settings.lease_s,
+        progress_interval_s=settings.progress_interval_s,
+    )
+    relay = Relay(broker=broker, sessions=sessions, interval_s=settings.relay_interval_s)
+    reaper = Reaper(sessions=sessions, interval_s=settings.reaper_interval_s)
+    heartbeat = Heartbeat(ledger=ledger)
+    # Dramatiq's Retries is left out on purpose: the Ledger owns the retry policy.
+    for middleware in (
+        TimeLimit(time_limit=settings.job_timeout_s * 1000),
+        ShutdownNotifications(),
+        CurrentMessage(),
+        ledger,
+        heartbeat,
+        relay,
+        reaper,
+    ):
+        broker.add_middleware(middleware)
+    upstreams = Upstreams(
+        crm=_client(settings, settings.crm_url, "CRM"),
+        billing=_client(settings, settings.billing_url, "Billing"),
+    )
+    declare_all(broker, upstreams)
+    return WorkerBroker(broker, ledger, relay, reaper, heartbeat, upstreams)
+
+
+def _client(settings: Settings, url: str, name: str) -> UpstreamClient:
+    return UpstreamClient(
+        url,
+        name=name,
+        timeout_s=settings.upstream_timeout_s,
+        max_backoff_ms=settings.max_backoff_ms,
+    )

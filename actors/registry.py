@@ -1,0 +1,113 @@
+"""The catalogue of job types and how each becomes a Dramatiq actor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from pydantic import BaseModel, ValidationError
+
+from actors.upstream import UpstreamClient
+from middleware import errors
+from middleware.classify import DEFAULT, Rule
+from middleware.current_job import RunningJob, current_job
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """The upstream clients a job type may call."""
+
+    crm: UpstreamClient
+    billing: UpstreamClient
+
+    def close(self) -> None:
+        """Release their connection pools."""
+        self.crm.close()
+        self.billing.close()
+
+
+Run = Callable[[RunningJob, Upstreams], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A kind of job: its name (the actor's name), queue, code, payload model and error rules."""
+
+    name: str
+    queue: str
+    run: Run
+    payload_model: type[BaseModel] | None = None
+    rules: Sequence[Rule] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, JobType] = {}
+
+
+def job_type(
+    name: str,
+    *,
+    queue: str = "sync",
+    payload: type[BaseModel] | None = None,
+    rules: Sequence[Rule] = (),
+) -> Callable[[Run], Run]:
+    """Register the decorated function as the code of job type `name`.
+
+    `payload` validates the job's payload before the code runs (failures are
+    `InvalidPayload`, a skip); `rules` add to or override the default classification.
+    """
+
+    def register(run: Run) -> Run:
+        if name in _REGISTRY:
+            raise ValueError(f"job type {name!r} is already registered")
+        _REGISTRY[name] = JobType(name, queue, run, payload, tuple(rules))
+        return run
+
+    return register
+
+
+def job_types() -> Mapping[str, JobType]:
+    """Every registered job type, by name (importing `actors.jobs` registers the built-ins)."""
+    import actors.jobs  # noqa: F401  (registers the built-in job types)
+
+    return dict(_REGISTRY)
+
+
+def queues_by_type() -> dict[str, str]:
+    """Job type name → queue name, which is all the API needs to know about job types."""
+    return {name: jt.queue for name, jt in job_types().items()}
+
+
+def declare_all(broker: dramatiq.Broker, upstreams: Upstreams) -> None:
+    """Declare one actor per job type on `broker`."""
+    for jt in job_types().values():
+        dramatiq.Actor(
+            _actor_body(jt, upstreams),
+            broker=broker,
+            actor_name=jt.name,
+            queue_name=jt.queue,
+            priority=0,
+            options={"classifier": DEFAULT.extended(jt.rules), "throws": (errors.JobError,)},
+        )
+
+
+def _actor_body(jt: JobType, upstreams: Upstreams) -> Callable[[str], None]:
+    def run(job_id: str) -> None:
+        job = current_job()
+        if jt.payload_model is not None:
+            try:
+                jt.payload_model.model_validate(job.payload)
+            except ValidationError as e:
+                raise errors.InvalidPayload(_first_error(e)) from None
+        # The result goes to the ledger through the job, not as a Dramatiq return value.
+        job.result = jt.run(job, upstreams)
+
+    run.__name__ = jt.name
+    return run
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    return f"{where}: {first['msg']}"

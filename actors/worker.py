@@ -1,0 +1,21 @@
+"""The module Dramatiq's worker loads: `dramatiq actors.worker` (what `courier worker` runs).
+
+Importing it reads the settings from the environment, connects the store and declares
+every job type on a RabbitMQ broker with Courier's middleware.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from actors.broker import worker_broker
+from courier.logs import configure_logging
+from courier.settings import Settings
+from store.db import make_engine, make_sessionmaker
+
+settings = Settings.from_env()
+configure_logging(settings.log_format)
+engine = make_engine(settings.database_url)
+stack = worker_broker(settings, make_sessionmaker(engine))
+broker = stack.broker
+dramatiq.set_broker(broker)

@@ -1,0 +1,1 @@
+"""The HTTP API (Falcon): accepts jobs, reports their state, and lets operators act on them."""

@@ -1,0 +1,110 @@
+"""Every error becomes one JSON shape, `{"title", "description", ...}`, mapped in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+
+from store import errors as store_errors
+
+log = logging.getLogger(__name__)
+
+
+class Problem(falcon.HTTPError):
+    """An HTTP error with the contract's body and optional extra fields."""
+
+    def __init__(self, status: str, title: str, description: str | None = None, **extra: Any):
+        super().__init__(status, title=title, description=description)
+        self.extra = extra
+
+    def to_dict(self, obj_type: type = dict) -> Any:
+        body = super().to_dict(obj_type)
+        body.update(self.extra)
+        return body
+
+
+def not_found(description: str = "no such job") -> Problem:
+    """404 in the contract's shape (also for other tenants' jobs)."""
+    return Problem(falcon.HTTP_404, "Not Found", description)
+
+
+def install(app: falcon.App) -> None:
+    """Register the handlers that turn exceptions into answers."""
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(ValidationError, _invalid)
+    app.add_error_handler(store_errors.StoreError, _store_error)
+    app.add_error_handler(DBAPIError, _database_down)
+
+
+def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: Any):
+    resp.status = ex.status
+    resp.media = ex.to_dict()
+    if ex.headers:
+        resp.set_headers(ex.headers)
+
+
+def _invalid(req: falcon.Request, resp: falcon.Response, ex: ValidationError, params: Any):
+    problem = as_problem(ex)
+    _http_error(req, resp, problem, params)
+
+
+def as_problem(ex: ValidationError) -> Problem:
+    """400 for a body that is not JSON, else 422 naming each invalid field."""
+    details = ex.errors(include_url=False, include_context=False, include_input=False)
+    if any(d["type"] == "json_invalid" for d in details):
+        return Problem(falcon.HTTP_400, "Malformed JSON", "the request body is not valid JSON")
+    fields = [{"field": ".".join(str(p) for p in d["loc"]), "message": d["msg"]} for d in details]
+    summary = "; ".join(f"{f['field'] or 'body'}: {f['message']}" for f in fields[:5])
+    return Problem(falcon.HTTP_422, "Invalid request", summary, errors=fields)
+
+
+def _store_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any):
+    _http_error(req, resp, store_problem(ex), params)
+
+
+def store_problem(ex: Exception) -> Problem:
+    """The answer for a transition the store refused."""
+    if isinstance(ex, store_errors.JobNotFound):
+        return not_found()
+    if isinstance(ex, store_errors.DuplicateActiveJob):
+        return Problem(
+            falcon.HTTP_409, "Conflict", str(ex), existing_job_id=str(ex.existing_job_id)
+        )
+    if isinstance(ex, store_errors.IdempotencyConflict):
+        return Problem(falcon.HTTP_422, "Idempotency-Key reused", str(ex))
+    return Problem(falcon.HTTP_409, "Conflict", str(ex))
+
+
+def _database_down(req: falcon.Request, resp: falcon.Response, ex: DBAPIError, params: Any):
+    if not ex.connection_invalidated and not isinstance(ex.orig, _OPERATIONAL):
+        return _unexpected(req, resp, ex, params)
+    log.warning("database unavailable: %s", ex.orig)
+    problem = Problem(
+        falcon.HTTP_503, "Database unavailable", "the job store is not answering; try again"
+    )
+    problem.headers["Retry-After"] = "5"  # type: ignore[index]
+    _http_error(req, resp, problem, params)
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any):
+    if isinstance(ex, falcon.HTTPError):
+        return _http_error(req, resp, ex, params)
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    problem = Problem(falcon.HTTP_500, "Internal Server Error", "an unexpected error occurred")
+    _http_error(req, resp, problem, params)
+
+
+def _operational_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    import psycopg
+
+    return (psycopg.OperationalError, sqlite3.OperationalError)
+
+
+_OPERATIONAL = _operational_errors()

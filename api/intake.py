@@ -1,0 +1,126 @@
+"""Turning a validated job request into a stored job, and publishing what was stored."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import dramatiq
+import falcon
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.errors import Problem
+from api.schemas import JobRequest
+from store import dead_letter_queue, outbox
+from store.jobs import NewJob
+from store.models import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Values a job request may leave out."""
+
+    max_attempts: int
+    timeout_s: int
+
+
+class Intake:
+    """What resources need to accept jobs: known types, defaults, the broker and the store."""
+
+    def __init__(
+        self,
+        *,
+        queues: Mapping[str, str],
+        defaults: Defaults,
+        broker: dramatiq.Broker,
+        sessions: sessionmaker[Session],
+    ) -> None:
+        self.queues = dict(queues)
+        self.defaults = defaults
+        self.broker = broker
+        self.sessions = sessions
+
+    def new_job(
+        self,
+        request: JobRequest,
+        *,
+        tenant: str,
+        correlation_id: str | None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> NewJob:
+        """The store's view of a request; 422 for a type no worker knows."""
+        queue = self.queues.get(request.type)
+        if queue is None:
+            known = ", ".join(sorted(self.queues))
+            raise Problem(
+                falcon.HTTP_422,
+                "Unknown job type",
+                f"{request.type!r} is not a job type; known types: {known}",
+            )
+        return NewJob(
+            tenant=tenant,
+            type=request.type,
+            queue=queue,
+            entity_id=request.entity_id,
+            payload=request.payload,
+            priority=request.priority,
+            max_attempts=request.max_attempts or self.defaults.max_attempts,
+            timeout_s=request.timeout_s or self.defaults.timeout_s,
+            run_at=request.run_at,
+            correlation_id=correlation_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+
+    def publish(self, jobs: list[Job]) -> None:
+        """Publish committed jobs that are due now; the relay takes the rest (and any failure)."""
+        due = [outbox.pending_of(j) for j in jobs if j.next_attempt_at is None]
+        if due:
+            outbox.publish(self.broker, self.sessions, due)
+
+    def forget_dead_letters(self, jobs: list[Job]) -> None:
+        """Remove replayed jobs' copies from their dead-letter queues (best effort)."""
+        by_queue: dict[str, set[str]] = {}
+        for j in jobs:
+            by_queue.setdefault(j.queue, set()).add(str(j.id))
+        for queue, ids in by_queue.items():
+            try:
+                dead_letter_queue.remove(self.broker, queue, ids)
+            except Exception:  # the SQL record is what counts; the copy expires by TTL
+                log.warning(
+                    "could not remove %d dead letters from %s", len(ids), queue, exc_info=True
+                )
+
+
+def correlation_id(req: falcon.Request) -> str | None:
+    """The client's request id, if it sent one."""
+    return req.context.request_id if req.context.request_id_given else None
+
+
+def query_limit(req: falcon.Request, default: int = 50, maximum: int = 500) -> int:
+    """`limit` from the query string, 1..maximum (422 otherwise)."""
+    raw = req.get_param("limit")
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= maximum:
+        raise Problem(falcon.HTTP_422, "Invalid request", f"limit must be 1 to {maximum}")
+    return value
+
+
+def unknown_params(req: falcon.Request, allowed: set[str]) -> None:
+    """422 for a query parameter this endpoint does not know (a typo would silently match all)."""
+    extra = set(req.params) - allowed
+    if extra:
+        raise Problem(
+            falcon.HTTP_422,
+            "Invalid request",
+            f"unknown query parameters: {', '.join(sorted(extra))}",
+        )

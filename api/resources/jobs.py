@@ -1,0 +1,171 @@
+"""/v1/jobs: submit, list, read, follow attempts, cancel and replay jobs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import falcon
+from pydantic import ValidationError
+
+from api import auth, body, serialize
+from api.errors import Problem, as_problem, store_problem
+from api.intake import Intake, correlation_id, query_limit, unknown_params
+from api.schemas import BatchRequest, CancelRequest, JobRequest, ReplayRequest
+from store import actions, errors, jobs
+from store.models import JOB_STATUSES
+from store.models import Job as StoredJob
+
+
+class Jobs:
+    """The collection of the caller's jobs."""
+
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = auth.principal(req)
+        request = body.parse(req, JobRequest)
+        key = req.get_header("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 256:
+            raise Problem(falcon.HTTP_422, "Invalid request", "Idempotency-Key is 1 to 256 chars")
+        new = self._intake.new_job(
+            request,
+            tenant=who.tenant,
+            correlation_id=correlation_id(req),
+            idempotency_key=key,
+            request_hash=body.fingerprint(request) if key else None,
+        )
+        with self._intake.sessions.begin() as session:
+            job, created = jobs.create_job(session, new)
+        if created:
+            self._intake.publish([job])
+        resp.status = falcon.HTTP_202 if created else falcon.HTTP_200
+        resp.location = f"/v1/jobs/{job.id}"
+        resp.media = serialize.job(job)
+
+    def on_post_batch(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = auth.principal(req)
+        batch = body.parse(req, BatchRequest)
+        items: list[dict] = []
+        accepted = []
+        with self._intake.sessions.begin() as session:
+            for raw in batch.jobs:
+                try:
+                    request = JobRequest.model_validate(raw)
+                    new = self._intake.new_job(
+                        request, tenant=who.tenant, correlation_id=correlation_id(req)
+                    )
+                    job, _ = jobs.create_job(session, new)
+                except ValidationError as e:
+                    items.append(_item(as_problem(e)))
+                except Problem as p:
+                    items.append(_item(p))
+                except errors.StoreError as e:
+                    items.append(_item(store_problem(e)))
+                else:
+                    accepted.append(job)
+                    items.append({"status": 202, "job": job})
+        self._intake.publish(accepted)
+        resp.status = falcon.HTTP_207
+        resp.media = {
+            "items": [
+                {"status": 202, "job": serialize.job(i["job"])} if "job" in i else i for i in items
+            ]
+        }
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        unknown_params(req, {"status", "type", "entity_id", "tenant", "limit", "cursor"})
+        status = req.get_param("status")
+        if status is not None and status not in JOB_STATUSES:
+            raise Problem(
+                falcon.HTTP_422,
+                "Invalid request",
+                f"status must be one of {', '.join(JOB_STATUSES)}",
+            )
+        tenant = auth.scope(req)
+        wanted_tenant = req.get_param("tenant")
+        if wanted_tenant is not None:
+            if tenant is not None and wanted_tenant != tenant:
+                raise Problem(falcon.HTTP_403, "Forbidden", "the tenant filter is for operators")
+            tenant = wanted_tenant
+        with self._intake.sessions() as session:
+            rows, next_id = jobs.list_jobs(
+                session,
+                tenant=tenant,
+                status=status,
+                type=req.get_param("type"),
+                entity_id=req.get_param("entity_id"),
+                limit=query_limit(req),
+                before=cursor(req),
+            )
+            resp.media = page(rows, next_id)
+
+
+class Job:
+    """One job of the caller's, its attempts, and what can be done to it."""
+
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        with self._intake.sessions() as session:
+            resp.media = serialize.job(jobs.get_job(session, job_id, tenant=auth.scope(req)))
+
+    def on_get_attempts(
+        self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID
+    ) -> None:
+        with self._intake.sessions() as session:
+            jobs.get_job(session, job_id, tenant=auth.scope(req))
+            attempts = jobs.list_attempts(session, job_id)
+            resp.media = {"items": [serialize.attempt(a) for a in attempts]}
+
+    def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        request = body.parse(req, CancelRequest, empty_ok=True)
+        who = auth.principal(req)
+        with self._intake.sessions.begin() as session:
+            job = jobs.get_job(session, job_id, tenant=auth.scope(req))
+            job = actions.cancel(session, job, actor=who.label, reason=request.reason)
+            resp.media = serialize.job(job)
+
+    def on_post_replay(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        request = body.parse(req, ReplayRequest, empty_ok=True)
+        who = auth.principal(req)
+        with self._intake.sessions.begin() as session:
+            old = jobs.get_job(session, job_id, tenant=auth.scope(req))
+            if old.status == "dead" and not who.is_operator:
+                raise Problem(falcon.HTTP_403, "Forbidden", "dead jobs are replayed by operators")
+            new = actions.replay(
+                session, old, actor=who.label, payload=request.payload, reason=request.reason
+            )
+        self._intake.publish([new])
+        if old.status == "dead":
+            self._intake.forget_dead_letters([old])
+        resp.status = falcon.HTTP_202
+        resp.location = f"/v1/jobs/{new.id}"
+        resp.media = serialize.job(new)
+
+
+def cursor(req: falcon.Request) -> uuid.UUID | None:
+    """The page cursor (the last id of the previous page); 400 if it is not one."""
+    raw = req.get_param("cursor")
+    if raw is None:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise Problem(
+            falcon.HTTP_400, "Invalid cursor", "use next_cursor from a previous page"
+        ) from None
+
+
+def page(rows: Sequence[StoredJob], next_id: uuid.UUID | None) -> dict:
+    """A page of jobs in the contract's shape."""
+    return {
+        "items": [serialize.job(r) for r in rows],
+        "next_cursor": None if next_id is None else str(next_id),
+    }
+
+
+def _item(problem: Problem) -> dict:
+    return {"status": int(problem.status_code), **problem.to_dict()}

@@ -1,0 +1,175 @@
+"""Request and response shapes; the API validates with them and the OpenAPI document uses them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+
+from store.models import JOB_STATUSES
+
+
+def _text_only(value: Any) -> Any:
+    # Pydantic would read a bare number as Unix time; the contract says RFC 3339 strings.
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Reason = Annotated[str, Field(max_length=1000)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class JobRequest(Strict):
+    """A job to run."""
+
+    type: Name
+    entity_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: Annotated[StrictInt, Field(ge=0, le=9)] = 0
+    run_at: Timestamp | None = None
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=20)] | None = None
+    # Well below RabbitMQ's 30-minute delivery acknowledgement timeout.
+    timeout_s: Annotated[StrictInt, Field(ge=1, le=1500)] | None = None
+
+
+class BatchRequest(Strict):
+    """Up to 1000 jobs accepted in one transaction; each is validated on its own."""
+
+    jobs: Annotated[list[Any], Field(min_length=1, max_length=1000)]
+
+
+class ReplayRequest(Strict):
+    """Replay a finished job, optionally with a corrected payload."""
+
+    payload: dict[str, Any] | None = None
+    reason: Reason | None = None
+
+
+class CancelRequest(Strict):
+    """Why a job is cancelled (optional)."""
+
+    reason: Reason | None = None
+
+
+class DeadLetterReplayRequest(Strict):
+    """Replay dead jobs by id or by filter."""
+
+    job_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] | None = None
+    type: Name | None = None
+    error_type: Annotated[str, Field(max_length=128)] | None = None
+    tenant: Name | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 1000
+    reason: Reason | None = None
+
+
+Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+
+
+class Progress(BaseModel):
+    """How far a running job got."""
+
+    current: int
+    total: int | None = None
+    message: str | None = None
+
+
+class JobOut(BaseModel):
+    """A job as the API shows it."""
+
+    id: uuid.UUID
+    tenant: str
+    type: str
+    entity_id: str | None
+    payload: dict[str, Any]
+    status: Status
+    priority: int
+    attempts: int
+    max_attempts: int
+    progress: Progress | None
+    result: dict[str, Any] | None
+    error_type: str | None
+    error: str | None
+    correlation_id: str
+    replay_of: uuid.UUID | None
+    replayed_by: uuid.UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    run_at: datetime | None
+    status_url: str
+
+
+class AttemptOut(BaseModel):
+    """One attempt of a job."""
+
+    number: int
+    status: Literal["running", "succeeded", "failed", "abandoned"]
+    decision: Literal["retry", "skip", "dead"] | None
+    error_type: str | None
+    error: str | None
+    retry_in_ms: int | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+    worker: str
+
+
+class JobPage(BaseModel):
+    """A page of jobs, newest first."""
+
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class AttemptList(BaseModel):
+    """A job's attempts in order."""
+
+    items: list[AttemptOut]
+
+
+class BatchItem(BaseModel):
+    """The fate of one job of a batch."""
+
+    status: Literal[202, 200, 409, 422]
+    job: JobOut | None = None
+    title: str | None = None
+    description: str | None = None
+    existing_job_id: uuid.UUID | None = None
+
+
+class BatchResult(BaseModel):
+    """One item per submitted job, in order."""
+
+    items: list[BatchItem]
+
+
+class Replayed(BaseModel):
+    """An old job and the new job that replays it."""
+
+    job_id: uuid.UUID
+    new_job_id: uuid.UUID
+
+
+class BulkReplayResult(BaseModel):
+    """What a bulk replay did."""
+
+    replayed: list[Replayed]
+    count: int
+
+
+class ErrorOut(BaseModel):
+    """Every error answer has this shape (plus extra fields where documented)."""
+
+    title: str
+    description: str | None = None

@@ -1,0 +1,164 @@
+"""The `courier` command line (CONTRACT.md §2)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from courier.settings import Settings, SettingsError
+
+
+class Fail(click.ClickException):
+    """An error reported as one line on stderr with exit status 1."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Courier: reliable background jobs for integration work."""
+    ctx.obj = {"debug": debug}
+
+
+def _settings(*, dev: bool = False) -> Settings:
+    try:
+        return Settings.from_env(dev=dev)
+    except SettingsError as e:
+        raise Fail(str(e)) from None
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True)
+def dev(port: int, host: str) -> None:
+    """Run API, workers and the demo upstream in one process (SQLite, in-memory broker)."""
+    from courier import dev as embedded
+    from courier.logs import configure_logging
+
+    settings = _settings(dev=True)
+    configure_logging(settings.log_format)
+    embedded.run(settings, port=port, host=host)
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database to the latest schema (idempotent)."""
+    from store import migrate as migrations
+    from store.db import make_engine
+
+    engine = make_engine(_settings().database_url)
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo("database is at the latest schema")
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+def api(bind: str, workers: int, threads: int) -> None:
+    """Serve the HTTP API under gunicorn."""
+    _settings()  # fail fast on bad configuration, before gunicorn starts
+    args = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers)]
+    args += ["--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "30"]
+    args += ["--access-logfile", "-", "courier.wsgi:get_app()"]
+    os.execv(sys.executable, args)
+
+
+@main.command()
+@click.option("--processes", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option("--no-restart", is_flag=True, help="Exit when the worker group dies.")
+def worker(processes: int, threads: int, no_restart: bool) -> None:
+    """Run Dramatiq workers for every job type (`dramatiq actors.worker`), restarted if they die."""
+    from courier import supervise
+    from courier.logs import configure_logging
+
+    configure_logging(_settings().log_format)
+    command = [sys.executable, "-m", "dramatiq", "actors.worker"]
+    command += ["--processes", str(processes), "--threads", str(threads)]
+    if no_restart:
+        os.execv(sys.executable, command)
+    sys.exit(supervise.run(command))
+
+
+@main.group()
+def token() -> None:
+    """Create and revoke API tokens."""
+
+
+@token.command("create")
+@click.option("--tenant", required=True)
+@click.option(
+    "--role", type=click.Choice(["client", "operator"]), default="client", show_default=True
+)
+@click.option("--name", default=None, help="A label for the token.")
+def token_create(tenant: str, role: str, name: str | None) -> None:
+    """Create a token; it is printed once, alone on the last line."""
+    from store import tokens
+
+    with _session() as session:
+        try:
+            secret = tokens.create(session, tenant=tenant, role=role, name=name)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+    click.echo(f"created {role} token for tenant {tenant}")
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("token_or_id")
+def token_revoke(token_or_id: str) -> None:
+    """Revoke a token, given the token itself or its id."""
+    from store import tokens
+
+    with _session() as session:
+        if not tokens.revoke(session, token_or_id):
+            raise Fail("no live token matches")
+    click.echo("revoked")
+
+
+@main.command("upstream-mock")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=click.IntRange(0, 65535))
+def upstream_mock(host: str, port: int) -> None:
+    """Serve the demo CRM and Billing (used by `courier dev`)."""
+    from courier import upstream_mock as mock
+
+    click.echo(f"demo upstream on http://{host}:{port} (crm: /crm, billing: /billing)")
+    mock.serve_forever(host, port)
+
+
+def _session() -> Any:
+    from store.db import make_engine, make_sessionmaker
+
+    return make_sessionmaker(make_engine(_settings().database_url)).begin()
+
+
+def run() -> None:
+    """Entry point with the contract's exit statuses: 2 bad usage, 1 other errors, one line."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(0)
+    except Exception as e:
+        if debug:
+            raise
+        click.echo(f"error: {type(e).__name__}: {_first_line(e)}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0]

@@ -1,0 +1,86 @@
+"""`courier dev`: the whole service in one process on SQLite and the in-process broker."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from actors.broker import worker_broker
+from courier import upstream_mock
+from courier.settings import Settings
+from courier.wsgi import app_for
+from store import migrate, outbox, tokens
+from store.db import make_engine, make_sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int = 4) -> None:
+    """Serve the API, run workers and the demo upstream until SIGINT or SIGTERM."""
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        client_token = tokens.create(session, tenant="demo", role="client", name="dev client")
+        operator_token = tokens.create(session, tenant="demo", role="operator", name="dev operator")
+        # The in-process queue did not survive the last run: every waiting job is due again.
+        outbox.unpublish_all_active(session)
+
+    upstream = _start_upstream(settings)
+    stack = worker_broker(settings, sessions, broker=StubBroker(middleware=[]))
+    dramatiq.set_broker(stack.broker)
+    worker = dramatiq.Worker(stack.broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+
+    app = app_for(settings, broker=stack.broker, sessions=sessions)
+    server = make_server(
+        host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    serving = threading.Thread(target=server.serve_forever, name="api", daemon=True)
+    serving.start()
+
+    print(f"url: http://{host}:{server.server_port}", flush=True)
+    print(f"client token: {client_token}", flush=True)
+    print(f"operator token: {operator_token}", flush=True)
+    if upstream is not None:
+        print(f"demo upstream: {upstream.url}", flush=True)
+    stop.wait()
+    print("stopping…", flush=True)
+    server.shutdown()
+    worker.stop(timeout=10_000)
+    stack.upstreams.close()
+    if upstream is not None:
+        upstream.stop()
+    engine.dispose()
+
+
+def _start_upstream(settings: Settings) -> upstream_mock.MockServer | None:
+    """Start the demo upstream where the settings point, unless something already listens there."""
+    from urllib.parse import urlsplit
+
+    crm = urlsplit(settings.crm_url)
+    if crm.hostname not in ("127.0.0.1", "localhost"):
+        return None
+    try:
+        return upstream_mock.start(crm.hostname or "127.0.0.1", crm.port or 80)
+    except OSError:
+        log.warning("port %s is taken; using the upstream already running there", crm.port)
+        return None

@@ -1,0 +1,42 @@
+"""Logging set-up for entry points: JSON lines in production, readable lines in `courier dev`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure_logging(log_format: str, *, level: int = logging.INFO) -> None:
+    """Route the standard library's logging through structlog's renderer.
+
+    Modules log with `logging.getLogger(__name__)` and pass job fields (job_id, message_id,
+    attempt, correlation_id, outcome) as `extra`; they become keys of the JSON line.
+    """
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Pika narrates every connection step at INFO.
+    logging.getLogger("pika").setLevel(logging.WARNING)

@@ -1,0 +1,32 @@
+"""The WSGI entry point gunicorn serves: `gunicorn 'courier.wsgi:get_app()'`."""
+
+from __future__ import annotations
+
+import falcon
+
+from actors.broker import publishing_broker
+from actors.registry import queues_by_type
+from api.app import create_app
+from api.intake import Defaults
+from courier.logs import configure_logging
+from courier.settings import Settings
+from store.db import make_engine, make_sessionmaker
+
+
+def get_app() -> falcon.App:
+    """Build the API from the environment."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_format)
+    return app_for(settings, broker=publishing_broker(settings))
+
+
+def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type: ignore[no-untyped-def]
+    """The API for these settings, on a given broker (and store, if already open)."""
+    if sessions is None:
+        sessions = make_sessionmaker(make_engine(settings.database_url))
+    return create_app(
+        sessions=sessions,
+        broker=broker,
+        queues=queues_by_type(),
+        defaults=Defaults(max_attempts=settings.max_attempts, timeout_s=settings.job_timeout_s),
+    )

@@ -1,0 +1,87 @@
+"""The job an actor is running: its claim, progress reports and cancellation checkpoints."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from middleware import errors
+from store import ledger
+
+_local = threading.local()
+
+
+class RunningJob:
+    """Handed to a job type's code while one attempt of its job runs in this thread."""
+
+    def __init__(
+        self, claim: ledger.Claim, *, sessions: sessionmaker[Session], progress_interval_s: float
+    ) -> None:
+        self.claim = claim
+        self.result: dict[str, Any] | None = None
+        self._sessions = sessions
+        self._progress_interval_s = progress_interval_s
+        self._progress_written_at = 0.0
+        self._unwritten_progress: dict[str, Any] | None = None
+
+    @property
+    def job_id(self) -> str:
+        return str(self.claim.job_id)
+
+    @property
+    def entity_id(self) -> str | None:
+        return self.claim.entity_id
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.claim.payload
+
+    @property
+    def correlation_id(self) -> str:
+        return self.claim.correlation_id
+
+    def report_progress(
+        self, current: int, total: int | None = None, message: str | None = None
+    ) -> None:
+        """Record progress; writes are throttled, and the last report is kept at the end."""
+        self._unwritten_progress = {"current": current, "total": total, "message": message}
+        now = time.monotonic()
+        if now - self._progress_written_at >= self._progress_interval_s:
+            self.flush_progress()
+
+    def flush_progress(self) -> None:
+        """Write the latest unwritten progress report, if any."""
+        progress, self._unwritten_progress = self._unwritten_progress, None
+        if progress is not None:
+            self._progress_written_at = time.monotonic()
+            with self._sessions.begin() as session:
+                ledger.set_progress(session, self.claim, progress)
+
+    def checkpoint(self) -> None:
+        """Raise Cancelled if someone asked this job to stop; call it between units of work."""
+        with self._sessions.begin() as session:
+            if ledger.cancel_requested(session, self.claim.job_id):
+                raise errors.Cancelled("cancelled while running")
+
+
+def current_job() -> RunningJob:
+    """The job this thread is running; only valid inside an actor."""
+    job = getattr(_local, "job", None)
+    if job is None:
+        raise RuntimeError("no job is running in this thread")
+    return job
+
+
+def enter(job: RunningJob) -> None:
+    """Make `job` the current job of this thread."""
+    _local.job = job
+
+
+def leave() -> RunningJob | None:
+    """Forget this thread's current job and return it (None if there was none)."""
+    job = getattr(_local, "job", None)
+    _local.job = None
+    return job

@@ -1,0 +1,160 @@
+"""The Ledger middleware: claim in SQL before the actor runs, record the outcome after it.
+
+Dramatiq's Retries middleware is not used: the retry policy lives here and retries are
+scheduled in SQL (`retrying` + `next_attempt_at`), published by the relay when due, so no
+delay ever sits unacked in a worker's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from dramatiq import Broker, Middleware
+from dramatiq.middleware import SkipMessage
+from sqlalchemy.orm import Session, sessionmaker
+
+from middleware import backoff, current_job
+from middleware.classify import CANCEL, DEFAULT, SKIP, Classifier
+from store import dead_letter_queue, ledger
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Ledger(Middleware):
+    """Mirrors every attempt of every job into SQL and decides retry, skip or dead."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        max_backoff_ms: int,
+        min_backoff_ms: int,
+        lease_s: int,
+        progress_interval_s: float,
+    ) -> None:
+        self.sessions = sessions
+        self.min_backoff_ms = min_backoff_ms
+        self.max_backoff_ms = max_backoff_ms
+        self.lease_s = lease_s
+        self.progress_interval_s = progress_interval_s
+        self.running: dict[int, current_job.RunningJob] = {}  # by thread id, for heartbeats
+        self._lock = threading.Lock()
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"classifier", "throws"}
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        job_id = _job_id(message)
+        if job_id is None:
+            log.error("message %s names no job; dropped", message.message_id)
+            raise SkipMessage("no job id")
+        with self.sessions.begin() as session:
+            claim = ledger.claim(session, job_id, worker=WORKER_ID, lease_s=self.lease_s)
+        if claim is None:
+            log.info(
+                "job %s not claimable (duplicate, stale or finished message %s); skipped",
+                job_id,
+                message.message_id,
+            )
+            raise SkipMessage("not claimable")
+        job = current_job.RunningJob(
+            claim, sessions=self.sessions, progress_interval_s=self.progress_interval_s
+        )
+        current_job.enter(job)
+        with self._lock:
+            self.running[threading.get_ident()] = job
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        with self._lock:
+            self.running.pop(threading.get_ident(), None)
+        job = current_job.leave()
+        if job is None:
+            return
+        claim = job.claim
+        outcome = self._outcome(broker, message, claim, job.result, exception)
+        job.flush_progress()
+        with self.sessions.begin() as session:
+            applied = ledger.finish(session, claim, outcome)
+        duration_ms = int((time.time() - claim.started_at.timestamp()) * 1000)
+        log.info(
+            "job %s attempt %d %s%s in %d ms",
+            claim.job_id,
+            claim.number,
+            outcome.job_status,
+            f" ({outcome.error_type}: {outcome.error})" if outcome.error_type else "",
+            duration_ms,
+            extra={
+                "job_id": str(claim.job_id),
+                "message_id": message.message_id,
+                "attempt": claim.number,
+                "correlation_id": claim.correlation_id,
+                "outcome": outcome.job_status if applied else "fenced",
+                "decision": outcome.decision,
+                "duration_ms": duration_ms,
+            },
+        )
+        if applied and outcome.job_status == "dead":
+            self._dead_letter(broker, message, claim, outcome)
+
+    def running_claims(self) -> list[ledger.Claim]:
+        """The claims of the attempts running in this process right now."""
+        with self._lock:
+            return [job.claim for job in self.running.values()]
+
+    def after_skip_message(self, broker: Broker, message: Any) -> None:
+        current_job.leave()
+
+    def _outcome(
+        self, broker: Broker, message: Any, claim: ledger.Claim, result: Any, exception: Any
+    ) -> ledger.Outcome:
+        if exception is None:
+            return ledger.Outcome(job_status="succeeded", result=result)
+        classifier: Classifier = DEFAULT
+        if broker.actors.get(message.actor_name) is not None:
+            classifier = broker.get_actor(message.actor_name).options.get("classifier", DEFAULT)
+        verdict = classifier.classify(exception)
+        common = {"error_type": verdict.error_type, "error": verdict.message}
+        if verdict.kind == CANCEL:
+            return ledger.Outcome(job_status="cancelled", decision="skip", **common)
+        if verdict.kind == SKIP:
+            return ledger.Outcome(job_status="failed", decision="skip", **common)
+        if claim.number >= claim.max_attempts:
+            return ledger.Outcome(job_status="dead", decision="dead", **common)
+        delay = backoff.retry_delay_ms(
+            claim.number,
+            min_ms=self.min_backoff_ms,
+            max_ms=self.max_backoff_ms,
+            retry_after_ms=verdict.retry_after_ms,
+        )
+        return ledger.Outcome(job_status="retrying", decision="retry", retry_in_ms=delay, **common)
+
+    def _dead_letter(
+        self, broker: Broker, message: Any, claim: ledger.Claim, outcome: ledger.Outcome
+    ) -> None:
+        headers = dead_letter_queue.headers_for(str(claim.job_id), outcome.error_type, claim.number)
+        try:
+            dead_letter_queue.publish(broker, message, headers)
+        except Exception:
+            # SQL says dead with dead_lettered_at unset; the relay publishes the copy later.
+            log.warning("job %s: dead letter not published yet", claim.job_id, exc_info=True)
+            return
+        with self.sessions.begin() as session:
+            ledger.mark_dead_lettered(session, claim.job_id)
+
+
+def _job_id(message: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(message.args[0]))
+    except (IndexError, ValueError, TypeError):
+        return None

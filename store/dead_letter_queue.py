@@ -1,0 +1,87 @@
+"""Copies of dead jobs' messages in the queue's dead-letter queue (`<queue>.XQ`).
+
+Dramatiq's own `message.fail()` nacks the delivery, which cannot carry headers; Courier
+publishes the copy itself, with headers an operator can read in the RabbitMQ console, and
+then acks the delivery. SQL remains the record: the copy is a convenience that expires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pika
+from dramatiq import Broker, Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import xq_name
+from dramatiq.errors import ConnectionClosed
+
+
+def headers_for(job_id: str, error_type: str | None, attempts: int) -> dict[str, Any]:
+    """The AMQP headers that explain a dead letter."""
+    return {"x-job-id": job_id, "x-error-type": error_type or "", "x-attempts": attempts}
+
+
+def publish(broker: Broker, message: Message[Any], headers: dict[str, Any]) -> None:
+    """Put a copy of `message` in its queue's `.XQ`, confirmed by the broker when it is RabbitMQ."""
+    queue = xq_name(message.queue_name.removesuffix(".DQ"))
+    if isinstance(broker, RabbitmqBroker):
+        broker.declare_queue(message.queue_name, ensure=True)
+        try:
+            broker.channel.basic_publish(
+                exchange="",
+                routing_key=queue,
+                body=message.encode(),
+                properties=pika.BasicProperties(delivery_mode=2, headers=headers),
+                mandatory=True,
+            )
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            del broker.connection  # reconnect on next use
+            raise ConnectionClosed(e) from None
+    elif isinstance(broker, StubBroker):
+        # The in-memory broker keeps dead letters in a list per canonical queue.
+        broker.dead_letters_by_queue[message.queue_name].append(message)
+    else:
+        raise TypeError(f"dead letters are not supported on {type(broker).__name__}")
+
+
+def remove(broker: Broker, queue_name: str, job_ids: set[str]) -> int:
+    """Take the copies of these jobs out of `<queue_name>.XQ`; returns how many were removed.
+
+    RabbitMQ cannot delete a message by header, so this reads the queue once, acks the
+    matching messages and returns the others to the queue.
+    """
+    queue = xq_name(queue_name)
+    if isinstance(broker, StubBroker):
+        kept = broker.dead_letters_by_queue[queue_name]
+        before = len(kept)
+        kept[:] = [m for m in kept if str(m.args[0] if m.args else "") not in job_ids]
+        return before - len(kept)
+    if not isinstance(broker, RabbitmqBroker):
+        raise TypeError(f"dead letters are not supported on {type(broker).__name__}")
+    try:
+        connection = pika.BlockingConnection(broker.parameters)
+    except pika.exceptions.AMQPError as e:
+        raise ConnectionClosed(e) from None
+    removed = 0
+    try:
+        channel = connection.channel()
+        count = channel.queue_declare(queue, passive=True).method.message_count
+        for _ in range(count):
+            method, properties, _body = channel.basic_get(queue, auto_ack=False)
+            if method is None:
+                break
+            if str((properties.headers or {}).get("x-job-id")) in job_ids:
+                channel.basic_ack(method.delivery_tag)
+                removed += 1
+        # Everything not acked goes back to the queue when the channel closes.
+        channel.close()
+    except pika.exceptions.ChannelClosedByBroker as e:
+        if e.reply_code != 404:  # no such queue: nothing to remove
+            raise ConnectionClosed(e) from None
+    except pika.exceptions.AMQPError as e:
+        raise ConnectionClosed(e) from None
+    finally:
+        if connection.is_open:
+            connection.close()
+    return removed

@@ -1,0 +1,106 @@
+"""Fixtures shared by the test tiers: real services, fresh per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from courier.settings import Settings
+from store.db import make_engine, make_sessionmaker
+from tests.support import services
+from tests.support.stack import Stack, build
+from tests.support.upstream import ScriptableUpstream
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> None:
+    """The migrated template database, made once per run."""
+    try:
+        services.create_template()
+    except Exception as e:  # any reason the server cannot be used
+        services.unavailable("PostgreSQL", e)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_available() -> None:
+    """RabbitMQ with its management API (used to make vhosts)."""
+    try:
+        services.delete_vhost(services.create_vhost())
+    except Exception as e:
+        services.unavailable("RabbitMQ (with rabbitmq_management)", e)
+
+
+@pytest.fixture
+def database_url(postgres_template: None) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test."""
+    name = services.clone_database()
+    yield services.pg_url(name)
+    services.drop_database(name)
+
+
+@pytest.fixture
+def vhost(rabbitmq_available: None) -> Iterator[str]:
+    """A fresh RabbitMQ vhost for this test."""
+    name = services.create_vhost()
+    yield name
+    services.delete_vhost(name)
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[ScriptableUpstream]:
+    """The scriptable upstream, shared by the run and reset for each test."""
+    server = ScriptableUpstream.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server: ScriptableUpstream) -> ScriptableUpstream:
+    """The upstream with no scripts and no recorded calls."""
+    upstream_server.reset()
+    return upstream_server
+
+
+@pytest.fixture
+def settings(database_url: str, vhost: str, upstream: ScriptableUpstream) -> Settings:
+    """Settings for a test: its own database and vhost, fast retries, short leases."""
+    return Settings(
+        database_url=database_url,
+        broker_url=services.amqp_url(vhost),
+        rabbitmq_api_url=services.RABBIT_API,
+        crm_url=upstream.crm_url,
+        billing_url=upstream.billing_url,
+        upstream_timeout_s=2,
+        min_backoff_ms=50,
+        max_backoff_ms=200,
+        lease_s=3,
+        reaper_interval_s=0.5,
+        relay_interval_s=0.1,
+        progress_interval_s=0.05,
+        log_format="console",
+    )
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """An engine on the test database."""
+    engine = make_engine(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions on the test database."""
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def stack(settings: Settings, engine: Engine, sessions: sessionmaker[Session]) -> Iterator[Stack]:
+    """The API on real PostgreSQL and RabbitMQ; start workers with `stack.start_worker()`."""
+    s = build(settings, engine, sessions)
+    yield s
+    s.close()

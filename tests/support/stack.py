@@ -1,0 +1,93 @@
+"""An in-process Courier on real PostgreSQL and RabbitMQ: API through falcon's TestClient, workers
+through `dramatiq.Worker`, both wired exactly as the entry points wire them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from falcon import testing
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from actors.broker import WorkerBroker, publishing_broker, worker_broker
+from courier.settings import Settings
+from courier.wsgi import app_for
+from store import tokens
+from store.models import Attempt, Job
+from tests.support.polling import wait_for
+
+
+@dataclass
+class Stack:
+    """The pieces of a running Courier, plus helpers to drive and inspect it."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    api_broker: dramatiq.Broker
+    client: testing.TestClient
+    workers: list[tuple[WorkerBroker, dramatiq.Worker]] = field(default_factory=list)
+
+    def token(self, tenant: str = "acme", role: str = "client") -> dict[str, str]:
+        """Authorization headers for a new token."""
+        with self.sessions.begin() as session:
+            secret = tokens.create(session, tenant=tenant, role=role, name=f"test {role}")
+        return {"Authorization": f"Bearer {secret}"}
+
+    def start_worker(self, *, threads: int = 4, **changes: Any) -> WorkerBroker:
+        """Start an in-process worker (its own broker connection and middleware)."""
+        settings = self.settings.replace(**changes) if changes else self.settings
+        stack = worker_broker(settings, self.sessions)
+        worker = dramatiq.Worker(stack.broker, worker_threads=threads, worker_timeout=100)
+        worker.start()
+        self.workers.append((stack, worker))
+        return stack
+
+    def stop_workers(self) -> None:
+        """Stop every worker started here."""
+        for stack, worker in self.workers:
+            worker.stop(timeout=10_000)
+            stack.upstreams.close()
+            stack.broker.close()
+        self.workers.clear()
+
+    def job(self, job_id: str | uuid.UUID) -> Job:
+        """The job's row as it is now."""
+        with self.sessions() as session:
+            return session.get_one(Job, uuid.UUID(str(job_id)))
+
+    def attempts(self, job_id: str | uuid.UUID) -> list[Attempt]:
+        """The job's attempt rows in order."""
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Attempt)
+                    .where(Attempt.job_id == uuid.UUID(str(job_id)))
+                    .order_by(Attempt.number)
+                )
+            )
+
+    def wait_status(self, job_id: str, *statuses: str, timeout: float = 20.0) -> Job:
+        """Wait until the job reaches one of `statuses`."""
+        wait_for(
+            lambda: self.job(job_id).status in statuses,
+            timeout=timeout,
+            what=f"job {job_id} to be {'/'.join(statuses)} (is {self.job(job_id).status})",
+        )
+        return self.job(job_id)
+
+    def close(self) -> None:
+        """Stop workers and release connections."""
+        self.stop_workers()
+        self.api_broker.close()
+        self.engine.dispose()
+
+
+def build(settings: Settings, engine: Engine, sessions: sessionmaker[Session]) -> Stack:
+    """A stack whose API publishes to the settings' broker."""
+    api_broker = publishing_broker(settings)
+    app = app_for(settings, broker=api_broker, sessions=sessions)
+    return Stack(settings, engine, sessions, api_broker, testing.TestClient(app))
