@@ -35,9 +35,9 @@ class Authenticate:
 
 def unauthorized(description: str) -> Problem:
     """401 with a Bearer challenge."""
-    problem = Problem(falcon.HTTP_401, "Unauthorized", description)
-    problem.headers["WWW-Authenticate"] = "Bearer"  # type: ignore[index]
-    return problem
+    return Problem(
+        falcon.HTTP_401, "Unauthorized", description, headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def principal(req: falcon.Request) -> tokens.Principal:

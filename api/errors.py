@@ -17,8 +17,16 @@ log = logging.getLogger(__name__)
 class Problem(falcon.HTTPError):
     """An HTTP error with the contract's body and optional extra fields."""
 
-    def __init__(self, status: str, title: str, description: str | None = None, **extra: Any):
-        super().__init__(status, title=title, description=description)
+    def __init__(
+        self,
+        status: str,
+        title: str,
+        description: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ):
+        super().__init__(status, title=title, description=description, headers=headers)
         self.extra = extra
 
     def to_dict(self, obj_type: type = dict) -> Any:
@@ -85,9 +93,11 @@ def _database_down(req: falcon.Request, resp: falcon.Response, ex: DBAPIError, p
         return _unexpected(req, resp, ex, params)
     log.warning("database unavailable: %s", ex.orig)
     problem = Problem(
-        falcon.HTTP_503, "Database unavailable", "the job store is not answering; try again"
+        falcon.HTTP_503,
+        "Database unavailable",
+        "the job store is not answering; try again",
+        headers={"Retry-After": "5"},
     )
-    problem.headers["Retry-After"] = "5"  # type: ignore[index]
     _http_error(req, resp, problem, params)
 
 

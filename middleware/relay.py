@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from dramatiq import Broker
-from dramatiq.errors import ConnectionError as BrokerConnectionError
+from dramatiq.errors import BrokerConnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from middleware.periodic import Periodic

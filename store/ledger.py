@@ -18,9 +18,6 @@ from sqlalchemy.orm import Session
 from store.models import Attempt, Job
 from store.types import utcnow
 
-# A message may arrive a little before its due time (clock skew between hosts).
-DUE_TOLERANCE = timedelta(seconds=2)
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -66,7 +63,7 @@ def claim(session: Session, job_id: uuid.UUID, *, worker: str, lease_s: int) -> 
             Job.id == job_id,
             Job.status.in_(("queued", "retrying")),
             Job.cancel_requested_at.is_(None),
-            (Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= now + DUE_TOLERANCE),
+            (Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= now),
         )
         .values(
             status="running",
@@ -87,6 +84,7 @@ def claim(session: Session, job_id: uuid.UUID, *, worker: str, lease_s: int) -> 
         )
     ).one_or_none()
     if row is None:
+        _unpublish_if_early(session, job_id, now)
         return None
     session.execute(
         insert(Attempt).values(
@@ -94,6 +92,21 @@ def claim(session: Session, job_id: uuid.UUID, *, worker: str, lease_s: int) -> 
         )
     )
     return Claim(job_id, row.attempts, *row[1:], started_at=now)
+
+
+def _unpublish_if_early(session: Session, job_id: uuid.UUID, now: datetime) -> None:
+    # A message that arrives before the job is due (a stale duplicate, or a clock behind the
+    # relay's) is dropped; the relay publishes again when the job is due.
+    session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_(("queued", "retrying")),
+            Job.cancel_requested_at.is_(None),
+            Job.next_attempt_at > now,
+        )
+        .values(published_at=None)
+    )
 
 
 def finish(session: Session, claim: Claim, outcome: Outcome) -> bool:

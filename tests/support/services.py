@@ -41,7 +41,9 @@ def create_template() -> None:
     from store.db import make_engine
 
     with admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     engine = make_engine(pg_url(TEMPLATE))
     migrate.upgrade(engine)
@@ -63,7 +65,9 @@ def clone_database() -> str:
 def drop_database(name: str) -> None:
     """Drop a test database, disconnecting whoever is still on it."""
     with admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def rabbit_api() -> httpx.Client:

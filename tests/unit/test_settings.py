@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from courier.settings import DEV_BROKER_URL, DEV_DATABASE_URL, Settings, SettingsError
+
+
+def test_defaults_match_the_contract():
+    s = Settings.from_env({})
+    assert s.database_url == "postgresql+psycopg://postgres@127.0.0.1:5432/courier"
+    assert s.broker_url == "amqp://guest:guest@127.0.0.1:5672/%2F"
+    assert (s.max_attempts, s.min_backoff_ms, s.max_backoff_ms) == (4, 30_000, 300_000)
+    assert (s.job_timeout_s, s.upstream_timeout_s, s.log_format) == (600, 10.0, "json")
+
+
+def test_dev_mode_defaults_to_sqlite_and_the_memory_broker():
+    s = Settings.from_env({}, dev=True)
+    assert (s.database_url, s.broker_url, s.log_format) == (
+        DEV_DATABASE_URL,
+        DEV_BROKER_URL,
+        "console",
+    )
+    assert s.uses_memory_broker
+
+
+def test_environment_overrides_defaults():
+    s = Settings.from_env({"COURIER_MAX_ATTEMPTS": "7", "COURIER_UPSTREAM_TIMEOUT_S": "2.5"})
+    assert s.max_attempts == 7
+    assert s.upstream_timeout_s == 2.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("COURIER_MAX_ATTEMPTS", "many"),
+        ("COURIER_MAX_ATTEMPTS", "0"),
+        ("COURIER_MAX_ATTEMPTS", "21"),
+        ("COURIER_MIN_BACKOFF_MS", "-5"),
+        ("COURIER_UPSTREAM_TIMEOUT_S", "0"),
+        ("COURIER_LOG_FORMAT", "xml"),
+        ("COURIER_DATABASE_URL", "mysql://x"),
+        ("COURIER_BROKER_URL", "redis://x"),
+        ("COURIER_CRM_URL", "ftp://crm"),
+    ],
+)
+def test_an_invalid_value_fails_naming_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_min_backoff_may_not_exceed_max_backoff():
+    with pytest.raises(SettingsError, match="COURIER_MIN_BACKOFF_MS"):
+        Settings.from_env({"COURIER_MIN_BACKOFF_MS": "5000", "COURIER_MAX_BACKOFF_MS": "1000"})
+
+
+def test_an_empty_management_api_url_means_none():
+    assert Settings.from_env({"COURIER_RABBITMQ_API_URL": ""}).rabbitmq_api_url is None
