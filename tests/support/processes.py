@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -68,10 +69,8 @@ class Process:
 
     def kill_group(self, signum: int = signal.SIGKILL) -> None:
         """Send a signal to the process and every child it started."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 20) -> int | None:
         """SIGTERM, then SIGKILL the whole group if it does not exit in time."""
