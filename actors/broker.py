@@ -78,6 +78,18 @@ def worker_broker(
     return WorkerBroker(broker, ledger, relay, reaper, heartbeat, upstreams)
 
 
+def start_in_process_worker(stack: WorkerBroker, *, threads: int) -> dramatiq.Worker:
+    """Run workers as threads of this process (embedded mode, tests).
+
+    Announces the process boot first, as Dramatiq's command line does: the TimeLimit
+    middleware starts its timer thread then.
+    """
+    stack.broker.emit_after("process_boot")
+    worker = dramatiq.Worker(stack.broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker
+
+
 def _client(settings: Settings, url: str, name: str) -> UpstreamClient:
     return UpstreamClient(
         url,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -12,11 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Problem
 from api.schemas import JobRequest
-from store import dead_letter_queue, outbox
+from store import outbox, replays
 from store.jobs import NewJob
 from store.models import Job
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,16 +81,7 @@ class Intake:
 
     def forget_dead_letters(self, jobs: list[Job]) -> None:
         """Remove replayed jobs' copies from their dead-letter queues (best effort)."""
-        by_queue: dict[str, set[str]] = {}
-        for j in jobs:
-            by_queue.setdefault(j.queue, set()).add(str(j.id))
-        for queue, ids in by_queue.items():
-            try:
-                dead_letter_queue.remove(self.broker, queue, ids)
-            except Exception:  # the SQL record is what counts; the copy expires by TTL
-                log.warning(
-                    "could not remove %d dead letters from %s", len(ids), queue, exc_info=True
-                )
+        replays.forget(self.broker, jobs)
 
 
 def correlation_id(req: falcon.Request) -> str | None:

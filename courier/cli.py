@@ -123,6 +123,70 @@ def token_revoke(token_or_id: str) -> None:
     click.echo("revoked")
 
 
+@main.command()
+@click.option(
+    "--job", "job_ids", multiple=True, type=click.UUID, help="A dead job id (repeatable)."
+)
+@click.option("--type", "job_type", default=None, help="Only jobs of this type.")
+@click.option("--error-type", default=None, help="Only jobs that died of this error.")
+@click.option("--tenant", default=None, help="Only this tenant's jobs.")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--reason", default=None, help="Why, for the audit log.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be replayed.")
+def replay(
+    job_ids: tuple[Any, ...],
+    job_type: str | None,
+    error_type: str | None,
+    tenant: str | None,
+    limit: int,
+    reason: str | None,
+    dry_run: bool,
+) -> None:
+    """Replay dead jobs as new, linked jobs (bulk), with a progress bar."""
+    import getpass
+
+    from tqdm import tqdm
+
+    from actors.broker import publishing_broker
+    from store import replays
+    from store.db import make_engine, make_sessionmaker
+
+    settings = _settings()
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    selection = replays.Selection(
+        job_ids=list(job_ids) or None,
+        type=job_type,
+        error_type=error_type,
+        tenant=tenant,
+        limit=limit,
+    )
+    with sessions() as session:
+        candidates = replays.preview(session, selection)
+    if dry_run:
+        for job in candidates:
+            click.echo(
+                f"{job.id}  {job.tenant}  {job.type}  {job.entity_id or '-'}  {job.error_type}"
+            )
+        click.echo(f"would replay {len(candidates)} dead job(s)")
+        return
+    # An in-memory broker lives in `courier dev`'s process: its relay publishes the replays.
+    broker = None if settings.uses_memory_broker else publishing_broker(settings)
+    with tqdm(total=len(candidates), unit="job", disable=None) as bar:
+        result = replays.replay_dead(
+            sessions,
+            broker,
+            selection,
+            actor=f"cli:{getpass.getuser()}",
+            reason=reason,
+            on_progress=bar.update,
+        )
+    if broker is not None:
+        broker.close()
+    for old, why in result.skipped:
+        click.echo(f"skipped {old}: {why}", err=True)
+    click.echo(f"replayed {len(result.replayed)} dead job(s), skipped {len(result.skipped)}")
+
+
 @main.command("upstream-mock")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8100, show_default=True, type=click.IntRange(0, 65535))

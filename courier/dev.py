@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from actors.broker import worker_broker
+from actors.broker import start_in_process_worker, worker_broker
 from courier import upstream_mock
 from courier.settings import Settings
 from courier.wsgi import app_for
@@ -44,8 +44,7 @@ def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int 
     upstream = _start_upstream(settings)
     stack = worker_broker(settings, sessions, broker=StubBroker(middleware=[]))
     dramatiq.set_broker(stack.broker)
-    worker = dramatiq.Worker(stack.broker, worker_threads=threads, worker_timeout=100)
-    worker.start()
+    worker = start_in_process_worker(stack, threads=threads)
 
     app = app_for(settings, broker=stack.broker, sessions=sessions)
     server = make_server(

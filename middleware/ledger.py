@@ -112,6 +112,20 @@ class Ledger(Middleware):
         with self._lock:
             return [job.claim for job in self.running.values()]
 
+    def before_nack(self, broker: Broker, message: Any) -> None:
+        # Dramatiq nacks a message for an actor this worker does not know straight to the
+        # dead-letter queue, without running any other hook: record that in SQL too.
+        if current_job.leave() is not None or message.actor_name in broker.actors:
+            return
+        job_id = _job_id(message)
+        if job_id is None:
+            return
+        error = f"no worker knows the job type {message.actor_name!r}"
+        with self.sessions.begin() as session:
+            buried = ledger.bury(session, job_id, error_type="ActorNotFound", error=error)
+        if buried:
+            log.error("job %s dead: %s", job_id, error, extra={"job_id": str(job_id)})
+
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         current_job.leave()
 

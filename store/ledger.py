@@ -6,6 +6,7 @@ worker that lost its lease (frozen, partitioned, reaped) can change nothing any 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -112,6 +113,9 @@ def _unpublish_if_early(session: Session, job_id: uuid.UUID, now: datetime) -> N
 def finish(session: Session, claim: Claim, outcome: Outcome) -> bool:
     """Record the attempt's outcome and the job's new state; False if the fence held it off."""
     now = utcnow()
+    if outcome.job_status == "retrying" and cancel_requested(session, claim.job_id):
+        # Cancelled while this attempt ran: stop here rather than schedule another attempt.
+        outcome = dataclasses.replace(outcome, job_status="cancelled", decision="skip")
     changes: dict[str, Any] = {
         "status": outcome.job_status,
         "lease_expires_at": None,
@@ -249,4 +253,22 @@ def mark_dead_lettered(session: Session, job_id: uuid.UUID) -> None:
     """Record that the dead job's copy is in the dead-letter queue."""
     session.execute(
         update(Job).where(Job.id == job_id, Job.status == "dead").values(dead_lettered_at=utcnow())
+    )
+
+
+def bury(session: Session, job_id: uuid.UUID, *, error_type: str, error: str) -> bool:
+    """Mark a waiting job dead whose message went to the dead-letter queue unrun (no attempt)."""
+    now = utcnow()
+    return bool(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("queued", "retrying")))
+            .values(
+                status="dead",
+                error_type=error_type,
+                error=error,
+                finished_at=now,
+                dead_lettered_at=now,
+            )
+        ).rowcount
     )

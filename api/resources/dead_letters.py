@@ -8,10 +8,7 @@ from api import auth, body
 from api.intake import Intake, query_limit, unknown_params
 from api.resources.jobs import cursor, page
 from api.schemas import DeadLetterReplayRequest
-from store import actions, jobs
-
-# Replays are committed in chunks so a bulk replay never holds locks for long.
-CHUNK = 200
+from store import jobs, replays
 
 
 class DeadLetters:
@@ -38,33 +35,23 @@ class DeadLetters:
     def on_post_replay(self, req: falcon.Request, resp: falcon.Response) -> None:
         who = auth.require_operator(req)
         request = body.parse(req, DeadLetterReplayRequest, empty_ok=True)
-        replayed: list[dict[str, str]] = []
-        before = None
-        while len(replayed) < request.limit:
-            with self._intake.sessions.begin() as session:
-                rows, before = jobs.list_jobs(
-                    session,
-                    tenant=request.tenant,
-                    type=request.type,
-                    error_type=request.error_type,
-                    ids=request.job_ids,
-                    dead_letters=True,
-                    limit=min(CHUNK, request.limit - len(replayed)),
-                    before=before,
-                )
-                pairs = [
-                    (
-                        old,
-                        actions.replay(
-                            session, old, actor=who.label, reason=request.reason, via="bulk"
-                        ),
-                    )
-                    for old in rows
-                ]
-            self._intake.publish([new for _, new in pairs])
-            self._intake.forget_dead_letters([old for old, _ in pairs])
-            replayed += [{"job_id": str(o.id), "new_job_id": str(n.id)} for o, n in pairs]
-            if before is None:
-                break
+        selection = replays.Selection(
+            job_ids=request.job_ids,
+            type=request.type,
+            error_type=request.error_type,
+            tenant=request.tenant,
+            limit=request.limit,
+        )
+        result = replays.replay_dead(
+            self._intake.sessions,
+            self._intake.broker,
+            selection,
+            actor=who.label,
+            reason=request.reason,
+        )
         resp.status = falcon.HTTP_202
-        resp.media = {"replayed": replayed, "count": len(replayed)}
+        resp.media = {
+            "replayed": [{"job_id": str(o), "new_job_id": str(n)} for o, n in result.replayed],
+            "count": len(result.replayed),
+            "skipped": [{"job_id": str(o), "reason": why} for o, why in result.skipped],
+        }

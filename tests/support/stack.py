@@ -12,7 +12,12 @@ from falcon import testing
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.broker import WorkerBroker, publishing_broker, worker_broker
+from actors.broker import (
+    WorkerBroker,
+    publishing_broker,
+    start_in_process_worker,
+    worker_broker,
+)
 from courier.settings import Settings
 from courier.wsgi import app_for
 from store import tokens
@@ -41,8 +46,7 @@ class Stack:
         """Start an in-process worker (its own broker connection and middleware)."""
         settings = self.settings.replace(**changes) if changes else self.settings
         stack = worker_broker(settings, self.sessions)
-        worker = dramatiq.Worker(stack.broker, worker_threads=threads, worker_timeout=100)
-        worker.start()
+        worker = start_in_process_worker(stack, threads=threads)
         self.workers.append((stack, worker))
         return stack
 
