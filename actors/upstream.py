@@ -1,19 +1,30 @@
 """HTTP calls to the CRM and Billing, with every answer turned into a typed error (CONTRACT.md §6).
 
-Callers quote entity ids into path segments themselves (`urllib.parse.quote(id, safe="")`).
+Callers build paths relative to the upstream's base URL and put each entity id in with
+`segment()`, so an id holding `/`, `?` or spaces stays inside its own path segment. The
+client itself percent-encodes `.` and `..` segments, so no path can climb above the base URL.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from middleware import errors
 
-UNAVAILABLE = {500, 502, 503, 504}
+_SECONDS = re.compile(r"\d+(\.\d+)?")
+_DOT_SEGMENTS = {".": "%2E", "..": "%2E%2E"}
+
+
+def segment(value: object) -> str:
+    """Quote `value` as one URL path segment (`a/b c` → `a%2Fb%20c`)."""
+    text = quote(str(value), safe="")
+    return _DOT_SEGMENTS.get(text, text)
 
 
 class UpstreamClient:
@@ -35,11 +46,12 @@ class UpstreamClient:
             timeout=timeout_s,
             follow_redirects=False,
             transport=transport,
+            # Worker threads share this pool; size it above the usual thread count.
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
 
     def get_json(self, path: str, *, correlation_id: str) -> Any:
-        """GET and decode a JSON answer."""
+        """GET `path` and return the decoded JSON body of the 2xx answer."""
         response = self._send("GET", path, headers={"X-Correlation-ID": correlation_id})
         try:
             return response.json()
@@ -49,7 +61,7 @@ class UpstreamClient:
             ) from None
 
     def put_json(self, path: str, body: Any, *, correlation_id: str, idempotency_key: str) -> int:
-        """PUT a JSON body; returns the 2xx status."""
+        """PUT `body` as JSON to `path` and return the 2xx status code."""
         headers = {"X-Correlation-ID": correlation_id, "Idempotency-Key": idempotency_key}
         return self._send("PUT", path, headers=headers, json=body).status_code
 
@@ -58,19 +70,18 @@ class UpstreamClient:
         self._http.close()
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        what = f"{self.name} {method} {path}"
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, _without_dot_segments(path), **kwargs)
         except httpx.TimeoutException:
-            raise errors.UpstreamUnavailable(
-                f"timeout calling {self.name} {method} {path}"
-            ) from None
-        except httpx.TransportError as e:
-            raise errors.UpstreamUnavailable(
-                f"cannot reach {self.name} {method} {path}: {type(e).__name__}"
-            ) from None
+            raise errors.UpstreamUnavailable(f"timeout calling {what}") from None
+        except httpx.DecodingError:
+            raise errors.UpstreamUnavailable(f"undecodable response from {what}") from None
+        except httpx.RequestError as e:
+            raise errors.UpstreamUnavailable(f"cannot reach {what}: {type(e).__name__}") from None
         if response.is_success:
             return response
-        raise self._error(response, f"{response.status_code} from {self.name} {method} {path}")
+        raise self._error(response, f"{response.status_code} from {what}")
 
     def _error(self, response: httpx.Response, what: str) -> errors.JobError:
         status = response.status_code
@@ -81,27 +92,32 @@ class UpstreamClient:
             return errors.UpstreamNotFound(message)
         if status in (401, 403):
             return errors.UpstreamForbidden(message)
-        if 400 <= status < 500:
-            return errors.UpstreamRejected(message)
-        if status in UNAVAILABLE or status >= 500:
+        if status >= 500:
             return errors.UpstreamUnavailable(message)
-        return errors.UpstreamRejected(message)  # 1xx/3xx: nothing we can use
+        # Every other 4xx, and 1xx/3xx (redirects are not followed): the request is at fault.
+        return errors.UpstreamRejected(message)
 
     def _retry_after(self, response: httpx.Response) -> int | None:
         value = response.headers.get("Retry-After", "").strip()
-        if not value:
-            return None
-        try:
+        if _SECONDS.fullmatch(value):
             millis = int(float(value) * 1000)
-        except ValueError:
+        else:
             try:
                 when = parsedate_to_datetime(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, IndexError):
                 return None
-            if when.tzinfo is None:
+            if when.tzinfo is None:  # `-0000` means UTC but parses as naive
                 when = when.replace(tzinfo=UTC)
             millis = int((when - datetime.now(UTC)).total_seconds() * 1000)
         return max(0, min(millis, self.max_backoff_ms))
+
+
+def _without_dot_segments(path: str) -> str:
+    # httpx resolves `.`/`..` segments, which would let an id such as `..` reach another
+    # resource; their percent-encoded forms are plain data to every URL parser.
+    route, sep, query = path.partition("?")
+    parts = [_DOT_SEGMENTS.get(part, part) for part in route.split("/")]
+    return "/".join(parts) + sep + query
 
 
 def _snippet(response: httpx.Response, limit: int = 200) -> str:

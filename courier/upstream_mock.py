@@ -2,8 +2,9 @@
 
 Demo behaviour: customers and invoices exist for any id except ids starting with `missing`
 (404); `GET /crm/customers?page=N` pages through a small directory; Billing accepts every
-PUT with 200. Control endpoints under `/_mock` queue scripted answers per method and path
-(a path ending in `*` matches a prefix), list the recorded calls, and reset both.
+PUT of a customer or invoice with 200 `{"ok": true}`. Control endpoints under `/_mock` queue
+scripted answers per method and path (a path ending in `*` matches a prefix), list the
+recorded calls, and reset both.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import falcon
 
+RECORDED_HEADERS = ("X-Correlation-ID", "Idempotency-Key")
+
 
 @dataclass
 class State:
@@ -29,22 +32,31 @@ class State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_scripted(self, method: str, path: str) -> dict[str, Any] | None:
+        """Take the next scripted answer for `method path`, or None to answer as the demo."""
         with self.lock:
-            script = self.scripts.get((method, path))
+            script = self._script_for(method, path)
             if script is None:
-                script = next(
-                    (
-                        s
-                        for (m, p), s in self.scripts.items()
-                        if m == method and p.endswith("*") and path.startswith(p[:-1])
-                    ),
-                    None,
-                )
-            if script is None or not script["responses"]:
                 return None
             if len(script["responses"]) == 1 and script["repeat_last"]:
                 return script["responses"][0]
             return script["responses"].pop(0)
+
+    def _script_for(self, method: str, path: str) -> dict[str, Any] | None:
+        # An exhausted script gives way: to a matching prefix, or else to the demo.
+        exact = self.scripts.get((method, path))
+        if exact is not None and exact["responses"]:
+            return exact
+        prefixes = [
+            (len(p), s)
+            for (m, p), s in self.scripts.items()
+            if m == method and p.endswith("*") and path.startswith(p[:-1]) and s["responses"]
+        ]
+        return max(prefixes, key=lambda ps: ps[0])[1] if prefixes else None
+
+    def record(self, call: dict[str, Any]) -> None:
+        """Remember one call to the CRM or Billing."""
+        with self.lock:
+            self.calls.append(call)
 
 
 class Upstream:
@@ -56,53 +68,54 @@ class Upstream:
         self.directory_size = directory_size
 
     def handle(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Record the call, then answer it."""
         raw = req.bounded_stream.read()
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        with self.state.lock:
-            self.state.calls.append(
-                {
-                    "method": req.method,
-                    "path": req.path,
-                    "query": req.query_string,
-                    "headers": {
-                        h: req.get_header(h)
-                        for h in ("X-Correlation-ID", "Idempotency-Key")
-                        if req.get_header(h) is not None
-                    },
-                    "body": body,
-                    "at": time.time(),
-                }
-            )
+        headers = {h: req.get_header(h) for h in RECORDED_HEADERS if req.get_header(h) is not None}
+        self.state.record(
+            {
+                "method": req.method,
+                "path": req.path,
+                "query": req.query_string,
+                "headers": headers,
+                "body": body,
+                "at": time.time(),
+            }
+        )
         scripted = self.state.next_scripted(req.method, req.path)
-        if scripted is not None:
-            time.sleep(float(scripted.get("delay_s", 0)))
-            resp.status = falcon.code_to_http_status(int(scripted.get("status", 200)))
-            for name, value in (scripted.get("headers") or {}).items():
-                resp.set_header(name, str(value))
-            resp.media = scripted.get("body", {})
+        if scripted is None:
+            self._demo(req, resp)
             return
-        self._demo(req, resp)
+        time.sleep(float(scripted.get("delay_s", 0)))
+        resp.status = falcon.code_to_http_status(int(scripted.get("status", 200)))
+        for name, value in (scripted.get("headers") or {}).items():
+            resp.set_header(name, str(value))
+        answer = scripted.get("body", {})
+        if isinstance(answer, str):  # sent verbatim, so tests can serve malformed JSON
+            resp.content_type = falcon.MEDIA_TEXT
+            resp.text = answer
+        else:
+            resp.media = answer
 
     def _demo(self, req: falcon.Request, resp: falcon.Response) -> None:
         parts = req.path.strip("/").split("/")
+        kind = parts[1] if len(parts) > 1 else ""
         if req.method == "GET" and parts == ["crm", "customers"]:
-            resp.media = self._directory_page(req.get_param_as_int("page") or 1)
-        elif (
-            req.method == "GET"
-            and len(parts) == 3
-            and parts[:2] in (["crm", "customers"], ["crm", "invoices"])
-        ):
+            resp.media = self._directory_page(req.get_param_as_int("page", min_value=1) or 1)
+        elif kind not in ("customers", "invoices") or len(parts) != 3:
+            resp.status, resp.media = falcon.HTTP_404, {"error": "no such endpoint"}
+        elif req.method == "GET" and parts[0] == "crm":
             if parts[2].startswith("missing"):
                 resp.status, resp.media = falcon.HTTP_404, {"error": "not found"}
             else:
-                resp.media = _customer(parts[2]) if parts[1] == "customers" else _invoice(parts[2])
-        elif req.method == "PUT" and len(parts) == 3 and parts[0] == "billing":
+                resp.media = _customer(parts[2]) if kind == "customers" else _invoice(parts[2])
+        elif req.method == "PUT" and parts[0] == "billing":
             resp.media = {"ok": True}
         else:
-            resp.status, resp.media = falcon.HTTP_404, {"error": "no such endpoint"}
+            resp.status, resp.media = falcon.HTTP_405, {"error": "method not allowed"}
 
     def _directory_page(self, page: int) -> dict[str, Any]:
         start = (page - 1) * self.page_size
@@ -122,15 +135,19 @@ class Control:
         self.state = state
 
     def on_post_script(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Queue answers for one method and path, replacing any queued before."""
         spec = req.get_media()
+        if not isinstance(spec, dict) or not {"method", "path"} <= spec.keys():
+            raise falcon.HTTPBadRequest(description="need method, path and responses")
         with self.state.lock:
-            self.state.scripts[(spec["method"].upper(), spec["path"])] = {
+            self.state.scripts[(str(spec["method"]).upper(), str(spec["path"]))] = {
                 "responses": list(spec.get("responses", [])),
                 "repeat_last": bool(spec.get("repeat_last", False)),
             }
         resp.media = {"ok": True}
 
     def on_get_calls(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """List the recorded calls in order, filtered by exact path and method."""
         path, method = req.get_param("path"), req.get_param("method")
         with self.state.lock:
             calls = [
@@ -142,6 +159,7 @@ class Control:
         resp.media = {"items": calls}
 
     def on_post_reset(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Forget every script and recorded call."""
         with self.state.lock:
             self.state.scripts.clear()
             self.state.calls.clear()
@@ -161,7 +179,7 @@ def _invoice(entity_id: str) -> dict[str, Any]:
 def create_app(
     *, state: State | None = None, page_size: int = 10, directory_size: int = 25
 ) -> falcon.App:
-    """The mock as a WSGI app."""
+    """Build the mock as a WSGI app, recording into `state` (a fresh one by default)."""
     state = state or State()
     app = falcon.App()
     upstream = Upstream(state, page_size=page_size, directory_size=directory_size)
@@ -174,6 +192,7 @@ def create_app(
 
 
 class _Server(ThreadingMixIn, WSGIServer):
+    # Daemon threads: a request stuck in a scripted delay must not keep the process alive.
     daemon_threads = True
 
 
@@ -192,11 +211,14 @@ class MockServer:
 
     @property
     def port(self) -> int:
+        """The port it listens on (the chosen one when started on port 0)."""
         return self.server.server_port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Its base URL, e.g. `http://127.0.0.1:8100`."""
+        host = self.server.server_address[0]
+        return f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{self.port}"
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
@@ -208,9 +230,8 @@ class MockServer:
 def start(host: str = "127.0.0.1", port: int = 8100) -> MockServer:
     """Serve the mock in a daemon thread; port 0 picks a free port."""
     state = State()
-    server = make_server(
-        host, port, create_app(state=state), server_class=_Server, handler_class=_Quiet
-    )
+    app = create_app(state=state)
+    server = make_server(host, port, app, server_class=_Server, handler_class=_Quiet)
     thread = threading.Thread(target=server.serve_forever, name="upstream-mock", daemon=True)
     thread.start()
     return MockServer(server, thread, state)

@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from dramatiq import Broker, Message
 from dramatiq.errors import BrokerConnectionError
@@ -93,11 +94,21 @@ def unpublish_all_active(session: Session) -> int:
     ).rowcount
 
 
+# The worker that buries a job publishes its dead letter right away; the relay only steps in
+# for copies still missing after this long (the worker died, or the broker was down).
+DEAD_LETTER_GRACE = timedelta(seconds=5)
+
+
 def lock_undead_lettered(session: Session, *, limit: int) -> list[tuple[Pending, int, str | None]]:
     """Lock dead, unreplayed jobs whose copy is not in the dead-letter queue yet."""
     rows = session.execute(
         select(*_PENDING_COLUMNS, Job.attempts, Job.error_type)
-        .where(Job.status == "dead", Job.dead_lettered_at.is_(None), Job.replayed_by.is_(None))
+        .where(
+            Job.status == "dead",
+            Job.dead_lettered_at.is_(None),
+            Job.replayed_by.is_(None),
+            Job.finished_at < utcnow() - DEAD_LETTER_GRACE,
+        )
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()

@@ -1,0 +1,1 @@
+"""Helpers the test tiers share: services, processes, the scriptable upstream."""
