@@ -35,7 +35,9 @@ def make_dead(stack, upstream, entity_ids, headers=None):
     ids = []
     for entity_id in entity_ids:
         response = stack.client.simulate_post(
-            "/v1/jobs", json={"type": "customer_sync", "entity_id": entity_id, "max_attempts": 2}, headers=headers
+            "/v1/jobs",
+            json={"type": "customer_sync", "entity_id": entity_id, "max_attempts": 2},
+            headers=headers,
         )
         ids.append(response.json["id"])
     for job_id in ids:
@@ -44,7 +46,12 @@ def make_dead(stack, upstream, entity_ids, headers=None):
 
 
 def api_dead_letter_ids(stack, operator) -> set[str]:
-    return {j["id"] for j in stack.client.simulate_get("/v1/dead-letters", query_string="limit=500", headers=operator).json["items"]}
+    return {
+        j["id"]
+        for j in stack.client.simulate_get(
+            "/v1/dead-letters", query_string="limit=500", headers=operator
+        ).json["items"]
+    }
 
 
 def test_a_dead_job_is_in_sync_xq_with_headers_that_explain_it(stack, upstream):
@@ -65,9 +72,13 @@ def test_dead_letters_can_be_filtered(stack, upstream):
     make_dead(stack, upstream, ["c_a"], headers=stack.token("acme"))
     [other] = make_dead(stack, upstream, ["c_b"], headers=stack.token("globex"))
     operator = stack.token("ops", "operator")
-    page = stack.client.simulate_get("/v1/dead-letters", query_string="tenant=globex", headers=operator).json
+    page = stack.client.simulate_get(
+        "/v1/dead-letters", query_string="tenant=globex", headers=operator
+    ).json
     assert [j["id"] for j in page["items"]] == [other]
-    none = stack.client.simulate_get("/v1/dead-letters", query_string="error_type=UpstreamNotFound", headers=operator)
+    none = stack.client.simulate_get(
+        "/v1/dead-letters", query_string="error_type=UpstreamNotFound", headers=operator
+    )
     assert none.json["items"] == []
 
 
@@ -101,7 +112,9 @@ def test_a_dead_job_can_be_replayed_once(stack, upstream):
     stack.start_worker()
     [old_id] = make_dead(stack, upstream, ["c_once"])
     operator = stack.token("ops", "operator")
-    assert stack.client.simulate_post(f"/v1/jobs/{old_id}/replay", headers=operator).status_code == 202
+    assert (
+        stack.client.simulate_post(f"/v1/jobs/{old_id}/replay", headers=operator).status_code == 202
+    )
     again = stack.client.simulate_post(f"/v1/jobs/{old_id}/replay", headers=operator)
     assert again.status_code == 409 and "already replayed" in again.json["description"]
 
@@ -110,23 +123,40 @@ def test_only_operators_replay_dead_jobs(stack, upstream):
     stack.start_worker()
     client = stack.token("acme")
     [old_id] = make_dead(stack, upstream, ["c_op"], headers=client)
-    assert stack.client.simulate_post(f"/v1/jobs/{old_id}/replay", headers=client).status_code == 403
+    assert (
+        stack.client.simulate_post(f"/v1/jobs/{old_id}/replay", headers=client).status_code == 403
+    )
     assert stack.job(old_id).replayed_by is None
 
 
 def test_bulk_replay_of_hundreds_of_dead_jobs(stack, upstream):
     upstream.script("GET", "/crm/customers/*", {"status": 503}, repeat_last=True)
     headers = stack.token()
-    body = {"jobs": [{"type": "customer_sync", "entity_id": f"c_{i}", "max_attempts": 1} for i in range(300)]}
-    ids = [item["job"]["id"] for item in stack.client.simulate_post("/v1/jobs/batch", json=body, headers=headers).json["items"]]
+    body = {
+        "jobs": [
+            {"type": "customer_sync", "entity_id": f"c_{i}", "max_attempts": 1} for i in range(300)
+        ]
+    }
+    ids = [
+        item["job"]["id"]
+        for item in stack.client.simulate_post("/v1/jobs/batch", json=body, headers=headers).json[
+            "items"
+        ]
+    ]
     stack.start_worker(threads=8)
-    wait_for(lambda: all(stack.job(i).status == "dead" for i in ids[-5:]), timeout=60, what="jobs to die")
+    wait_for(
+        lambda: all(stack.job(i).status == "dead" for i in ids[-5:]), timeout=60, what="jobs to die"
+    )
     for job_id in ids:
         stack.wait_status(job_id, "dead")
     wait_for(lambda: len(xq(stack)) == 300, what="300 dead letters")
     upstream.reset()
     operator = stack.token("ops", "operator")
-    response = stack.client.simulate_post("/v1/dead-letters/replay", json={"type": "customer_sync", "reason": "bulk"}, headers=operator)
+    response = stack.client.simulate_post(
+        "/v1/dead-letters/replay",
+        json={"type": "customer_sync", "reason": "bulk"},
+        headers=operator,
+    )
     assert response.status_code == 202, response.text
     assert response.json["count"] == 300
     assert {r["job_id"] for r in response.json["replayed"]} == set(ids)
@@ -141,11 +171,18 @@ def test_bulk_replay_respects_ids_and_limit(stack, upstream):
     stack.start_worker()
     ids = make_dead(stack, upstream, ["c_1", "c_2", "c_3"])
     operator = stack.token("ops", "operator")
-    by_id = stack.client.simulate_post("/v1/dead-letters/replay", json={"job_ids": [ids[0]]}, headers=operator).json
+    by_id = stack.client.simulate_post(
+        "/v1/dead-letters/replay", json={"job_ids": [ids[0]]}, headers=operator
+    ).json
     assert [r["job_id"] for r in by_id["replayed"]] == [ids[0]]
-    limited = stack.client.simulate_post("/v1/dead-letters/replay", json={"limit": 1}, headers=operator).json
+    limited = stack.client.simulate_post(
+        "/v1/dead-letters/replay", json={"limit": 1}, headers=operator
+    ).json
     assert limited["count"] == 1
-    assert api_dead_letter_ids(stack, operator) == set(ids) - {ids[0], limited["replayed"][0]["job_id"]}
+    assert api_dead_letter_ids(stack, operator) == set(ids) - {
+        ids[0],
+        limited["replayed"][0]["job_id"],
+    }
 
 
 def test_a_message_moved_from_xq_back_to_the_queue_does_not_rewrite_history(stack, upstream):
@@ -160,7 +197,10 @@ def test_a_message_moved_from_xq_back_to_the_queue_does_not_rewrite_history(stac
     channel.basic_publish("", "sync", body, properties)
     channel.basic_ack(method.delivery_tag)
     connection.close()
-    wait_for(lambda: stack.workers[0][0].broker.get_queue_message_counts("sync")[:2] == (0, 0), what="the queue to drain")
+    wait_for(
+        lambda: stack.workers[0][0].broker.get_queue_message_counts("sync")[:2] == (0, 0),
+        what="the queue to drain",
+    )
     job = stack.job(job_id)
     assert job.status == "dead" and job.attempts == 2
     assert [(a.number, a.status) for a in stack.attempts(job_id)] == before
@@ -170,9 +210,13 @@ def test_a_job_for_a_type_no_worker_knows_ends_dead_in_xq(stack):
     stack.start_worker()
     headers = stack.token()
     job_id = stack.client.simulate_post(
-        "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_x", "run_at": "2099-01-01T00:00:00Z"}, headers=headers
+        "/v1/jobs",
+        json={"type": "customer_sync", "entity_id": "c_x", "run_at": "2099-01-01T00:00:00Z"},
+        headers=headers,
     ).json["id"]
-    stack.api_broker.enqueue(Message(queue_name="sync", actor_name="retired_sync", args=(job_id,), kwargs={}, options={}))
+    stack.api_broker.enqueue(
+        Message(queue_name="sync", actor_name="retired_sync", args=(job_id,), kwargs={}, options={})
+    )
     job = stack.wait_status(job_id, "dead")
     assert job.error_type == "ActorNotFound" and job.attempts == 0
     wait_for(lambda: len(xq(stack)) == 1, what="the message in sync.XQ")

@@ -21,3 +21,11 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def holds_for(condition: Callable[[], object], seconds: float, *, what: str = "") -> None:
+    """Check `condition` keeps holding for a while: for "this must not happen" assertions."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert condition(), f"no longer true: {what or condition}"
+        time.sleep(0.05)
