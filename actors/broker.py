@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import CurrentMessage, TimeLimit
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.registry import Upstreams, declare_all
@@ -59,12 +59,13 @@ def worker_broker(
     relay = Relay(broker=broker, sessions=sessions, interval_s=settings.relay_interval_s)
     reaper = Reaper(sessions=sessions, interval_s=settings.reaper_interval_s)
     heartbeat = Heartbeat(ledger=ledger)
-    # Dramatiq's Retries is left out on purpose: the Ledger owns the retry policy.
+    # Dramatiq's Retries is left out on purpose: the Ledger owns the retry policy. The Ledger
+    # comes before TimeLimit, so an attempt's clock starts after the claim and stops before
+    # the finish: a slow database must not interrupt the bookkeeping itself.
     for middleware in (
-        TimeLimit(time_limit=settings.job_timeout_s * 1000),
-        ShutdownNotifications(),
         CurrentMessage(),
         ledger,
+        TimeLimit(time_limit=settings.job_timeout_s * 1000),
         heartbeat,
         relay,
         reaper,

@@ -13,10 +13,12 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from dramatiq import Broker, Middleware
 from dramatiq.middleware import SkipMessage
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from middleware import backoff, current_job
@@ -24,6 +26,8 @@ from middleware.classify import CANCEL, DEFAULT, SKIP, Classifier
 from store import dead_letter_queue, ledger
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -57,8 +61,11 @@ class Ledger(Middleware):
         if job_id is None:
             log.error("message %s names no job; dropped", message.message_id)
             raise SkipMessage("no job id")
-        with self.sessions.begin() as session:
-            claim = ledger.claim(session, job_id, worker=WORKER_ID, lease_s=self.lease_s)
+        claim = self._until_database_answers(
+            "claim",
+            job_id,
+            lambda session: ledger.claim(session, job_id, worker=WORKER_ID, lease_s=self.lease_s),
+        )
         if claim is None:
             log.info(
                 "job %s not claimable (duplicate, stale or finished message %s); skipped",
@@ -83,9 +90,13 @@ class Ledger(Middleware):
             return
         claim = job.claim
         outcome = self._outcome(broker, message, claim, job.result, exception)
-        job.flush_progress()
-        with self.sessions.begin() as session:
-            applied = ledger.finish(session, claim, outcome)
+        try:
+            job.flush_progress()
+        except DBAPIError:
+            log.warning("job %s: last progress report lost (database unavailable)", claim.job_id)
+        applied = self._until_database_answers(
+            "finish", claim.job_id, lambda session: ledger.finish(session, claim, outcome)
+        )
         duration_ms = int((time.time() - claim.started_at.timestamp()) * 1000)
         log.info(
             "job %s attempt %d %s%s in %d ms",
@@ -106,6 +117,31 @@ class Ledger(Middleware):
         )
         if applied and outcome.job_status == "dead":
             self._dead_letter(broker, message, claim, outcome)
+
+    def _until_database_answers(
+        self, step: str, job_id: uuid.UUID, write: Callable[[Session], T]
+    ) -> T:
+        # While the database is down nothing can be recorded, so the message is held unacked
+        # and the write retried: acking would lose the job's message, and if this process dies
+        # meanwhile RabbitMQ redelivers it. (Outages past RabbitMQ's 30-minute consumer
+        # timeout close the channel, which redelivers too.)
+        delay = 0.5
+        while True:
+            try:
+                with self.sessions.begin() as session:
+                    return write(session)
+            except DBAPIError as e:
+                if not e.connection_invalidated and not _is_connection_error(e):
+                    raise
+                log.warning(
+                    "job %s: database unavailable at %s; retrying in %.1fs",
+                    job_id,
+                    step,
+                    delay,
+                    extra={"job_id": str(job_id)},
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def running_claims(self) -> list[ledger.Claim]:
         """The claims of the attempts running in this process right now."""
@@ -165,6 +201,10 @@ class Ledger(Middleware):
             return
         with self.sessions.begin() as session:
             ledger.mark_dead_lettered(session, claim.job_id)
+
+
+def _is_connection_error(error: DBAPIError) -> bool:
+    return isinstance(error, OperationalError)
 
 
 def _job_id(message: Any) -> uuid.UUID | None:
