@@ -232,7 +232,13 @@ def start(host: str = "127.0.0.1", port: int = 8100) -> MockServer:
     state = State()
     app = create_app(state=state)
     server = make_server(host, port, app, server_class=_Server, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, name="upstream-mock", daemon=True)
+    # A short poll interval so that stop() returns promptly (shutdown waits for one poll).
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="upstream-mock",
+        daemon=True,
+    )
     thread.start()
     return MockServer(server, thread, state)
 

@@ -189,7 +189,7 @@ def test_a_put_that_times_out_is_unavailable(make_client):
 @pytest.mark.parametrize("body", ["<html>oops</html>", "", '{"id": '])
 def test_a_2xx_get_with_a_body_that_is_not_json_is_unavailable(make_client, body):
     client = make_client(answer(200, body))
-    with pytest.raises(errors.UpstreamUnavailable, match="^malformed response from CRM GET"):
+    with pytest.raises(errors.UpstreamUnavailable, match=r"^malformed response from CRM GET"):
         client.get_json("/customers/c_1", correlation_id="corr")
 
 
@@ -234,9 +234,7 @@ def test_paths_are_relative_to_the_base_url_and_keep_their_query(make_client):
 def test_an_entity_id_stays_inside_its_path_segment(make_client, entity_id, quoted):
     seen: list[httpx.Request] = []
     assert segment(entity_id) == quoted
-    make_client(recording(seen)).get_json(
-        f"/customers/{segment(entity_id)}", correlation_id="corr"
-    )
+    make_client(recording(seen)).get_json(f"/customers/{segment(entity_id)}", correlation_id="corr")
     assert seen[0].url.raw_path == f"/crm/customers/{quoted}".encode()
 
 
