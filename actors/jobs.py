@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
 from actors.registry import Upstreams, job_type
+from actors.upstream import segment
 from middleware import errors
 from middleware.current_job import RunningJob
 
@@ -21,7 +21,7 @@ class NoPayload(BaseModel):
 def _copy_record(job: RunningJob, upstreams: Upstreams, collection: str) -> dict[str, Any]:
     if not job.entity_id:
         raise errors.InvalidPayload("entity_id is required")
-    path = f"/{collection}/{quote(job.entity_id, safe='')}"
+    path = f"/{collection}/{segment(job.entity_id)}"
     record = upstreams.crm.get_json(path, correlation_id=job.correlation_id)
     job.checkpoint()
     status = upstreams.billing.put_json(
@@ -63,9 +63,11 @@ def directory_sync(job: RunningJob, upstreams: Upstreams) -> dict[str, Any]:
         total = listing.get("total") if isinstance(listing.get("total"), int) else None
         for item in listing["items"]:
             job.checkpoint()
-            item_id = quote(str(item.get("id", "")), safe="")
+            if not isinstance(item, dict) or not item.get("id"):
+                raise errors.UpstreamUnavailable(f"CRM page {page} holds an item without an id")
+            item_id = str(item["id"])
             upstreams.billing.put_json(
-                f"/customers/{item_id}",
+                f"/customers/{segment(item_id)}",
                 item,
                 correlation_id=job.correlation_id,
                 idempotency_key=f"{job.job_id}:{item_id}",

@@ -10,9 +10,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from courier.settings import Settings
 from store.db import make_engine, make_sessionmaker
-from tests.support import services
+from tests.support import job_types, services
 from tests.support.stack import Stack, build
 from tests.support.upstream import ScriptableUpstream
+
+
+assert job_types  # registered before any app or worker is built
 
 
 @pytest.fixture(scope="session")

@@ -185,7 +185,15 @@ def test_an_invalid_payload_fails_without_calling_upstream(stack, upstream, body
     assert upstream.calls() == []
 
 
-def test_a_bug_in_job_code_is_retried_under_its_class_name(stack, upstream):
+def test_a_bug_in_job_code_is_retried_under_its_class_name(stack):
+    stack.start_worker()
+    job_id = submit(stack, type="bug_for_test", max_attempts=2)
+    job = stack.wait_status(job_id, "dead")
+    assert job.error_type == "ZeroDivisionError"
+    assert [d[1] for d in decisions(stack, job_id)] == ["retry", "dead"]
+
+
+def test_a_crm_page_with_an_item_without_id_is_retried_as_unavailable(stack, upstream):
     upstream.script(
         "GET",
         "/crm/customers",
@@ -193,10 +201,9 @@ def test_a_bug_in_job_code_is_retried_under_its_class_name(stack, upstream):
         repeat_last=True,
     )
     stack.start_worker()
-    job_id = submit(stack, type="directory_sync", max_attempts=2)
+    job_id = submit(stack, type="directory_sync", max_attempts=1)
     job = stack.wait_status(job_id, "dead")
-    assert job.error_type == "AttributeError"
-    assert [d[1] for d in decisions(stack, job_id)] == ["retry", "dead"]
+    assert job.error_type == "UpstreamUnavailable" and "without an id" in job.error
 
 
 def test_max_attempts_defaults_to_the_configuration(stack):
