@@ -14,7 +14,6 @@ from tests.support import job_types, services
 from tests.support.stack import Stack, build
 from tests.support.upstream import ScriptableUpstream
 
-
 assert job_types  # registered before any app or worker is built
 
 
