@@ -15,6 +15,7 @@ from api.request_id import RequestId
 from api.resources.dead_letters import DeadLetters
 from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
+from api.resources.stats import Metrics, QueueDepths, Stats
 
 
 def create_app(
@@ -23,6 +24,7 @@ def create_app(
     broker: dramatiq.Broker,
     queues: Mapping[str, str],
     defaults: Defaults,
+    queue_depths: QueueDepths,
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues."""
     intake = Intake(queues=queues, defaults=defaults, broker=broker, sessions=sessions)
@@ -40,6 +42,8 @@ def create_app(
     dead_letters = DeadLetters(intake)
     app.add_route("/v1/dead-letters", dead_letters)
     app.add_route("/v1/dead-letters/replay", dead_letters, suffix="replay")
+    app.add_route("/v1/stats", Stats(sessions, queue_depths))
+    app.add_route("/metrics", Metrics(sessions, queue_depths))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(sessions, broker))
     return app

@@ -187,6 +187,79 @@ def replay(
     click.echo(f"replayed {len(result.replayed)} dead job(s), skipped {len(result.skipped)}")
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def stats(as_json: bool) -> None:
+    """Counts by status and type, queue depths and dead letters."""
+    import json
+
+    from actors.registry import queues_by_type
+    from store import queue_depths
+    from store import stats as aggregates
+
+    settings = _settings()
+    with _session() as session:
+        summary = aggregates.summary(session)
+    depths = queue_depths.depths(
+        sorted(set(queues_by_type().values())),
+        broker_url=settings.broker_url,
+        api_url=settings.rabbitmq_api_url,
+    )
+    if as_json:
+        click.echo(json.dumps({**summary.__dict__, "queues": depths}, indent=2))
+        return
+    statuses = list(summary.jobs)
+    click.echo(f"{'type':<20}" + "".join(f"{s:>11}" for s in statuses))
+    for job_type, counts in sorted(summary.by_type.items()):
+        click.echo(f"{job_type:<20}" + "".join(f"{counts[s]:>11}" for s in statuses))
+    click.echo(f"{'all':<20}" + "".join(f"{summary.jobs[s]:>11}" for s in statuses))
+    rate = "-" if summary.success_rate is None else f"{summary.success_rate:.1%}"
+    click.echo(
+        f"\nsuccess rate {rate}, retries {summary.retry_count}, dead letters "
+        f"{summary.dead_letters}, attempt avg {summary.avg_duration_ms} ms, "
+        f"p95 {summary.p95_duration_ms} ms"
+    )
+    for queue, depth in depths.items():
+        shown = ", ".join(f"{k} {'?' if v is None else v}" for k, v in depth.items())
+        click.echo(f"queue {queue}: {shown}")
+
+
+@main.command()
+@click.option("--older-than", required=True, help="Age, e.g. 30d, 12h, 90m.")
+@click.option("--include-dead", is_flag=True, help="Also delete dead jobs (kept by default).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+def prune(older_than: str, include_dead: bool, dry_run: bool) -> None:
+    """Delete finished jobs (and their attempts) older than that; the audit log is kept."""
+    from store import retention
+    from store.db import make_engine, make_sessionmaker
+    from store.types import utcnow
+
+    cutoff = utcnow() - _age(older_than)
+    sessions = make_sessionmaker(make_engine(_settings().database_url))
+    with sessions() as session:
+        counts = retention.count_prunable(session, cutoff, include_dead=include_dead)
+    detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+    before = f"finished before {cutoff:%Y-%m-%d %H:%M} UTC"
+    if dry_run:
+        click.echo(f"would delete {sum(counts.values())} job(s) {before}: {detail}")
+        return
+    deleted = retention.prune(sessions, cutoff, include_dead=include_dead)
+    click.echo(f"deleted {deleted} job(s) {before} ({detail}); the audit log is kept")
+
+
+def _age(text: str) -> Any:
+    from datetime import timedelta
+
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    try:
+        amount, unit = int(text[:-1]), units[text[-1]]
+    except (ValueError, KeyError, IndexError):
+        raise click.BadParameter("use a number and a unit: 30d, 12h, 90m or 45s") from None
+    if amount < 0:
+        raise click.BadParameter("must not be negative")
+    return timedelta(**{unit: amount})
+
+
 @main.command("upstream-mock")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8100, show_default=True, type=click.IntRange(0, 65535))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import falcon
 
 from actors.broker import publishing_broker
@@ -10,6 +12,7 @@ from api.app import create_app
 from api.intake import Defaults
 from courier.logs import configure_logging
 from courier.settings import Settings
+from store import queue_depths
 from store.db import make_engine, make_sessionmaker
 
 
@@ -24,9 +27,17 @@ def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type
     """The API for these settings, on a given broker (and store, if already open)."""
     if sessions is None:
         sessions = make_sessionmaker(make_engine(settings.database_url))
+    queues = queues_by_type()
     return create_app(
         sessions=sessions,
         broker=broker,
-        queues=queues_by_type(),
+        queues=queues,
         defaults=Defaults(max_attempts=settings.max_attempts, timeout_s=settings.job_timeout_s),
+        queue_depths=partial(
+            queue_depths.depths,
+            sorted(set(queues.values())),
+            broker_url=settings.broker_url,
+            api_url=settings.rabbitmq_api_url,
+            broker=broker,
+        ),
     )

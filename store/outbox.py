@@ -37,6 +37,9 @@ class Pending:
     correlation_id: str
 
 
+#: Jobs due at once are the API's to publish; the relay steps in after this long.
+API_PUBLISH_GRACE = timedelta(seconds=2)
+
 _PENDING_COLUMNS = (Job.id, Job.type, Job.queue, Job.priority, Job.timeout_s, Job.correlation_id)
 
 
@@ -68,7 +71,8 @@ def lock_due(session: Session, *, limit: int) -> Sequence[Pending]:
         .where(
             Job.published_at.is_(None),
             Job.status.in_(("queued", "retrying")),
-            (Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= now),
+            ((Job.next_attempt_at.is_(None)) & (Job.created_at < now - API_PUBLISH_GRACE))
+            | (Job.next_attempt_at <= now),
         )
         .order_by(Job.next_attempt_at)
         .limit(limit)

@@ -1,0 +1,100 @@
+"""Aggregates over the record for operators: counts, success rate, retries, attempt durations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from store.models import JOB_STATUSES, Attempt, Job
+
+#: Buckets of the attempt duration histogram, in seconds (Prometheus convention).
+DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What `GET /v1/stats` and `courier stats` report about the record."""
+
+    jobs: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+    success_rate: float | None
+    retry_count: int
+    dead_letters: int
+    avg_duration_ms: float | None
+    p95_duration_ms: float | None
+
+
+def counts(session: Session) -> dict[tuple[str, str], int]:
+    """Number of jobs per (type, status)."""
+    rows = session.execute(
+        select(Job.type, Job.status, func.count()).group_by(Job.type, Job.status)
+    )
+    return {(t, s): n for t, s, n in rows}
+
+
+def summary(session: Session) -> Summary:
+    """Everything an operator's overview needs, in a few aggregate queries."""
+    by_pair = counts(session)
+    jobs = dict.fromkeys(JOB_STATUSES, 0)
+    by_type: dict[str, dict[str, int]] = {}
+    for (job_type, status), n in by_pair.items():
+        jobs[status] = jobs.get(status, 0) + n
+        by_type.setdefault(job_type, dict.fromkeys(JOB_STATUSES, 0))[status] = n
+    finished = jobs["succeeded"] + jobs["failed"] + jobs["dead"]
+    retries, avg = session.execute(
+        select(
+            func.count(case((Attempt.decision == "retry", 1))),
+            func.avg(Attempt.duration_ms),
+        )
+    ).one()
+    dead_letters = summary_dead_letters(session)
+    return Summary(
+        jobs=jobs,
+        by_type=by_type,
+        success_rate=round(jobs["succeeded"] / finished, 4) if finished else None,
+        retry_count=retries or 0,
+        dead_letters=dead_letters or 0,
+        avg_duration_ms=None if avg is None else round(float(avg), 1),
+        p95_duration_ms=_p95(session),
+    )
+
+
+def summary_dead_letters(session: Session) -> int:
+    """Dead jobs not yet replayed."""
+    return (
+        session.scalar(select(func.count()).where(Job.status == "dead", Job.replayed_by.is_(None)))
+        or 0
+    )
+
+
+def _p95(session: Session) -> float | None:
+    durations = select(Attempt.duration_ms).where(Attempt.duration_ms.is_not(None))
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.scalar(
+            select(func.percentile_cont(0.95).within_group(Attempt.duration_ms)).where(
+                Attempt.duration_ms.is_not(None)
+            )
+        )
+        return None if value is None else round(float(value), 1)
+    # SQLite has no percentile function; the embedded mode's tables are small.
+    values = sorted(session.scalars(durations))
+    if not values:
+        return None
+    return float(values[min(len(values) - 1, int(0.95 * len(values)))])
+
+
+def duration_histogram(session: Session) -> tuple[list[tuple[float, int]], int, float]:
+    """Cumulative attempt counts per bucket (seconds), the total count and the sum in seconds."""
+    columns: list[Any] = [
+        func.count(case((Attempt.duration_ms <= bound * 1000, 1))) for bound in DURATION_BUCKETS_S
+    ]
+    row = session.execute(
+        select(*columns, func.count(), func.coalesce(func.sum(Attempt.duration_ms), 0)).where(
+            Attempt.duration_ms.is_not(None)
+        )
+    ).one()
+    buckets = list(zip(DURATION_BUCKETS_S, row[: len(DURATION_BUCKETS_S)], strict=True))
+    return buckets, row[-2], float(row[-1]) / 1000
