@@ -16,6 +16,7 @@ from api.resources.dead_letters import DeadLetters
 from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
 from api.resources.stats import Metrics, QueueDepths, Stats
+from api.ui.pages import Dashboard, Static
 
 
 def create_app(
@@ -44,6 +45,15 @@ def create_app(
     app.add_route("/v1/dead-letters/replay", dead_letters, suffix="replay")
     app.add_route("/v1/stats", Stats(sessions, queue_depths))
     app.add_route("/metrics", Metrics(sessions, queue_depths))
+    dashboard = Dashboard(intake)
+    app.add_route("/ui", dashboard)
+    for page in ("login", "logout", "jobs", "dead-letters", "audit"):
+        app.add_route(f"/ui/{page}", dashboard, suffix=page.replace("-", "_"))
+    app.add_route("/ui/jobs/{job_id:uuid}", dashboard, suffix="job")
+    app.add_route("/ui/jobs/{job_id:uuid}/cancel", dashboard, suffix="cancel")
+    app.add_route("/ui/jobs/{job_id:uuid}/replay", dashboard, suffix="replay")
+    app.add_route("/ui/dead-letters/replay", dashboard, suffix="dead_letters_replay")
+    app.add_route("/ui/static/{name}", Static())
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(sessions, broker))
     return app

@@ -1,0 +1,1 @@
+"""The operators' dashboard: server-rendered pages, token login, CSRF-protected forms."""

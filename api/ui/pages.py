@@ -1,0 +1,277 @@
+"""The dashboard's pages and forms; every value is escaped by the templates (autoescape)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import falcon
+import jinja2
+
+from api import serialize
+from api.intake import Intake
+from api.ui import session as login
+from store import actions, audit, errors, jobs, replays, tokens
+from store.models import JOB_STATUSES
+
+HERE = Path(__file__).parent
+PAGE = 50
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+)
+
+
+class Dashboard:
+    """All `/ui` routes, as suffixed responders of one resource."""
+
+    public = True  # authenticated by the login cookie, not a bearer token
+
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+        self._sessions = intake.sessions
+
+    # -- login ------------------------------------------------------------------------------
+
+    def on_get_login(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._render(resp, "login.html", who=None, error=None)
+
+    def on_post_login(self, req: falcon.Request, resp: falcon.Response) -> None:
+        token = str(_form(req).get("token", "")).strip()
+        with self._sessions() as session:
+            who = tokens.authenticate(session, token) if token else None
+        if who is None or not who.is_operator:
+            resp.status = falcon.HTTP_403
+            error = (
+                "That is not a live operator token."
+                if who is None
+                else "Client tokens cannot log in."
+            )
+            self._render(resp, "login.html", who=None, error=error)
+            return
+        login.login(resp, token, secure=login.is_secure_origin(req))
+        raise falcon.HTTPSeeOther("/ui/jobs")
+
+    def on_post_logout(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._operator(req)
+        login.check_csrf(req, _form(req))
+        login.logout(resp)
+        raise falcon.HTTPSeeOther("/ui/login")
+
+    # -- pages ------------------------------------------------------------------------------
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise falcon.HTTPSeeOther("/ui/jobs")
+
+    def on_get_jobs(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = self._operator(req)
+        filters = _filters(req, ("status", "type", "tenant", "entity_id"))
+        if filters.get("status") not in (None, *JOB_STATUSES):
+            filters.pop("status")
+        with self._sessions() as session:
+            rows, next_id = jobs.list_jobs(
+                session, limit=PAGE, before=_cursor(req), **_listing(filters)
+            )
+            self._render(
+                resp,
+                "jobs.html",
+                who=who,
+                req=req,
+                jobs=[serialize.job(r) for r in rows],
+                statuses=JOB_STATUSES,
+                filters=filters,
+                next_url=_next("/ui/jobs", filters, next_id),
+            )
+
+    def on_get_job(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        who = self._operator(req)
+        with self._sessions() as session:
+            try:
+                row = jobs.get_job(session, job_id, tenant=None)
+            except errors.JobNotFound:
+                raise falcon.HTTPNotFound(title="Not Found", description="no such job") from None
+            job = serialize.job(row)
+            self._render(
+                resp,
+                "job.html",
+                who=who,
+                req=req,
+                job=job,
+                attempts=[serialize.attempt(a) for a in jobs.list_attempts(session, job_id)],
+                audit=[_entry(e) for e in audit.entries(session, job_id=job_id)],
+                payload_json=json.dumps(job["payload"], indent=2, sort_keys=True),
+                result_json=json.dumps(job["result"], indent=2, sort_keys=True),
+            )
+
+    def on_get_dead_letters(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = self._operator(req)
+        filters = _filters(req, ("type", "error_type", "tenant"))
+        with self._sessions() as session:
+            rows, next_id = jobs.list_jobs(
+                session, dead_letters=True, limit=PAGE, before=_cursor(req), **_listing(filters)
+            )
+            self._render(
+                resp,
+                "dead_letters.html",
+                who=who,
+                req=req,
+                jobs=[serialize.job(r) for r in rows],
+                filters=filters,
+                next_url=_next("/ui/dead-letters", filters, next_id),
+            )
+
+    def on_get_audit(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = self._operator(req)
+        with self._sessions() as session:
+            entries = [_entry(e) for e in audit.entries(session, limit=200)]
+        self._render(resp, "audit.html", who=who, req=req, entries=entries)
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        who = self._operator(req)
+        form = _form(req)
+        login.check_csrf(req, form)
+        with self._sessions.begin() as session:
+            row = jobs.get_job(session, job_id, tenant=None)
+            actions.cancel(session, row, actor=who.label, reason=_reason(form))
+        raise falcon.HTTPSeeOther(f"/ui/jobs/{job_id}")
+
+    def on_post_replay(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        who = self._operator(req)
+        form = _form(req)
+        login.check_csrf(req, form)
+        payload = _payload(form)
+        with self._sessions.begin() as session:
+            old = jobs.get_job(session, job_id, tenant=None)
+            new = actions.replay(
+                session, old, actor=who.label, payload=payload, reason=_reason(form), via="ui"
+            )
+        self._intake.publish([new])
+        if old.status == "dead":
+            self._intake.forget_dead_letters([old])
+        raise falcon.HTTPSeeOther(f"/ui/jobs/{new.id}")
+
+    def on_post_dead_letters_replay(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = self._operator(req)
+        form = _form(req)
+        login.check_csrf(req, form)
+        raw_ids = form.get("job_ids") or []
+        try:
+            ids = [uuid.UUID(i) for i in (raw_ids if isinstance(raw_ids, list) else [raw_ids])]
+        except ValueError:
+            raise falcon.HTTPBadRequest(title="Bad Request", description="invalid job id") from None
+        if not ids:
+            raise falcon.HTTPSeeOther("/ui/dead-letters")
+        replays.replay_dead(
+            self._sessions,
+            self._intake.broker,
+            replays.Selection(job_ids=ids, limit=len(ids)),
+            actor=who.label,
+            reason=_reason(form),
+        )
+        raise falcon.HTTPSeeOther("/ui/dead-letters")
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _operator(self, req: falcon.Request) -> tokens.Principal:
+        try:
+            return login.operator(req, self._sessions)
+        except login.LoginRequired:
+            raise falcon.HTTPSeeOther("/ui/login") from None
+
+    def _render(self, resp: falcon.Response, template: str, **context: Any) -> None:
+        req = context.pop("req", None)
+        context.setdefault("csrf", login.csrf_token(req) if req is not None else "")
+        context.setdefault("notice", None)
+        resp.content_type = falcon.MEDIA_HTML
+        resp.text = _templates.get_template(template).render(**context)
+        # The dashboard is never framed (clickjacking) and loads nothing from elsewhere.
+        resp.set_header("X-Frame-Options", "DENY")
+        resp.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+
+
+class Static:
+    """The dashboard's stylesheet."""
+
+    public = True
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        path = HERE / "static" / name
+        if name != path.name or not path.is_file():
+            raise falcon.HTTPNotFound(title="Not Found")
+        resp.content_type = "text/css" if name.endswith(".css") else "application/octet-stream"
+        resp.data = path.read_bytes()
+
+
+def _form(req: falcon.Request) -> dict[str, Any]:
+    if req.content_type is None or not req.content_type.startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        raise falcon.HTTPUnsupportedMediaType(
+            title="Unsupported Media Type", description="send a form"
+        )
+    media = req.get_media()
+    return media if isinstance(media, dict) else {}
+
+
+def _reason(form: dict[str, Any]) -> str | None:
+    reason = str(form.get("reason") or "").strip()
+    return reason[:1000] or None
+
+
+def _payload(form: dict[str, Any]) -> dict[str, Any] | None:
+    text = str(form.get("payload") or "").strip()
+    if not text:
+        return None
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        raise falcon.HTTPBadRequest(
+            title="Bad Request", description="the payload is not valid JSON"
+        ) from None
+    if not isinstance(payload, dict):
+        raise falcon.HTTPBadRequest(
+            title="Bad Request", description="the payload must be a JSON object"
+        )
+    return payload
+
+
+def _filters(req: falcon.Request, names: tuple[str, ...]) -> dict[str, str]:
+    return {n: v for n in names if (v := (req.get_param(n) or "").strip())}
+
+
+def _listing(filters: dict[str, str]) -> dict[str, Any]:
+    return {
+        "tenant": filters.get("tenant"),
+        "status": filters.get("status"),
+        "type": filters.get("type"),
+        "entity_id": filters.get("entity_id"),
+        "error_type": filters.get("error_type"),
+    }
+
+
+def _cursor(req: falcon.Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(req.get_param("cursor") or "")
+    except ValueError:
+        return None
+
+
+def _next(path: str, filters: dict[str, str], next_id: uuid.UUID | None) -> str | None:
+    return None if next_id is None else f"{path}?{urlencode({**filters, 'cursor': str(next_id)})}"
+
+
+def _entry(e: Any) -> dict[str, Any]:
+    return {
+        "at": serialize.timestamp(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "job_id": e.job_id,
+        "reason": e.reason,
+        "details": e.details,
+    }

@@ -1,0 +1,88 @@
+"""A new operator, in a real browser, finds a dead job, sees why it died, replays it, and
+watches the replay succeed. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.support.browser import start_browser
+from tests.support.polling import wait_for
+from tests.support.processes import ARTIFACTS
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def browser():
+    driver = start_browser()
+    yield driver
+    driver.quit()
+
+
+def shot(browser, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"dashboard-{name}.png"))
+
+
+def test_an_operator_finds_a_dead_job_and_replays_it_to_success(deployment, upstream, browser):
+    deployment.start_api()
+    deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    upstream.script(
+        "GET",
+        "/crm/customers/c_broken",
+        {"status": 503, "body": {"error": "maintenance"}},
+        repeat_last=True,
+    )
+    client = deployment.token("acme")
+    with deployment.http() as http:
+        job = http.post(
+            "/v1/jobs",
+            json={"type": "customer_sync", "entity_id": "c_broken", "max_attempts": 2},
+            headers=client,
+        ).json()
+        wait_for(
+            lambda: http.get(f"/v1/jobs/{job['id']}", headers=client).json()["status"] == "dead",
+            timeout=30,
+            what="the job to die",
+        )
+    upstream.reset()  # the CRM is back
+    operator = deployment.token("ops", "operator")["Authorization"].split()[1]
+
+    browser.get(f"{deployment.api_url}/ui/login")
+    browser.find_element(By.NAME, "token").send_keys(operator)
+    browser.find_element(By.CSS_SELECTOR, "form button").click()
+    wait_for(lambda: browser.current_url.endswith("/ui/jobs"), what="the job list")
+
+    browser.find_element(By.LINK_TEXT, "Dead letters").click()
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
+    assert len(rows) == 1 and "c_broken" in rows[0].text and "UpstreamUnavailable" in rows[0].text
+    shot(browser, "1-dead-letters")
+
+    rows[0].find_element(By.CSS_SELECTOR, "a").click()
+    attempts = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "ol.timeline li")]
+    assert len(attempts) == 2
+    assert (
+        "retry" in attempts[0]
+        and "UpstreamUnavailable" in attempts[0]
+        and "503 from CRM" in attempts[0]
+    )
+    assert "dead" in attempts[1]
+    shot(browser, "2-why-it-died")
+
+    replay_form = browser.find_element(By.CSS_SELECTOR, "form[action$='/replay']")
+    replay_form.find_element(By.NAME, "reason").send_keys("CRM maintenance is over")
+    replay_form.find_element(By.TAG_NAME, "button").click()
+    wait_for(lambda: "Replay of" in browser.page_source, what="the new job's page")
+
+    def succeeded() -> bool:
+        browser.refresh()
+        return "succeeded" in browser.find_element(By.CSS_SELECTOR, "h1 .status").text
+
+    wait_for(succeeded, timeout=30, interval=0.5, what="the replay to succeed")
+    shot(browser, "3-replay-succeeded")
+    browser.find_element(By.CSS_SELECTOR, "a.lineage").click()
+    assert "Replayed by" in browser.page_source
+    assert "CRM maintenance is over" in browser.page_source  # the audit entry
+    browser.find_element(By.LINK_TEXT, "Dead letters").click()
+    assert "Nothing here." in browser.page_source

@@ -1,0 +1,125 @@
+"""The dashboard over HTTP: login, escaping, CSRF, and the operator's actions."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def secret(headers):
+    return headers["Authorization"].split()[1]
+
+
+def log_in(stack, token):
+    response = stack.client.simulate_post(
+        "/ui/login",
+        body=f"token={token}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    return response
+
+
+def page(stack, path, cookie):
+    return stack.client.simulate_get(path, cookies={"courier_session": cookie})
+
+
+def csrf_of(html):
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+
+
+def post_form(stack, path, cookie, **fields):
+    body = "&".join(f"{k}={v}" for k, v in fields.items())
+    return stack.client.simulate_post(
+        path,
+        body=body,
+        cookies={"courier_session": cookie},
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+
+def test_an_operator_logs_in_with_a_strict_http_only_cookie(stack):
+    token = secret(stack.token("ops", "operator"))
+    response = log_in(stack, token)
+    assert response.status_code == 303 and response.headers["Location"].endswith("/ui/jobs")
+    cookie = response.cookies["courier_session"]
+    assert cookie.value == token and cookie.http_only and cookie.same_site.lower() == "strict"
+    assert cookie.path == "/ui"
+
+
+def test_a_client_token_cannot_log_in(stack):
+    response = log_in(stack, secret(stack.token("acme")))
+    assert response.status_code == 403 and "courier_session" not in response.cookies
+    assert "Client tokens cannot log in" in response.text
+
+
+def test_pages_need_a_login(stack):
+    for path in ("/ui/jobs", "/ui/dead-letters", "/ui/audit"):
+        response = stack.client.simulate_get(path)
+        assert response.status_code == 303 and response.headers["Location"].endswith("/ui/login")
+    client = secret(stack.token("acme"))
+    assert page(stack, "/ui/jobs", client).status_code == 303
+
+
+def test_every_value_is_escaped(stack):
+    headers = stack.token("acme")
+    job = stack.client.simulate_post(
+        "/v1/jobs",
+        json={
+            "type": "customer_sync",
+            "entity_id": "<script>alert(1)</script>",
+            "run_at": "2099-01-01T00:00:00Z",
+            "payload": {"note": "<img src=x onerror=alert(2)>"},
+        },
+        headers=headers,
+    ).json
+    cookie = secret(stack.token("ops", "operator"))
+    listing = page(stack, "/ui/jobs", cookie).text
+    assert (
+        "<script>alert(1)</script>" not in listing
+        and "&lt;script&gt;alert(1)&lt;/script&gt;" in listing
+    )
+    detail = page(stack, f"/ui/jobs/{job['id']}", cookie)
+    assert detail.status_code == 200
+    assert "<img src=x" not in detail.text and "&lt;img src=x" in detail.text
+    assert detail.headers["X-Frame-Options"] == "DENY"
+
+
+def test_state_changing_forms_need_the_csrf_token(stack):
+    headers = stack.token("acme")
+    job = stack.client.simulate_post(
+        "/v1/jobs",
+        json={"type": "customer_sync", "entity_id": "c_1", "run_at": "2099-01-01T00:00:00Z"},
+        headers=headers,
+    ).json
+    cookie = secret(stack.token("ops", "operator"))
+    forged = post_form(stack, f"/ui/jobs/{job['id']}/cancel", cookie, reason="x")
+    assert forged.status_code == 403
+    wrong = post_form(stack, f"/ui/jobs/{job['id']}/cancel", cookie, reason="x", csrf="0" * 64)
+    assert wrong.status_code == 403
+    assert stack.job(job["id"]).status == "queued"
+    token = csrf_of(page(stack, f"/ui/jobs/{job['id']}", cookie).text)
+    done = post_form(stack, f"/ui/jobs/{job['id']}/cancel", cookie, reason="from+ui", csrf=token)
+    assert done.status_code == 303
+    assert stack.job(job["id"]).status == "cancelled"
+    audit = page(stack, "/ui/audit", cookie).text
+    assert "cancel" in audit and "from ui" in audit
+
+
+def test_filters_and_paging_on_the_job_list(stack):
+    headers = stack.token("acme")
+    for i in range(60):
+        stack.client.simulate_post(
+            "/v1/jobs",
+            json={"type": "customer_sync", "entity_id": f"c_{i}", "run_at": "2099-01-01T00:00:00Z"},
+            headers=headers,
+        )
+    cookie = secret(stack.token("ops", "operator"))
+    first = page(stack, "/ui/jobs?tenant=acme&status=queued", cookie).text
+    assert first.count('href="/ui/jobs/') == 50
+    older = re.search(r'href="(/ui/jobs\?[^"]+cursor=[^"]+)"', first).group(1).replace("&amp;", "&")
+    second = page(stack, older, cookie).text
+    assert second.count('href="/ui/jobs/') == 10
+    assert page(stack, "/ui/jobs?entity_id=c_7", cookie).text.count('href="/ui/jobs/') == 1
