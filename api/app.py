@@ -13,10 +13,14 @@ from api.auth import Authenticate
 from api.intake import Defaults, Intake
 from api.request_id import RequestId
 from api.resources.dead_letters import DeadLetters
+from api.resources.docs import OpenApi
 from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
 from api.resources.stats import Metrics, QueueDepths, Stats
+from api.spec import Routes, openapi
 from api.ui.pages import Dashboard, Static
+
+VERSION = "1.0.0"
 
 
 def create_app(
@@ -32,28 +36,36 @@ def create_app(
     app = falcon.App(middleware=[RequestId(), Authenticate(sessions)])
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
+    routes = Routes(app)
 
     jobs, job = Jobs(intake), Job(intake)
-    app.add_route("/v1/jobs", jobs)
-    app.add_route("/v1/jobs/batch", jobs, suffix="batch")
-    app.add_route("/v1/jobs/{job_id:uuid}", job)
-    app.add_route("/v1/jobs/{job_id:uuid}/attempts", job, suffix="attempts")
-    app.add_route("/v1/jobs/{job_id:uuid}/cancel", job, suffix="cancel")
-    app.add_route("/v1/jobs/{job_id:uuid}/replay", job, suffix="replay")
+    routes.add("/v1/jobs", jobs)
+    routes.add("/v1/jobs/batch", jobs, suffix="batch")
+    routes.add("/v1/jobs/{job_id:uuid}", job)
+    routes.add("/v1/jobs/{job_id:uuid}/attempts", job, suffix="attempts")
+    routes.add("/v1/jobs/{job_id:uuid}/cancel", job, suffix="cancel")
+    routes.add("/v1/jobs/{job_id:uuid}/replay", job, suffix="replay")
     dead_letters = DeadLetters(intake)
-    app.add_route("/v1/dead-letters", dead_letters)
-    app.add_route("/v1/dead-letters/replay", dead_letters, suffix="replay")
-    app.add_route("/v1/stats", Stats(sessions, queue_depths))
-    app.add_route("/metrics", Metrics(sessions, queue_depths))
-    dashboard = Dashboard(intake)
-    app.add_route("/ui", dashboard)
-    for page in ("login", "logout", "jobs", "dead-letters", "audit"):
-        app.add_route(f"/ui/{page}", dashboard, suffix=page.replace("-", "_"))
-    app.add_route("/ui/jobs/{job_id:uuid}", dashboard, suffix="job")
-    app.add_route("/ui/jobs/{job_id:uuid}/cancel", dashboard, suffix="cancel")
-    app.add_route("/ui/jobs/{job_id:uuid}/replay", dashboard, suffix="replay")
-    app.add_route("/ui/dead-letters/replay", dashboard, suffix="dead_letters_replay")
-    app.add_route("/ui/static/{name}", Static())
-    app.add_route("/healthz", Health())
-    app.add_route("/readyz", Ready(sessions, broker))
+    routes.add("/v1/dead-letters", dead_letters)
+    routes.add("/v1/dead-letters/replay", dead_letters, suffix="replay")
+    routes.add("/v1/stats", Stats(sessions, queue_depths))
+    routes.add("/metrics", Metrics(sessions, queue_depths))
+    routes.add("/healthz", Health())
+    routes.add("/readyz", Ready(sessions, broker))
+    docs = OpenApi(lambda: openapi(routes, title="Courier", version=VERSION))
+    routes.add("/openapi.json", docs)
+    routes.add("/docs", docs, suffix="docs")
+    _add_dashboard(routes, intake)
     return app
+
+
+def _add_dashboard(routes: Routes, intake: Intake) -> None:
+    dashboard = Dashboard(intake)
+    routes.add("/ui", dashboard)
+    for page in ("login", "logout", "jobs", "dead-letters", "audit"):
+        routes.add(f"/ui/{page}", dashboard, suffix=page.replace("-", "_"))
+    routes.add("/ui/jobs/{job_id:uuid}", dashboard, suffix="job")
+    routes.add("/ui/jobs/{job_id:uuid}/cancel", dashboard, suffix="cancel")
+    routes.add("/ui/jobs/{job_id:uuid}/replay", dashboard, suffix="replay")
+    routes.add("/ui/dead-letters/replay", dashboard, suffix="dead_letters_replay")
+    routes.add("/ui/static/{name}", Static())

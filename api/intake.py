@@ -87,28 +87,3 @@ class Intake:
 def correlation_id(req: falcon.Request) -> str | None:
     """The client's request id, if it sent one."""
     return req.context.request_id if req.context.request_id_given else None
-
-
-def query_limit(req: falcon.Request, default: int = 50, maximum: int = 500) -> int:
-    """`limit` from the query string, 1..maximum (422 otherwise)."""
-    raw = req.get_param("limit")
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= maximum:
-        raise Problem(falcon.HTTP_422, "Invalid request", f"limit must be 1 to {maximum}")
-    return value
-
-
-def unknown_params(req: falcon.Request, allowed: set[str]) -> None:
-    """422 for a query parameter this endpoint does not know (a typo would silently match all)."""
-    extra = set(req.params) - allowed
-    if extra:
-        raise Problem(
-            falcon.HTTP_422,
-            "Invalid request",
-            f"unknown query parameters: {', '.join(sorted(extra))}",
-        )

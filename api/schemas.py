@@ -141,11 +141,12 @@ class AttemptList(BaseModel):
 class BatchItem(BaseModel):
     """The fate of one job of a batch."""
 
-    status: Literal[202, 200, 409, 422]
+    status: Literal[202, 409, 422]
     job: JobOut | None = None
     title: str | None = None
     description: str | None = None
     existing_job_id: uuid.UUID | None = None
+    errors: list[FieldError] | None = None
 
 
 class BatchResult(BaseModel):
@@ -166,10 +167,89 @@ class BulkReplayResult(BaseModel):
 
     replayed: list[Replayed]
     count: int
+    skipped: list[Skipped]
+
+
+class FieldError(BaseModel):
+    """One invalid field of a request."""
+
+    field: str
+    message: str
 
 
 class ErrorOut(BaseModel):
-    """Every error answer has this shape (plus extra fields where documented)."""
+    """Every error answer has this shape; some carry one of the optional fields."""
+
+    model_config = ConfigDict(extra="allow")
 
     title: str
     description: str | None = None
+    errors: list[FieldError] | None = None
+    existing_job_id: uuid.UUID | None = None
+
+
+Limit = Annotated[int, Field(ge=1, le=500)]
+
+
+class ListJobsQuery(Strict):
+    """Filters and paging of the job list (`tenant` only for operators)."""
+
+    status: Status | None = None
+    type: str | None = None
+    entity_id: str | None = None
+    tenant: str | None = None
+    limit: Limit = 50
+    cursor: str | None = None
+
+
+class DeadLettersQuery(Strict):
+    """Filters and paging of the dead-letter list."""
+
+    type: str | None = None
+    error_type: str | None = None
+    tenant: str | None = None
+    limit: Limit = 50
+    cursor: str | None = None
+
+
+class Skipped(BaseModel):
+    """A dead job a bulk replay left alone, and why."""
+
+    job_id: uuid.UUID
+    reason: str
+
+
+class QueueDepth(BaseModel):
+    """Messages in one queue; null when the broker's management API does not answer."""
+
+    ready: int | None
+    unacked: int | None
+    delayed: int | None
+    dead: int | None
+
+
+class StatsOut(BaseModel):
+    """An operator's overview."""
+
+    jobs: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+    success_rate: float | None
+    retry_count: int
+    dead_letters: int
+    avg_duration_ms: float | None
+    p95_duration_ms: float | None
+    queues: dict[str, QueueDepth]
+
+
+class HealthOut(BaseModel):
+    """The process is up."""
+
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    """Whether the database and the broker answer."""
+
+    title: str
+    description: str
+    checks: dict[str, Literal["ok", "unavailable"]]

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import falcon
 
-from api import auth, body
-from api.intake import Intake, query_limit, unknown_params
-from api.resources.jobs import cursor, page
-from api.schemas import DeadLetterReplayRequest
+from api import auth
+from api.intake import Intake
+from api.resources.jobs import COMMON, WITH_BODY, cursor, page
+from api.schemas import (
+    BulkReplayResult,
+    DeadLetterReplayRequest,
+    DeadLettersQuery,
+    ErrorOut,
+    JobPage,
+)
+from api.spec import operation
 from store import jobs, replays
 
 
@@ -17,24 +24,37 @@ class DeadLetters:
     def __init__(self, intake: Intake) -> None:
         self._intake = intake
 
+    @operation(
+        query=DeadLettersQuery,
+        auth="operator",
+        responses={200: JobPage, 400: ErrorOut, 403: ErrorOut, 422: ErrorOut, **COMMON},
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """List dead jobs not yet replayed, newest first."""
         auth.require_operator(req)
-        unknown_params(req, {"type", "error_type", "tenant", "limit", "cursor"})
+        query: DeadLettersQuery = req.context.query
         with self._intake.sessions() as session:
             rows, next_id = jobs.list_jobs(
                 session,
-                tenant=req.get_param("tenant"),
-                type=req.get_param("type"),
-                error_type=req.get_param("error_type"),
+                tenant=query.tenant,
+                type=query.type,
+                error_type=query.error_type,
                 dead_letters=True,
-                limit=query_limit(req),
-                before=cursor(req),
+                limit=query.limit,
+                before=cursor(query.cursor),
             )
             resp.media = page(rows, next_id)
 
+    @operation(
+        request=DeadLetterReplayRequest,
+        optional_body=True,
+        auth="operator",
+        responses={202: BulkReplayResult, 403: ErrorOut, **WITH_BODY},
+    )
     def on_post_replay(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Replay dead jobs by id or filter, up to a limit."""
         who = auth.require_operator(req)
-        request = body.parse(req, DeadLetterReplayRequest, empty_ok=True)
+        request: DeadLetterReplayRequest = req.context.body
         selection = replays.Selection(
             job_ids=request.job_ids,
             type=request.type,

@@ -9,13 +9,18 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.schemas import HealthOut, ReadyOut
+from api.spec import operation
+
 
 class Health:
     """200 while the process is up."""
 
     public = True
 
+    @operation(auth=None, responses={200: HealthOut})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Liveness: 200 while the process is up."""
         resp.media = {"status": "ok"}
 
 
@@ -28,7 +33,9 @@ class Ready:
         self._sessions = sessions
         self._broker = broker
 
+    @operation(auth=None, responses={200: ReadyOut, 503: ReadyOut})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Readiness: 200 when the database and the broker answer, else 503 naming which."""
         checks = {"database": self._database(), "broker": self._broker_ok()}
         failed = [name for name, ok in checks.items() if not ok]
         resp.status = falcon.HTTP_503 if failed else falcon.HTTP_200

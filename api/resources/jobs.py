@@ -10,11 +10,26 @@ from pydantic import ValidationError
 
 from api import auth, body, serialize
 from api.errors import Problem, as_problem, store_problem
-from api.intake import Intake, correlation_id, query_limit, unknown_params
-from api.schemas import BatchRequest, CancelRequest, JobRequest, ReplayRequest
+from api.intake import Intake, correlation_id
+from api.schemas import (
+    AttemptList,
+    BatchRequest,
+    BatchResult,
+    CancelRequest,
+    ErrorOut,
+    JobOut,
+    JobPage,
+    JobRequest,
+    ListJobsQuery,
+    ReplayRequest,
+)
+from api.spec import operation
 from store import actions, errors, jobs
-from store.models import JOB_STATUSES
 from store.models import Job as StoredJob
+
+#: Error answers every authenticated endpoint may give.
+COMMON = {401: ErrorOut, 503: ErrorOut}
+WITH_BODY = {**COMMON, 400: ErrorOut, 413: ErrorOut, 422: ErrorOut}
 
 
 class Jobs:
@@ -23,9 +38,18 @@ class Jobs:
     def __init__(self, intake: Intake) -> None:
         self._intake = intake
 
+    @operation(
+        request=JobRequest,
+        responses={202: JobOut, 200: JobOut, 409: ErrorOut, **WITH_BODY},
+        headers={
+            "Idempotency-Key": "Same key and body: the same job (200); another body: 422.",
+            "X-Request-ID": "Becomes the job's correlation_id.",
+        },
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Submit a job."""
         who = auth.principal(req)
-        request = body.parse(req, JobRequest)
+        request: JobRequest = req.context.body
         key = req.get_header("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 256:
             raise Problem(falcon.HTTP_422, "Invalid request", "Idempotency-Key is 1 to 256 chars")
@@ -44,9 +68,11 @@ class Jobs:
         resp.location = f"/v1/jobs/{job.id}"
         resp.media = serialize.job(job)
 
+    @operation(request=BatchRequest, responses={207: BatchResult, **WITH_BODY})
     def on_post_batch(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Submit up to 1000 jobs; the accepted ones are stored in one transaction."""
         who = auth.principal(req)
-        batch = body.parse(req, BatchRequest)
+        batch: BatchRequest = req.context.body
         items: list[dict] = []
         accepted = []
         with self._intake.sessions.begin() as session:
@@ -74,30 +100,27 @@ class Jobs:
             ]
         }
 
+    @operation(
+        query=ListJobsQuery,
+        responses={200: JobPage, 400: ErrorOut, 403: ErrorOut, 422: ErrorOut, **COMMON},
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        unknown_params(req, {"status", "type", "entity_id", "tenant", "limit", "cursor"})
-        status = req.get_param("status")
-        if status is not None and status not in JOB_STATUSES:
-            raise Problem(
-                falcon.HTTP_422,
-                "Invalid request",
-                f"status must be one of {', '.join(JOB_STATUSES)}",
-            )
+        """List jobs, newest first, a page at a time."""
+        query: ListJobsQuery = req.context.query
         tenant = auth.scope(req)
-        wanted_tenant = req.get_param("tenant")
-        if wanted_tenant is not None:
-            if tenant is not None and wanted_tenant != tenant:
+        if query.tenant is not None:
+            if tenant is not None and query.tenant != tenant:
                 raise Problem(falcon.HTTP_403, "Forbidden", "the tenant filter is for operators")
-            tenant = wanted_tenant
+            tenant = query.tenant
         with self._intake.sessions() as session:
             rows, next_id = jobs.list_jobs(
                 session,
                 tenant=tenant,
-                status=status,
-                type=req.get_param("type"),
-                entity_id=req.get_param("entity_id"),
-                limit=query_limit(req),
-                before=cursor(req),
+                status=query.status,
+                type=query.type,
+                entity_id=query.entity_id,
+                limit=query.limit,
+                before=cursor(query.cursor),
             )
             resp.media = page(rows, next_id)
 
@@ -108,28 +131,44 @@ class Job:
     def __init__(self, intake: Intake) -> None:
         self._intake = intake
 
+    @operation(responses={200: JobOut, 404: ErrorOut, **COMMON})
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        """Read a job."""
         with self._intake.sessions() as session:
             resp.media = serialize.job(jobs.get_job(session, job_id, tenant=auth.scope(req)))
 
+    @operation(responses={200: AttemptList, 404: ErrorOut, **COMMON})
     def on_get_attempts(
         self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID
     ) -> None:
+        """A job's attempts, in order."""
         with self._intake.sessions() as session:
             jobs.get_job(session, job_id, tenant=auth.scope(req))
             attempts = jobs.list_attempts(session, job_id)
             resp.media = {"items": [serialize.attempt(a) for a in attempts]}
 
+    @operation(
+        request=CancelRequest,
+        optional_body=True,
+        responses={200: JobOut, 404: ErrorOut, 409: ErrorOut, **WITH_BODY},
+    )
     def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
-        request = body.parse(req, CancelRequest, empty_ok=True)
+        """Cancel a job: waiting ones at once, running ones at their next checkpoint."""
+        request: CancelRequest = req.context.body
         who = auth.principal(req)
         with self._intake.sessions.begin() as session:
             job = jobs.get_job(session, job_id, tenant=auth.scope(req))
             job = actions.cancel(session, job, actor=who.label, reason=request.reason)
             resp.media = serialize.job(job)
 
+    @operation(
+        request=ReplayRequest,
+        optional_body=True,
+        responses={202: JobOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, **WITH_BODY},
+    )
     def on_post_replay(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
-        request = body.parse(req, ReplayRequest, empty_ok=True)
+        """Replay a failed, dead (operators) or cancelled job as a new, linked job."""
+        request: ReplayRequest = req.context.body
         who = auth.principal(req)
         with self._intake.sessions.begin() as session:
             old = jobs.get_job(session, job_id, tenant=auth.scope(req))
@@ -146,9 +185,8 @@ class Job:
         resp.media = serialize.job(new)
 
 
-def cursor(req: falcon.Request) -> uuid.UUID | None:
+def cursor(raw: str | None) -> uuid.UUID | None:
     """The page cursor (the last id of the previous page); 400 if it is not one."""
-    raw = req.get_param("cursor")
     if raw is None:
         return None
     try:

@@ -16,7 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import auth
+from api.schemas import ErrorOut, StatsOut
+from api.spec import operation
 from store import stats
 from store.models import JOB_STATUSES
 
@@ -30,8 +31,11 @@ class Stats:
         self._sessions = sessions
         self._queue_depths = queue_depths
 
+    @operation(
+        auth="operator", responses={200: StatsOut, 401: ErrorOut, 403: ErrorOut, 503: ErrorOut}
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        auth.require_operator(req)
+        """Counts, success rate, retries, attempt durations and queue depths."""
         with self._sessions() as session:
             summary = stats.summary(session)
         resp.media = {
@@ -55,7 +59,9 @@ class Metrics:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(sessions, queue_depths))
 
+    @operation(auth=None, responses={200: None})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Prometheus metrics (text exposition format)."""
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = generate_latest(self._registry)
 

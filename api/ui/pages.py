@@ -9,21 +9,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 import falcon
-import jinja2
 
 from api import serialize
 from api.intake import Intake
 from api.ui import session as login
+from api.ui.render import render
 from store import actions, audit, errors, jobs, replays, tokens
 from store.models import JOB_STATUSES
 
 HERE = Path(__file__).parent
 PAGE = 50
-
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-)
 
 
 class Dashboard:
@@ -189,7 +184,7 @@ class Dashboard:
         context.setdefault("csrf", login.csrf_token(req) if req is not None else "")
         context.setdefault("notice", None)
         resp.content_type = falcon.MEDIA_HTML
-        resp.text = _templates.get_template(template).render(**context)
+        resp.text = render(template, **context)
         # The dashboard is never framed (clickjacking) and loads nothing from elsewhere.
         resp.set_header("X-Frame-Options", "DENY")
         resp.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
