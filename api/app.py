@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import dramatiq
 import falcon
@@ -52,11 +53,20 @@ def create_app(
     routes.add("/metrics", Metrics(sessions, queue_depths))
     routes.add("/healthz", Health())
     routes.add("/readyz", Ready(sessions, broker))
-    docs = OpenApi(lambda: openapi(routes, title="Courier", version=VERSION))
+    docs = OpenApi(
+        lambda: _with_job_types(openapi(routes, title="Courier", version=VERSION), queues)
+    )
     routes.add("/openapi.json", docs)
     routes.add("/docs", docs, suffix="docs")
     _add_dashboard(routes, intake)
     return app
+
+
+def _with_job_types(document: dict[str, Any], queues: Mapping[str, str]) -> dict[str, Any]:
+    # The job types are known only at start-up (the registry); the document lists them.
+    job_type = document["components"]["schemas"]["JobRequest"]["properties"]["type"]
+    job_type["enum"] = sorted(queues)
+    return document
 
 
 def _add_dashboard(routes: Routes, intake: Intake) -> None:

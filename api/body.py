@@ -29,11 +29,18 @@ def read(req: falcon.Request) -> bytes:
 def parse(req: falcon.Request, model: type[M], *, empty_ok: bool = False) -> M:
     """The body validated as `model` (400 for broken JSON, 422 for invalid fields)."""
     raw = read(req)
-    if not raw.strip():
+    if not raw:
         if empty_ok:
             return model()
         raise Problem(falcon.HTTP_400, "Missing body", "a JSON object is required")
+    if b"\\u0000" in raw or b"\x00" in raw:
+        raise no_nul()
     return model.model_validate_json(raw)
+
+
+def no_nul() -> Problem:
+    """422 for NUL characters, which the database cannot store in text."""
+    return Problem(falcon.HTTP_422, "Invalid request", "NUL characters are not allowed")
 
 
 def fingerprint(model: BaseModel) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import falcon
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from store import errors as store_errors
 
@@ -47,6 +47,7 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ValidationError, _invalid)
     app.add_error_handler(store_errors.StoreError, _store_error)
     app.add_error_handler(DBAPIError, _database_down)
+    app.add_error_handler(DataError, _invalid_data)
 
 
 def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: Any):
@@ -99,6 +100,14 @@ def _database_down(req: falcon.Request, resp: falcon.Response, ex: DBAPIError, p
         headers={"Retry-After": "5"},
     )
     _http_error(req, resp, problem, params)
+
+
+def _invalid_data(req: falcon.Request, resp: falcon.Response, ex: DataError, params: Any):
+    # Input the edge let through but the database cannot store: still the client's error.
+    log.warning("database refused input on %s %s: %s", req.method, req.path, ex.orig)
+    _http_error(
+        req, resp, Problem(falcon.HTTP_422, "Invalid request", "a value cannot be stored"), params
+    )
 
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any):

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from store.models import JOB_STATUSES
 
@@ -18,7 +18,19 @@ def _text_only(value: Any) -> Any:
     return value
 
 
+def _whole_number(value: Any) -> Any:
+    # JSON's 3.0 is the integer 3 (as JSON Schema says); "3" and true are not numbers.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
+
+
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+WHOLE = BeforeValidator(_whole_number)
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Reason = Annotated[str, Field(max_length=1000)]
 
@@ -35,11 +47,11 @@ class JobRequest(Strict):
     type: Name
     entity_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
-    priority: Annotated[StrictInt, Field(ge=0, le=9)] = 0
+    priority: Annotated[int, Field(ge=0, le=9), WHOLE] = 0
     run_at: Timestamp | None = None
-    max_attempts: Annotated[StrictInt, Field(ge=1, le=20)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=20), WHOLE] | None = None
     # Well below RabbitMQ's 30-minute delivery acknowledgement timeout.
-    timeout_s: Annotated[StrictInt, Field(ge=1, le=1500)] | None = None
+    timeout_s: Annotated[int, Field(ge=1, le=1500), WHOLE] | None = None
 
 
 class BatchRequest(Strict):
@@ -68,7 +80,7 @@ class DeadLetterReplayRequest(Strict):
     type: Name | None = None
     error_type: Annotated[str, Field(max_length=128)] | None = None
     tenant: Name | None = None
-    limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 1000
+    limit: Annotated[int, Field(ge=1, le=1000), WHOLE] = 1000
     reason: Reason | None = None
 
 
@@ -199,7 +211,7 @@ class ListJobsQuery(Strict):
     entity_id: str | None = None
     tenant: str | None = None
     limit: Limit = 50
-    cursor: str | None = None
+    cursor: uuid.UUID | None = None
 
 
 class DeadLettersQuery(Strict):
@@ -209,7 +221,7 @@ class DeadLettersQuery(Strict):
     error_type: str | None = None
     tenant: str | None = None
     limit: Limit = 50
-    cursor: str | None = None
+    cursor: uuid.UUID | None = None
 
 
 class Skipped(BaseModel):

@@ -36,7 +36,7 @@ class Operation:
     request: type[BaseModel] | None
     query: type[BaseModel] | None
     responses: dict[int, type[BaseModel] | None]
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, dict[str, Any]] = field(default_factory=dict)
     optional_body: bool = False
 
 
@@ -46,7 +46,7 @@ def operation(
     request: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     auth: str | None = "client",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, dict[str, Any]] | None = None,
     optional_body: bool = False,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Declare a responder's operation and validate its input with the declared models."""
@@ -62,6 +62,8 @@ def operation(
             if auth == "operator":
                 require_operator(req)
             if query is not None:
+                if any("\x00" in str(v) for v in req.params.values()):
+                    raise body.no_nul()
                 req.context.query = query.model_validate(dict(req.params))
             if request is not None:
                 req.context.body = body.parse(req, request, empty_ok=optional_body)
@@ -151,14 +153,8 @@ def _describe(path: str, op: Operation) -> dict[str, Any]:
         for name, prop in op.query.model_json_schema()["properties"].items():
             parameters.append({"name": name, "in": "query", "required": False, "schema": prop})
     parameters += [
-        {
-            "name": name,
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string"},
-            "description": text,
-        }
-        for name, text in op.headers.items()
+        {"name": name, "in": "header", "required": False, **header}
+        for name, header in op.headers.items()
     ]
     if parameters:
         described["parameters"] = parameters

@@ -6,7 +6,7 @@ import falcon
 
 from api import auth
 from api.intake import Intake
-from api.resources.jobs import COMMON, WITH_BODY, cursor, page
+from api.resources.jobs import COMMON, WITH_BODY, page
 from api.schemas import (
     BulkReplayResult,
     DeadLetterReplayRequest,
@@ -41,7 +41,7 @@ class DeadLetters:
                 error_type=query.error_type,
                 dead_letters=True,
                 limit=query.limit,
-                before=cursor(query.cursor),
+                before=query.cursor,
             )
             resp.media = page(rows, next_id)
 

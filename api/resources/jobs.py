@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 
@@ -27,6 +28,8 @@ from api.spec import operation
 from store import actions, errors, jobs
 from store.models import Job as StoredJob
 
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,256}$")
+
 #: Error answers every authenticated endpoint may give.
 COMMON = {401: ErrorOut, 503: ErrorOut}
 WITH_BODY = {**COMMON, 400: ErrorOut, 413: ErrorOut, 422: ErrorOut}
@@ -42,8 +45,15 @@ class Jobs:
         request=JobRequest,
         responses={202: JobOut, 200: JobOut, 409: ErrorOut, **WITH_BODY},
         headers={
-            "Idempotency-Key": "Same key and body: the same job (200); another body: 422.",
-            "X-Request-ID": "Becomes the job's correlation_id.",
+            "Idempotency-Key": {
+                "description": "Same key and body: the same job (200); another body: 422.",
+                "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern},
+            },
+            "X-Request-ID": {
+                "description": "Becomes the job's correlation_id when it is 1-128 characters "
+                "of A-Z a-z 0-9 . _ : / + = - (else a new id is made).",
+                "schema": {"type": "string"},
+            },
         },
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -51,8 +61,12 @@ class Jobs:
         who = auth.principal(req)
         request: JobRequest = req.context.body
         key = req.get_header("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 256:
-            raise Problem(falcon.HTTP_422, "Invalid request", "Idempotency-Key is 1 to 256 chars")
+        if key is not None and not IDEMPOTENCY_KEY.match(key):
+            raise Problem(
+                falcon.HTTP_422,
+                "Invalid request",
+                "Idempotency-Key is 1 to 256 visible ASCII characters",
+            )
         new = self._intake.new_job(
             request,
             tenant=who.tenant,
@@ -120,7 +134,7 @@ class Jobs:
                 type=query.type,
                 entity_id=query.entity_id,
                 limit=query.limit,
-                before=cursor(query.cursor),
+                before=query.cursor,
             )
             resp.media = page(rows, next_id)
 
@@ -183,18 +197,6 @@ class Job:
         resp.status = falcon.HTTP_202
         resp.location = f"/v1/jobs/{new.id}"
         resp.media = serialize.job(new)
-
-
-def cursor(raw: str | None) -> uuid.UUID | None:
-    """The page cursor (the last id of the previous page); 400 if it is not one."""
-    if raw is None:
-        return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise Problem(
-            falcon.HTTP_400, "Invalid cursor", "use next_cursor from a previous page"
-        ) from None
 
 
 def page(rows: Sequence[StoredJob], next_id: uuid.UUID | None) -> dict:

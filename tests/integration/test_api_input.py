@@ -95,11 +95,11 @@ def test_invalid_list_parameters_get_422(stack, query):
     )
 
 
-def test_a_bad_cursor_gets_400(stack):
+def test_a_bad_cursor_gets_422(stack):
     response = stack.client.simulate_get(
         "/v1/jobs", query_string="cursor=zzz", headers=stack.token()
     )
-    assert_problem(response, 400)
+    assert_problem(response, 422)
 
 
 @pytest.mark.parametrize(
