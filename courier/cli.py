@@ -133,6 +133,9 @@ def token_revoke(token_or_id: str) -> None:
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--reason", default=None, help="Why, for the audit log.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be replayed.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."
+)
 def replay(
     job_ids: tuple[Any, ...],
     job_type: str | None,
@@ -141,6 +144,7 @@ def replay(
     limit: int,
     reason: str | None,
     dry_run: bool,
+    progress: bool | None,
 ) -> None:
     """Replay dead jobs as new, linked jobs (bulk), with a progress bar."""
     import getpass
@@ -171,7 +175,9 @@ def replay(
         return
     # An in-memory broker lives in `courier dev`'s process: its relay publishes the replays.
     broker = None if settings.uses_memory_broker else publishing_broker(settings)
-    with tqdm(total=len(candidates), unit="job", disable=None) as bar:
+    with tqdm(
+        total=len(candidates), unit="job", disable=None if progress is None else not progress
+    ) as bar:
         result = replays.replay_dead(
             sessions,
             broker,

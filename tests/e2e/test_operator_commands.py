@@ -1,0 +1,134 @@
+"""`courier replay`, `courier stats`, `courier prune` and the logs, as an operator meets them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def make_dead(deployment, http, headers, entities):
+    for entity in entities:
+        deployment.upstream.script(
+            "GET", f"/crm/customers/{entity}", {"status": 503}, repeat_last=True
+        )
+    ids = [
+        http.post(
+            "/v1/jobs",
+            json={"type": "customer_sync", "entity_id": e, "max_attempts": 1},
+            headers=headers,
+        ).json()["id"]
+        for e in entities
+    ]
+    for job_id in ids:
+        wait_for(
+            lambda j=job_id: http.get(f"/v1/jobs/{j}", headers=headers).json()["status"] == "dead",
+            timeout=30,
+            what="dead",
+        )
+    return ids
+
+
+def test_courier_replay_dry_run_lists_and_replay_replays_with_a_progress_bar(deployment):
+    deployment.start_api()
+    deployment.start("worker", "worker", "--processes", "1", "--threads", "4")
+    headers = deployment.token()
+    with deployment.http() as http:
+        ids = make_dead(deployment, http, headers, ["c_1", "c_2", "c_3"])
+        dry = deployment.run("replay", "--dry-run", "--type", "customer_sync")
+        assert dry.returncode == 0, dry.stderr
+        assert "would replay 3 dead job(s)" in dry.stdout and all(i in dry.stdout for i in ids)
+        deployment.upstream.reset()
+        done = deployment.run(
+            "replay",
+            "--error-type",
+            "UpstreamUnavailable",
+            "--limit",
+            "2",
+            "--reason",
+            "CRM back",
+            "--progress",
+        )
+        assert done.returncode == 0, done.stderr
+        assert "replayed 2 dead job(s)" in done.stdout
+        assert "2/2" in done.stderr  # the progress bar
+        operator = deployment.token("ops", "operator")
+        left = http.get("/v1/dead-letters", headers=operator).json()["items"]
+        assert len(left) == 1
+        replayed = [
+            j for j in http.get("/v1/jobs", headers=operator).json()["items"] if j["replay_of"]
+        ]
+        assert len(replayed) == 2
+        for job in replayed:
+            wait_for(
+                lambda j=job: (
+                    http.get(f"/v1/jobs/{j['id']}", headers=headers).json()["status"] == "succeeded"
+                ),
+                timeout=30,
+                what="replay to succeed",
+            )
+
+
+def test_courier_stats_prints_counts_and_queue_depths(deployment):
+    deployment.start_api()
+    deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    headers = deployment.token()
+    with deployment.http() as http:
+        make_dead(deployment, http, headers, ["c_9"])
+    text = deployment.run("stats")
+    assert text.returncode == 0, text.stderr
+    assert (
+        "customer_sync" in text.stdout
+        and "queue sync:" in text.stdout
+        and "dead letters 1" in text.stdout
+    )
+    as_json = json.loads(deployment.run("stats", "--json").stdout)
+    assert as_json["jobs"]["dead"] == 1 and as_json["dead_letters"] == 1
+    assert set(as_json["queues"]["sync"]) == {"ready", "unacked", "delayed", "dead"}
+
+
+def test_courier_prune_reports_what_it_deleted(deployment):
+    deployment.start_api()
+    deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    headers = deployment.token()
+    with deployment.http() as http:
+        job = http.post(
+            "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_p"}, headers=headers
+        ).json()
+        wait_for(
+            lambda: (
+                http.get(f"/v1/jobs/{job['id']}", headers=headers).json()["status"] == "succeeded"
+            ),
+            what="success",
+        )
+    assert (
+        "would delete 0 job(s)" in deployment.run("prune", "--older-than", "1d", "--dry-run").stdout
+    )
+    pruned = deployment.run("prune", "--older-than", "0s")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "deleted 1 job(s)" in pruned.stdout and "1 succeeded" in pruned.stdout
+    bad = deployment.run("prune", "--older-than", "soon")
+    assert bad.returncode == 2 and "30d" in bad.stderr
+
+
+def test_worker_logs_are_json_lines_with_the_job_fields(deployment):
+    deployment.start_api()
+    worker = deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    headers = {**deployment.token(), "X-Request-ID": "corr-log"}
+    with deployment.http() as http:
+        job = http.post(
+            "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_log"}, headers=headers
+        ).json()
+        wait_for(
+            lambda: '"outcome": "succeeded"' in worker.output(), timeout=30, what="the outcome line"
+        )
+    lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    [outcome] = [
+        entry for entry in lines if entry.get("job_id") == job["id"] and "outcome" in entry
+    ]
+    assert outcome["correlation_id"] == "corr-log" and outcome["attempt"] == 1
+    assert outcome["message_id"] and outcome["duration_ms"] >= 0 and outcome["level"] == "info"
