@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dramatiq import Broker
+
 from middleware.ledger import Ledger
 from middleware.periodic import Periodic
 from store import ledger as store_ledger
@@ -14,6 +16,13 @@ class Heartbeat(Periodic):
         super().__init__()
         self.ledger = ledger
         self.interval_s = max(ledger.lease_s / 3, 0.2)
+
+    def before_worker_shutdown(self, broker: Broker, worker: object) -> None:
+        # Attempts still running during a graceful shutdown keep their leases until they end.
+        pass
+
+    def after_worker_shutdown(self, broker: Broker, worker: object) -> None:
+        self.stop()
 
     def tick(self) -> None:
         claims = self.ledger.running_claims()
