@@ -13,7 +13,7 @@ from dramatiq.errors import BrokerConnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from middleware.periodic import Periodic
-from store import dead_letter_queue, ledger, outbox
+from store import dead_letter_queue, ledger, outbox, publisher
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,13 @@ class Relay(Periodic):
     def publish_due(self) -> int:
         """Publish one batch of due jobs; returns how many were published."""
         with self.sessions.begin() as session:
-            published = []
+            due = outbox.lock_due(session, limit=self.batch)
             try:
-                for pending in outbox.lock_due(session, limit=self.batch):
-                    self.broker.enqueue(outbox.message_for(pending))
-                    published.append(pending.job_id)
+                publisher.send(self.broker, [outbox.message_for(p) for p in due])
             except BrokerConnectionError:
-                log.warning("broker unavailable; %d published before it failed", len(published))
+                log.warning("broker unavailable; %d due job(s) wait for it", len(due))
+                return 0
+            published = [p.job_id for p in due]
             outbox.mark_published(session, published)
         if published:
             log.info("relay published %d jobs", len(published))

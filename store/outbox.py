@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from store import publisher
 from store.models import Job
 from store.types import utcnow
 
@@ -124,15 +125,12 @@ def publish(broker: Broker, sessions: sessionmaker[Session], pendings: Sequence[
 
     Returns how many were published. Never raises for a broker outage: the job is safe in SQL.
     """
-    published = []
     try:
-        for pending in pendings:
-            broker.enqueue(message_for(pending))
-            published.append(pending.job_id)
+        publisher.send(broker, [message_for(p) for p in pendings])
     except BrokerConnectionError:
-        log.warning(
-            "broker unavailable; %d job(s) left to the relay", len(pendings) - len(published)
-        )
+        log.warning("broker unavailable; %d job(s) left to the relay", len(pendings))
+        return 0
+    published = [p.job_id for p in pendings]
     if published:
         try:
             with sessions.begin() as session:
