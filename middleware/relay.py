@@ -49,11 +49,10 @@ class Relay(Periodic):
             except BrokerConnectionError:
                 log.warning("broker unavailable; %d due job(s) wait for it", len(due))
                 return 0
-            published = [p.job_id for p in due]
-            outbox.mark_published(session, published)
-        if published:
-            log.info("relay published %d jobs", len(published))
-        return len(published)
+            outbox.mark_published(session, due)
+        if due:
+            log.info("relay published %d jobs", len(due))
+        return len(due)
 
     def publish_dead_letters(self) -> None:
         """Put copies of dead jobs that are missing from the dead-letter queue there."""

@@ -13,7 +13,12 @@ class DatabaseUnavailable(Exception):
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine with settings that suit many short transactions from many threads."""
+    """An engine with settings that suit many short transactions from many threads.
+
+    No pre-ping: it costs a round trip per transaction. After a database restart the first
+    use of a stale connection fails (the API answers 503, the Ledger retries) and
+    SQLAlchemy then discards the whole pool.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, isolation_level=None
@@ -25,7 +30,6 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )

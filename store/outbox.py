@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from dramatiq import Broker, Message
 from dramatiq.errors import BrokerConnectionError
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,17 +36,29 @@ class Pending:
     priority: int
     timeout_s: int
     correlation_id: str
+    #: Attempts made when the message was built: its mark must not outlive that state.
+    attempts: int
 
 
 #: Jobs due at once are the API's to publish; the relay steps in after this long.
 API_PUBLISH_GRACE = timedelta(seconds=2)
 
-_PENDING_COLUMNS = (Job.id, Job.type, Job.queue, Job.priority, Job.timeout_s, Job.correlation_id)
+_PENDING_COLUMNS = (
+    Job.id,
+    Job.type,
+    Job.queue,
+    Job.priority,
+    Job.timeout_s,
+    Job.correlation_id,
+    Job.attempts,
+)
 
 
 def pending_of(job: Job) -> Pending:
     """The outbox view of a job just written."""
-    return Pending(job.id, job.type, job.queue, job.priority, job.timeout_s, job.correlation_id)
+    return Pending(
+        job.id, job.type, job.queue, job.priority, job.timeout_s, job.correlation_id, job.attempts
+    )
 
 
 def message_for(pending: Pending) -> Message[None]:
@@ -82,12 +94,20 @@ def lock_due(session: Session, *, limit: int) -> Sequence[Pending]:
     return [Pending(*row) for row in rows]
 
 
-def mark_published(session: Session, job_ids: Sequence[uuid.UUID]) -> None:
-    """Record that the broker confirmed these jobs' messages."""
-    if job_ids:
+def mark_published(session: Session, pendings: Sequence[Pending]) -> None:
+    """Record that the broker took these jobs' messages.
+
+    Only where the job is still in the state the message was built for: a worker may have
+    claimed the job and scheduled a retry meanwhile, and that retry still needs publishing.
+    """
+    if pendings:
         session.execute(
             update(Job)
-            .where(Job.id.in_(job_ids), Job.published_at.is_(None))
+            .where(
+                tuple_(Job.id, Job.attempts).in_([(p.job_id, p.attempts) for p in pendings]),
+                Job.status.in_(("queued", "retrying")),
+                Job.published_at.is_(None),
+            )
             .values(published_at=utcnow())
         )
 
@@ -107,7 +127,7 @@ DEAD_LETTER_GRACE = timedelta(seconds=5)
 def lock_undead_lettered(session: Session, *, limit: int) -> list[tuple[Pending, int, str | None]]:
     """Lock dead, unreplayed jobs whose copy is not in the dead-letter queue yet."""
     rows = session.execute(
-        select(*_PENDING_COLUMNS, Job.attempts, Job.error_type)
+        select(*_PENDING_COLUMNS, Job.error_type)
         .where(
             Job.status == "dead",
             Job.dead_lettered_at.is_(None),
@@ -117,7 +137,7 @@ def lock_undead_lettered(session: Session, *, limit: int) -> list[tuple[Pending,
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
-    return [(Pending(*row[:6]), row[6], row[7]) for row in rows]
+    return [(Pending(*row[:7]), row[6], row[7]) for row in rows]
 
 
 def publish(broker: Broker, sessions: sessionmaker[Session], pendings: Sequence[Pending]) -> int:
@@ -130,12 +150,10 @@ def publish(broker: Broker, sessions: sessionmaker[Session], pendings: Sequence[
     except BrokerConnectionError:
         log.warning("broker unavailable; %d job(s) left to the relay", len(pendings))
         return 0
-    published = [p.job_id for p in pendings]
-    if published:
-        try:
-            with sessions.begin() as session:
-                mark_published(session, published)
-        except DBAPIError:
-            # The relay will publish them again; the claim makes the duplicate harmless.
-            log.warning("could not mark %d job(s) published", len(published), exc_info=True)
-    return len(published)
+    try:
+        with sessions.begin() as session:
+            mark_published(session, pendings)
+    except DBAPIError:
+        # The relay will publish them again; the claim makes the duplicate harmless.
+        log.warning("could not mark %d job(s) published", len(pendings), exc_info=True)
+    return len(pendings)
