@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,9 +49,52 @@ def create_job(session: Session, new: NewJob) -> tuple[Job, bool]:
         existing = _by_idempotency_key(session, new)
         if existing is not None:
             return existing, False
-    job_id = new_id()
+    job = _new_row(new, utcnow())
+    try:
+        with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        return _explain_conflict(session, new), False
+    return job, True
+
+
+def create_jobs(session: Session, news: Sequence[NewJob]) -> list[Job | errors.StoreError]:
+    """Insert many queued jobs with one statement; each item is its job or why it was refused.
+
+    Rows that hit a unique index (an active duplicate, also within the batch) are skipped by
+    the database and explained afterwards, so one conflict does not sink the batch.
+    """
     now = utcnow()
-    job = Job(
+    rows = [_new_row(new, now) for new in news]
+    if not rows:
+        return []
+    dialect_insert = (
+        postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    )
+    table = Job.__table__
+    inserted = set(
+        session.scalars(
+            dialect_insert(table)
+            .values([{c.name: getattr(row, c.key) for c in table.columns} for row in rows])
+            .on_conflict_do_nothing()
+            .returning(table.c.id)
+        )
+    )
+    results: list[Job | errors.StoreError] = []
+    for new, row in zip(news, rows, strict=True):
+        if row.id in inserted:
+            results.append(row)
+            continue
+        try:
+            results.append(_explain_conflict(session, new))
+        except errors.StoreError as e:
+            results.append(e)
+    return results
+
+
+def _new_row(new: NewJob, now: datetime) -> Job:
+    job_id = new_id()
+    return Job(
         id=job_id,
         tenant=new.tenant,
         type=new.type,
@@ -68,13 +113,18 @@ def create_job(session: Session, new: NewJob) -> tuple[Job, bool]:
         created_at=now,
         run_at=new.run_at,
         next_attempt_at=new.run_at if new.run_at and new.run_at > now else None,
+        progress=None,
+        result=None,
+        error_type=None,
+        error=None,
+        replayed_by=None,
+        started_at=None,
+        finished_at=None,
+        published_at=None,
+        lease_expires_at=None,
+        cancel_requested_at=None,
+        dead_lettered_at=None,
     )
-    try:
-        with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
-        return _explain_conflict(session, new), False
-    return job, True
 
 
 def _by_idempotency_key(session: Session, new: NewJob) -> Job | None:

@@ -87,25 +87,32 @@ class Jobs:
         """Submit up to 1000 jobs; the accepted ones are stored in one transaction."""
         who = auth.principal(req)
         batch: BatchRequest = req.context.body
-        items: list[dict] = []
-        accepted = []
-        with self._intake.sessions.begin() as session:
-            for raw in batch.jobs:
-                try:
-                    request = JobRequest.model_validate(raw)
-                    new = self._intake.new_job(
+        items: list[dict | None] = []
+        news = []
+        for raw in batch.jobs:
+            try:
+                request = JobRequest.model_validate(raw)
+                news.append(
+                    self._intake.new_job(
                         request, tenant=who.tenant, correlation_id=correlation_id(req)
                     )
-                    job, _ = jobs.create_job(session, new)
-                except ValidationError as e:
-                    items.append(_item(as_problem(e)))
-                except Problem as p:
-                    items.append(_item(p))
-                except errors.StoreError as e:
-                    items.append(_item(store_problem(e)))
+                )
+                items.append(None)  # filled in from the insert's outcome below
+            except ValidationError as e:
+                items.append(_item(as_problem(e)))
+            except Problem as p:
+                items.append(_item(p))
+        with self._intake.sessions.begin() as session:
+            outcomes = iter(jobs.create_jobs(session, news))
+        accepted = []
+        for index, item in enumerate(items):
+            if item is None:
+                outcome = next(outcomes)
+                if isinstance(outcome, errors.StoreError):
+                    items[index] = _item(store_problem(outcome))
                 else:
-                    accepted.append(job)
-                    items.append({"status": 202, "job": job})
+                    accepted.append(outcome)
+                    items[index] = {"status": 202, "job": outcome}
         self._intake.publish(accepted)
         resp.status = falcon.HTTP_207
         resp.media = {
