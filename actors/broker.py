@@ -57,7 +57,9 @@ def worker_broker(
         progress_interval_s=settings.progress_interval_s,
     )
     relay = Relay(broker=broker, sessions=sessions, interval_s=settings.relay_interval_s)
-    reaper = Reaper(sessions=sessions, interval_s=settings.reaper_interval_s)
+    reaper = Reaper(
+        sessions=sessions, interval_s=settings.reaper_interval_s, lease_s=settings.lease_s
+    )
     heartbeat = Heartbeat(ledger=ledger)
     # Dramatiq's Retries is left out on purpose: the Ledger owns the retry policy. The Ledger
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before

@@ -83,26 +83,36 @@ class Ledger(Middleware):
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
-        with self._lock:
-            self.running.pop(threading.get_ident(), None)
         job = current_job.leave()
         if job is None:
             return
+        try:
+            self._finish(broker, message, job, exception)
+        finally:
+            with self._lock:
+                self.running.pop(threading.get_ident(), None)
+
+    def _finish(
+        self, broker: Broker, message: Any, job: current_job.RunningJob, exception: Any
+    ) -> None:
         claim = job.claim
         outcome = self._outcome(broker, message, claim, job.result, exception)
         try:
             job.flush_progress()
         except DBAPIError:
             log.warning("job %s: last progress report lost (database unavailable)", claim.job_id)
+        # The heartbeat keeps renewing the lease until the outcome is written, however long
+        # the database takes to come back.
         applied = self._until_database_answers(
             "finish", claim.job_id, lambda session: ledger.finish(session, claim, outcome)
         )
         duration_ms = int((time.time() - claim.started_at.timestamp()) * 1000)
+        said = outcome.job_status if applied else f"{outcome.job_status} but fenced (lease lost)"
         log.info(
             "job %s attempt %d %s%s in %d ms",
             claim.job_id,
             claim.number,
-            outcome.job_status,
+            said,
             f" ({outcome.error_type}: {outcome.error})" if outcome.error_type else "",
             duration_ms,
             extra={
@@ -141,7 +151,7 @@ class Ledger(Middleware):
                     extra={"job_id": str(job_id)},
                 )
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, 2.0)
 
     def running_claims(self) -> list[ledger.Claim]:
         """The claims of the attempts running in this process right now."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from middleware.periodic import Periodic
@@ -13,16 +16,35 @@ log = logging.getLogger(__name__)
 
 
 class Reaper(Periodic):
-    """Marks expired attempts `abandoned` and retries or buries their jobs."""
+    """Marks expired attempts `abandoned` and retries or buries their jobs.
 
-    def __init__(self, *, sessions: sessionmaker[Session], interval_s: float) -> None:
+    A lease that ran out while the database was unreachable proves nothing: no worker could
+    renew it. After an outage the reaper therefore waits one full lease before reaping, so
+    live workers' heartbeats renew first.
+    """
+
+    def __init__(self, *, sessions: sessionmaker[Session], interval_s: float, lease_s: int) -> None:
         super().__init__()
         self.sessions = sessions
         self.interval_s = interval_s
+        self.lease_s = lease_s
+        self._database_was_down = False
+        self._reap_after = 0.0
 
     def tick(self) -> None:
-        with self.sessions.begin() as session:
-            reaped = ledger.reap_expired(session)
+        try:
+            with self.sessions.begin() as session:
+                if self._database_was_down:
+                    session.execute(text("SELECT 1"))  # raises while it is still down
+                    self._database_was_down = False
+                    self._reap_after = time.monotonic() + self.lease_s
+                    log.info("database is back; reaping resumes in %ss", self.lease_s)
+                if time.monotonic() < self._reap_after:
+                    return
+                reaped = ledger.reap_expired(session)
+        except DBAPIError:
+            self._database_was_down = True
+            raise
         for r in reaped:
             log.warning(
                 "job %s attempt %d abandoned (lease expired); job now %s",

@@ -1,0 +1,415 @@
+"""A PostgreSQL server and a RabbitMQ node of a test's own, to stop and start at will.
+
+Fault tests that take a service down must not disturb anything else on the machine, so
+they run against these instead of the shared servers: each lives in a temporary directory,
+listens on free ports of 127.0.0.1 and is a child of the test process, stopped and removed
+when the session ends (even when it fails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pika
+import psycopg
+from pika.adapters.blocking_connection import BlockingChannel
+from psycopg import sql
+
+from tests.support.polling import wait_for
+from tests.support.processes import ARTIFACTS, free_port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on `host:port`."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of a process (empty if it is gone)."""
+    found = []
+    for task in glob.glob(f"/proc/{pid}/task/*/children"):
+        with contextlib.suppress(OSError), open(task) as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a running (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_gone(pid: int, timeout: float, what: str) -> None:
+    wait_for(lambda: not alive(pid), timeout=timeout, interval=0.1, what=what)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster in a temporary directory, trusting local connections.
+
+    PostgreSQL refuses to run as root, so when the tests run as root the server runs as
+    the `postgres` system user.
+    """
+
+    def __init__(self, bindir: str | None = None) -> None:
+        self.bindir = Path(bindir or _postgres_bindir())
+        self.root = Path(tempfile.mkdtemp(prefix="courier-fault-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / "faults-private-postgres.log"
+        self._log = self.log_path.open("ab")
+        self.popen: subprocess.Popen[bytes] | None = None
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust"]
+        self._run([*initdb, "-U", "postgres", "--no-sync", "-E", "UTF8"])
+
+    def _run(self, args: list[str]) -> None:
+        done = subprocess.run(args, user=self.user, cwd=self.root, capture_output=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the server and wait until it accepts connections."""
+        assert not self.running, "already running"
+        self.popen = subprocess.Popen(
+            [
+                *(str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port)),
+                *("-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+                *("-c", "max_connections=200"),
+            ],
+            user=self.user,
+            cwd=self.root,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def accepting() -> bool:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise AssertionError(f"postgres exited; see {self.log_path}")
+            try:
+                with self.admin():
+                    return True
+            except psycopg.OperationalError:
+                return False
+
+        wait_for(accepting, timeout=timeout, interval=0.1, what="the private PostgreSQL")
+
+    def stop(self, mode: str = "fast", timeout: float = 30) -> None:
+        """Shut the server down: `smart`, `fast` (disconnect clients) or `immediate` (crash)."""
+        if not self.running:
+            return
+        assert self.popen is not None
+        signum = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+        self.popen.send_signal(signum[mode])
+        self.popen.wait(timeout)
+
+    def url(self, database: str) -> str:
+        """A SQLAlchemy URL for a database on this server."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def admin(self) -> psycopg.Connection:
+        """An autocommit connection to the `postgres` database."""
+        return psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
+            autocommit=True,
+            connect_timeout=3,
+        )
+
+    def create_database(self) -> str:
+        """A new, empty database; returns its name."""
+        name = f"courier_fault_{uuid.uuid4().hex[:12]}"
+        with self.admin() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database if the server is up (best effort)."""
+        if not self.running:
+            return
+        with contextlib.suppress(psycopg.Error), self.admin() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    def close(self) -> None:
+        """Stop the server at once and remove its files."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGQUIT)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _postgres_bindir() -> str:
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+        key=lambda p: int(Path(p).parents[1].name) if Path(p).parents[1].name.isdigit() else 0,
+    )
+    if candidates:
+        return str(Path(candidates[-1]).parent)
+    found = shutil.which("postgres")
+    if found:
+        return str(Path(found).parent)
+    raise FileNotFoundError("no PostgreSQL server binaries (postgres, initdb) found")
+
+
+class RabbitTarget:
+    """A RabbitMQ node as tests see it: AMQP for publishing, the management API for looking."""
+
+    def __init__(self, amqp_base: str, api_url: str) -> None:
+        self.amqp_base = amqp_base.rstrip("/")
+        self.api_url = api_url.rstrip("/")
+
+    def amqp_url(self, vhost: str) -> str:
+        """The broker URL of a vhost."""
+        return f"{self.amqp_base}/{quote(vhost, safe='')}"
+
+    def api(self) -> httpx.Client:
+        """A client for the management API."""
+        base = httpx.URL(self.api_url)
+        return httpx.Client(
+            base_url=str(base.copy_with(username=None, password=None)),
+            auth=(base.username or "guest", base.password or "guest"),
+            timeout=10,
+        )
+
+    def create_vhost(self) -> str:
+        """A fresh vhost that guest may use; returns its name."""
+        name = f"courier-fault-{uuid.uuid4().hex[:12]}"
+        with self.api() as api:
+            api.put(f"/api/vhosts/{quote(name, safe='')}").raise_for_status()
+            api.put(
+                f"/api/permissions/{quote(name, safe='')}/guest",
+                json={"configure": ".*", "write": ".*", "read": ".*"},
+            ).raise_for_status()
+        return name
+
+    def delete_vhost(self, name: str) -> None:
+        """Delete a vhost and everything in it (best effort)."""
+        with contextlib.suppress(httpx.HTTPError), self.api() as api:
+            api.delete(f"/api/vhosts/{quote(name, safe='')}")
+
+    def queue(self, vhost: str, name: str) -> dict | None:
+        """The management API's view of a queue (its counts lag by a statistics interval)."""
+        with self.api() as api:
+            response = api.get(f"/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
+            if response.status_code == 404:
+                return None
+            response.raise_for_status()
+            return response.json()
+
+    def peek(self, vhost: str, name: str) -> list[dict]:
+        """A queue's ready messages, requeued so nothing changes."""
+        with self.api() as api:
+            response = api.post(
+                f"/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}/get",
+                json={"count": 10_000, "ackmode": "ack_requeue_true", "encoding": "auto"},
+            )
+            if response.status_code == 404:
+                return []
+            response.raise_for_status()
+            return response.json()
+
+    def ready_now(self, vhost: str, name: str) -> int:
+        """Ready messages in a queue, asked of the queue itself over AMQP (no statistics lag)."""
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url(vhost)))
+        try:
+            channel = connection.channel()
+            return channel.queue_declare(name, passive=True).method.message_count
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    @contextlib.contextmanager
+    def channel(self, vhost: str) -> Iterator[BlockingChannel]:
+        """A channel with publisher confirms on a connection of its own."""
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url(vhost)))
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            yield channel
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    @staticmethod
+    def send(
+        channel: BlockingChannel,
+        queue: str,
+        body: bytes,
+        *,
+        priority: int | None = 0,
+        headers: dict | None = None,
+    ) -> None:
+        """Publish raw bytes to a queue, persistent and confirmed, as any client could."""
+        channel.basic_publish(
+            exchange="",
+            routing_key=queue,
+            body=body,
+            properties=pika.BasicProperties(delivery_mode=2, priority=priority, headers=headers),
+            mandatory=True,
+        )
+
+    def publish(self, vhost: str, queue: str, body: bytes, **kwargs: Any) -> None:
+        """Publish one message on a connection of its own."""
+        with self.channel(vhost) as channel:
+            self.send(channel, queue, body, **kwargs)
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of its own (name, ports, data directory), with the management plugin."""
+
+    SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+    def __init__(self) -> None:
+        if not os.path.exists(self.SERVER):
+            found = shutil.which("rabbitmq-server")
+            if found is None:
+                raise FileNotFoundError("rabbitmq-server is not installed")
+            self.SERVER = found
+        self.root = Path(tempfile.mkdtemp(prefix="courier-fault-rabbit-"))
+        self.amqp_port = free_port()
+        self.api_port = free_port()
+        self.dist_port = free_port()
+        self.node = f"courier-fault-{os.getpid()}-{uuid.uuid4().hex[:6]}@localhost"
+        cookie = self.root / ".erlang.cookie"
+        cookie.write_text(uuid.uuid4().hex)
+        cookie.chmod(0o400)
+        (self.root / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
+            f"management.tcp.port = {self.api_port}\n"
+            "management.tcp.ip = 127.0.0.1\n"
+        )
+        (self.root / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (self.root / "rabbitmq-env.conf").write_text("")
+        self.env = {
+            **os.environ,
+            "HOME": str(self.root),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.amqp_port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.root / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.root / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "enabled_plugins"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.root / "rabbitmq-env.conf"),
+            "RABBITMQ_PID_FILE": str(self.root / "rabbitmq.pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / "faults-private-rabbitmq.log"
+        self._log = self.log_path.open("ab")
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.target = RabbitTarget(
+            f"amqp://guest:guest@127.0.0.1:{self.amqp_port}",
+            f"http://guest:guest@127.0.0.1:{self.api_port}",
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self, timeout: float = 120) -> float:
+        """Start the node, wait until AMQP and the management API answer; returns when AMQP did."""
+        assert not self.running, "already running"
+        self.popen = subprocess.Popen(
+            [self.SERVER],
+            env=self.env,
+            cwd=self.root,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        amqp_up: list[float] = []
+
+        def up() -> bool:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise AssertionError(f"rabbitmq-server exited; see {self.log_path}")
+            if not amqp_up and port_open(self.amqp_port):
+                amqp_up.append(time.monotonic())
+            if not amqp_up:
+                return False
+            try:
+                with self.target.api() as api:
+                    return api.get("/api/overview").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=timeout, interval=0.1, what=f"RabbitMQ node {self.node}")
+        return amqp_up[0]
+
+    def _beam(self) -> int | None:
+        if self.popen is None:
+            return None
+        for pid in children(self.popen.pid):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as f:
+                if f.read().strip().startswith("beam"):
+                    return pid
+        return None
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop the node the way an operator does (SIGTERM: connections closed, queues saved)."""
+        self._signal_node(signal.SIGTERM, timeout)
+
+    def kill(self, timeout: float = 30) -> None:
+        """Crash the node (SIGKILL): whatever it confirmed is on disk, the rest is lost."""
+        self._signal_node(signal.SIGKILL, timeout)
+
+    def _signal_node(self, signum: int, timeout: float) -> None:
+        beam = self._beam()
+        if beam is None:
+            return
+        os.kill(beam, signum)
+        _wait_gone(beam, timeout, f"RabbitMQ node {self.node} to stop")
+        assert self.popen is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(10)
+        wait_for(lambda: not port_open(self.amqp_port), timeout=10, what="the AMQP port to close")
+
+    def close(self) -> None:
+        """Kill the node and remove its files."""
+        with contextlib.suppress(Exception):
+            self.kill()
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(5)
+        self._log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
