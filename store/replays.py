@@ -68,6 +68,7 @@ def replay_dead(
     process's memory).
     """
     result = Result([], [])
+    replayed_jobs: list[Job] = []
     before = None
     while len(result.replayed) + len(result.skipped) < selection.limit:
         done = len(result.replayed) + len(result.skipped)
@@ -83,12 +84,15 @@ def replay_dead(
                     pairs.append((old, new))
         if broker is not None:
             outbox.publish(broker, sessions, [outbox.pending_of(new) for _, new in pairs])
-            forget(broker, [old for old, _ in pairs])
+        replayed_jobs.extend(old for old, _ in pairs)
         result.replayed.extend((old.id, new.id) for old, new in pairs)
         if on_progress is not None:
             on_progress(len(rows))
         if before is None:
             break
+    if broker is not None:
+        # Removing copies reads the whole dead-letter queue: once per replay, not per chunk.
+        forget(broker, replayed_jobs)
     return result
 
 
