@@ -1,25 +1,61 @@
-# The two commands of the README: `make dev` runs Courier embedded, `make test` runs the suite.
+# The README's two commands: `make dev` runs Courier embedded, `make test` runs the suite.
+#   make dev                          SQLite + in-process broker, API and workers in one process
+#   make test [PYTEST_ARGS='-k dead']  the full suite against real PostgreSQL and RabbitMQ
+#   make services                     start (or install) PostgreSQL and RabbitMQ only
+#   make lint                         ruff check and ruff format --check
+#   make bench [BENCH_ARGS=--quick]   the benchmark (bench/README.md): table + bench/results/*.json
+#   make .venv                        create .venv and install Courier with its test extra
+
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: dev test services lint clean
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+.PHONY: dev test services lint clean bench .venv
+
+.venv: $(STAMP)
+
+# Re-installs whenever pyproject.toml changes; the stamp is written only after a good install.
 $(STAMP): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "make: Courier needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
+	@if ! $(VENV)/bin/python -m pip --version >/dev/null 2>&1; then \
+	  rm -rf $(VENV); \
+	  echo "$(PYTHON) -m venv $(VENV)"; \
+	  if ! $(PYTHON) -m venv $(VENV); then \
+	    rm -rf $(VENV); \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "make: installing Debian's venv module for $(PYTHON)"; \
+	      v=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv "python$$v-venv" >/dev/null \
+	        || { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	             && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv "python$$v-venv" >/dev/null; }; \
+	      $(PYTHON) -m venv $(VENV) || exit 1; \
+	    else \
+	      echo "make: '$(PYTHON) -m venv' failed; on Debian install python3-venv" >&2; exit 1; \
+	    fi; \
+	  fi; \
+	fi
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
 
+# In a terminal, Ctrl-C goes to `courier dev` alone (it stops cleanly and exits 0), so make
+# reports that exit status instead of dying of the signal itself.
 dev: $(STAMP)
-	$(VENV)/bin/courier dev
+	@if $(PYTHON) -c 'import os, sys; sys.exit(os.tcgetpgrp(0) != os.getpgrp())' 2>/dev/null; then set -m; fi; \
+	  echo "$(VENV)/bin/courier dev"; $(VENV)/bin/courier dev
 
 services:
 	scripts/ensure-services
 
 test: services $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: services $(STAMP)
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,1 @@
+"""Courier's benchmark harness: the real stack on local PostgreSQL and RabbitMQ (`make bench`)."""

@@ -1,0 +1,121 @@
+"""Sections 1 and 2: end-to-end throughput of `POST /v1/jobs` and `POST /v1/jobs/batch`.
+
+Clients submit `customer_sync` jobs with distinct entity ids while `courier worker` runs;
+acceptance is timed by the clients, completion from the job rows (created_at, finished_at).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import load
+from bench.stack import Stack, dumps
+
+TERMINAL = ("succeeded", "failed", "dead", "cancelled")
+
+
+def single(stack: Stack, *, jobs: int, clients: int) -> dict[str, Any]:
+    """Section 1: one job per request."""
+    tenant = "bench-single"
+    bodies = [dumps({"type": "customer_sync", "entity_id": f"s-{i}"}) for i in range(jobs)]
+
+    def send(client: load.Client, body: bytes) -> str | None:
+        status, answer = client.call("POST", "/v1/jobs", body)
+        return load.expect(status, 202, answer)
+
+    return _measure(stack, tenant, jobs, bodies, send, clients=clients)
+
+
+def batch(stack: Stack, *, jobs: int, clients: int, size: int) -> dict[str, Any]:
+    """Section 2: `size` jobs per request."""
+    tenant = "bench-batch"
+    bodies = batches(jobs, size, prefix="b")
+
+    def send(client: load.Client, body: bytes) -> str | None:
+        status, answer = client.call("POST", "/v1/jobs/batch", body)
+        if status != 207:
+            return load.expect(status, 207, answer)
+        refused = [item for item in answer["items"] if item["status"] != 202]
+        return f"{len(refused)} items refused, e.g. {refused[0]}" if refused else None
+
+    result = _measure(stack, tenant, jobs, bodies, send, clients=clients)
+    return {"batch_size": size, **result}
+
+
+def batches(jobs: int, size: int, *, prefix: str) -> list[bytes]:
+    """Request bodies for `jobs` customer syncs, `size` per batch."""
+    items = [{"type": "customer_sync", "entity_id": f"{prefix}-{i}"} for i in range(jobs)]
+    return [dumps({"jobs": items[i : i + size]}) for i in range(0, jobs, size)]
+
+
+def _measure(stack: Stack, tenant: str, jobs: int, bodies, send, *, clients: int) -> dict:
+    assert stack.api is not None
+    token = stack.token(tenant)
+    if stack.worker is None:
+        stack.start_worker()
+    meter = stack.cpu_meter()
+    meter.start()
+    accepted = load.run(stack.api_port, token, bodies, send, clients=clients)
+    summary = accepted.summary(jobs)
+    with stack.connect() as conn:
+        finished = wait_finished(conn, tenant, jobs, timeout=120 + jobs / 20)
+        usage = meter.stop(jobs)
+        completion = completion_stats(conn, tenant)
+    return {
+        "jobs": jobs,
+        "clients": min(clients, len(bodies)),
+        "accepted_per_s": summary["per_s"],
+        "accept_seconds": summary["seconds"],
+        "accept_p50_ms": summary["p50_ms"],
+        "accept_p99_ms": summary["p99_ms"],
+        "request_errors": summary["errors"],
+        "first_errors": accepted.errors[:3],
+        "all_finished": finished,
+        **completion,
+        "cpu": usage,
+    }
+
+
+def wait_finished(conn, tenant: str, jobs: int, *, timeout: float) -> bool:
+    """Wait until `jobs` jobs of `tenant` are finished; False if time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = conn.execute(
+            "SELECT count(*) FROM jobs WHERE tenant = %s AND status = ANY(%s)",
+            (tenant, list(TERMINAL)),
+        ).fetchone()[0]
+        if done >= jobs:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def completion_stats(conn, tenant: str) -> dict[str, Any]:
+    """Completed jobs per second and time to finish, from the rows of `tenant` (SQL clock)."""
+    row = conn.execute(
+        """
+        SELECT count(*) FILTER (WHERE status = 'succeeded'),
+               extract(epoch FROM max(finished_at) - min(created_at)),
+               extract(epoch FROM max(finished_at) - min(started_at)),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY finished_at - created_at),
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY finished_at - created_at)
+        FROM jobs WHERE tenant = %s AND finished_at IS NOT NULL
+        """,
+        (tenant,),
+    ).fetchone()
+    statuses = dict(
+        conn.execute(
+            "SELECT status, count(*) FROM jobs WHERE tenant = %s GROUP BY status", (tenant,)
+        ).fetchall()
+    )
+    succeeded, span, run_span, p50, p99 = row
+    return {
+        "succeeded": succeeded,
+        "statuses": statuses,
+        "completed_per_s": succeeded / float(span) if span else 0.0,
+        "completion_seconds": float(span or 0),
+        "run_seconds": float(run_span or 0),
+        "done_p50_ms": p50.total_seconds() * 1000 if p50 else 0.0,
+        "done_p99_ms": p99.total_seconds() * 1000 if p99 else 0.0,
+    }
