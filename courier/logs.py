@@ -40,3 +40,5 @@ def configure_logging(log_format: str, *, level: int = logging.INFO) -> None:
     root.setLevel(level)
     # Pika narrates every connection step at INFO.
     logging.getLogger("pika").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: two lines per job that say nothing the outcome does not.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
