@@ -30,6 +30,7 @@ import psycopg
 from pika.adapters.blocking_connection import BlockingChannel
 from psycopg import sql
 
+from tests.support import services
 from tests.support.polling import wait_for
 from tests.support.processes import ARTIFACTS, free_port
 
@@ -234,15 +235,7 @@ class RabbitTarget:
 
     def peek(self, vhost: str, name: str) -> list[dict]:
         """A queue's ready messages, requeued so nothing changes."""
-        with self.api() as api:
-            response = api.post(
-                f"/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}/get",
-                json={"count": 10_000, "ackmode": "ack_requeue_true", "encoding": "auto"},
-            )
-            if response.status_code == 404:
-                return []
-            response.raise_for_status()
-            return response.json()
+        return services.queue_messages(vhost, name, api_client=self.api)
 
     def ready_now(self, vhost: str, name: str) -> int:
         """Ready messages in a queue, asked of the queue itself over AMQP (no statistics lag)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from urllib.parse import quote
 
 import httpx
@@ -103,9 +104,11 @@ def amqp_url(vhost: str) -> str:
     return f"{AMQP_BASE}/{quote(vhost, safe='')}"
 
 
-def queue_messages(vhost: str, queue: str) -> list[dict]:
+def queue_messages(
+    vhost: str, queue: str, *, api_client: Callable[[], httpx.Client] = rabbit_api
+) -> list[dict]:
     """Peek at a queue's messages (requeued, so nothing changes) through the management API."""
-    with rabbit_api() as api:
+    with api_client() as api:
         response = api.post(
             f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/get",
             json={"count": 10_000, "ackmode": "ack_requeue_true", "encoding": "auto"},
