@@ -12,6 +12,11 @@ from store.jobs import NewJob, create_job
 from store.models import Job
 from store.types import utcnow
 
+# Core, not ORM, updates: an ORM update re-scans every object in the session, which made
+# bulk replays (hundreds of jobs per session) quadratic.
+JOBS = Job.__table__
+J = JOBS.c
+
 REPLAYABLE = ("failed", "dead", "cancelled")
 
 
@@ -20,8 +25,8 @@ def cancel(session: Session, job: Job, *, actor: str, reason: str | None = None)
     now = utcnow()
     if job.status in ("queued", "retrying"):
         stopped = session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.status.in_(("queued", "retrying")))
+            update(JOBS)
+            .where(J.id == job.id, J.status.in_(("queued", "retrying")))
             .values(status="cancelled", finished_at=now, cancel_requested_at=now)
         ).rowcount
         if not stopped:  # it was claimed meanwhile
@@ -29,8 +34,8 @@ def cancel(session: Session, job: Job, *, actor: str, reason: str | None = None)
             return cancel(session, job, actor=actor, reason=reason)
     elif job.status == "running":
         session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.cancel_requested_at.is_(None))
+            update(JOBS)
+            .where(J.id == job.id, J.cancel_requested_at.is_(None))
             .values(cancel_requested_at=now)
         )
     else:
@@ -75,8 +80,8 @@ def replay(
         ),
     )
     linked = session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.replayed_by.is_(None), Job.status.in_(REPLAYABLE))
+        update(JOBS)
+        .where(J.id == job.id, J.replayed_by.is_(None), J.status.in_(REPLAYABLE))
         .values(replayed_by=new.id)
     ).rowcount
     if not linked:  # a concurrent replay won

@@ -76,13 +76,7 @@ def test_a_finished_job_does_not_block_a_new_one_for_the_entity(stack):
 def test_the_same_key_sent_concurrently_creates_one_job(stack):
     headers = {**stack.token(), "Idempotency-Key": "race"}
     body = {"type": "customer_sync", "entity_id": "c_race", "run_at": LATER}
-    with ThreadPoolExecutor(16) as pool:
-        responses = list(
-            pool.map(
-                lambda _: stack.client.simulate_post("/v1/jobs", json=body, headers=headers),
-                range(32),
-            )
-        )
+    responses = post_concurrently(stack, body, headers)
     codes = sorted(r.status_code for r in responses)
     assert codes.count(202) == 1 and codes.count(200) == 31, codes
     assert len({r.json["id"] for r in responses}) == 1
@@ -92,15 +86,20 @@ def test_the_same_key_sent_concurrently_creates_one_job(stack):
 def test_the_same_entity_sent_concurrently_creates_one_active_job(stack):
     headers = stack.token()
     body = {"type": "customer_sync", "entity_id": "c_race2", "run_at": LATER}
-    with ThreadPoolExecutor(16) as pool:
-        responses = list(
-            pool.map(
-                lambda _: stack.client.simulate_post("/v1/jobs", json=body, headers=headers),
-                range(32),
-            )
-        )
+    responses = post_concurrently(stack, body, headers)
     codes = sorted(r.status_code for r in responses)
     assert codes.count(202) == 1 and codes.count(409) == 31, codes
     winner = next(r for r in responses if r.status_code == 202).json["id"]
     assert {r.json["existing_job_id"] for r in responses if r.status_code == 409} == {winner}
     assert jobs_in_db(stack) == 1
+
+
+def post_concurrently(stack, body, headers, times=32):
+    """The same submission from 16 threads at once."""
+    with ThreadPoolExecutor(16) as pool:
+        return list(
+            pool.map(
+                lambda _: stack.client.simulate_post("/v1/jobs", json=body, headers=headers),
+                range(times),
+            )
+        )
