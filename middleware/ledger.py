@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 from dramatiq import Broker, Middleware
 from dramatiq.middleware import SkipMessage
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from middleware import backoff, current_job
 from middleware.classify import CANCEL, DEFAULT, SKIP, Classifier
-from store import dead_letter_queue, ledger
+from store import dead_letter_queue, group_commit, ledger
+from store.db import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Ledger(Middleware):
         self.lease_s = lease_s
         self.progress_interval_s = progress_interval_s
         self.running: dict[int, current_job.RunningJob] = {}  # by thread id, for heartbeats
+        self.writes = group_commit.writer_for(sessions, worker=WORKER_ID, lease_s=lease_s)
         self._lock = threading.Lock()
 
     @property
@@ -61,11 +63,7 @@ class Ledger(Middleware):
         if job_id is None:
             log.error("message %s names no job; dropped", message.message_id)
             raise SkipMessage("no job id")
-        claim = self._until_database_answers(
-            "claim",
-            job_id,
-            lambda session: ledger.claim(session, job_id, worker=WORKER_ID, lease_s=self.lease_s),
-        )
+        claim = self._until_database_answers("claim", job_id, lambda: self.writes.claim(job_id))
         if claim is None:
             log.info(
                 "job %s not claimable (duplicate, stale or finished message %s); skipped",
@@ -104,7 +102,7 @@ class Ledger(Middleware):
         # The heartbeat keeps renewing the lease until the outcome is written, however long
         # the database takes to come back.
         applied = self._until_database_answers(
-            "finish", claim.job_id, lambda session: ledger.finish(session, claim, outcome)
+            "finish", claim.job_id, lambda: self.writes.finish(claim, outcome)
         )
         duration_ms = int((time.time() - claim.started_at.timestamp()) * 1000)
         said = outcome.job_status if applied else f"{outcome.job_status} but fenced (lease lost)"
@@ -128,9 +126,7 @@ class Ledger(Middleware):
         if applied and outcome.job_status == "dead":
             self._dead_letter(broker, message, claim, outcome)
 
-    def _until_database_answers(
-        self, step: str, job_id: uuid.UUID, write: Callable[[Session], T]
-    ) -> T:
+    def _until_database_answers(self, step: str, job_id: uuid.UUID, write: Callable[[], T]) -> T:
         # While the database is down nothing can be recorded, so the message is held unacked
         # and the write retried: acking would lose the job's message, and if this process dies
         # meanwhile RabbitMQ redelivers it. (Outages past RabbitMQ's 30-minute consumer
@@ -138,10 +134,9 @@ class Ledger(Middleware):
         delay = 0.5
         while True:
             try:
-                with self.sessions.begin() as session:
-                    return write(session)
+                return write()
             except DBAPIError as e:
-                if not e.connection_invalidated and not _is_connection_error(e):
+                if not is_unavailable(e):
                     raise
                 log.warning(
                     "job %s: database unavailable at %s; retrying in %.1fs",
@@ -171,6 +166,10 @@ class Ledger(Middleware):
             buried = ledger.bury(session, job_id, error_type="ActorNotFound", error=error)
         if buried:
             log.error("job %s dead: %s", job_id, error, extra={"job_id": str(job_id)})
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        # Worker threads have ended, so no claim or finish can still be waiting.
+        self.writes.stop()
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         current_job.leave()
@@ -211,10 +210,6 @@ class Ledger(Middleware):
             return
         with self.sessions.begin() as session:
             ledger.mark_dead_lettered(session, claim.job_id)
-
-
-def _is_connection_error(error: DBAPIError) -> bool:
-    return isinstance(error, OperationalError)
 
 
 def _job_id(message: Any) -> uuid.UUID | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -12,8 +13,12 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached or stopped answering."""
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 10, pg_settings: dict[str, str] | None = None
+) -> Engine:
     """An engine with settings that suit many short transactions from many threads.
+
+    `pg_settings` are PostgreSQL session settings for every connection of the engine.
 
     No pre-ping: it costs a round trip per transaction. After a database restart the first
     use of a stale connection fails (the API answers 503, the Ledger retries) and
@@ -31,8 +36,20 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5},
+        connect_args={
+            "connect_timeout": 5,
+            **({"options": _as_options(pg_settings)} if pg_settings else {}),
+        },
     )
+
+
+def _as_options(settings: dict[str, str]) -> str:
+    return " ".join(f"-c {name}={value}" for name, value in settings.items())
+
+
+def is_unavailable(error: DBAPIError) -> bool:
+    """Whether the error says the database is out of reach (or asks to try again), not the SQL."""
+    return error.connection_invalidated or isinstance(error, OperationalError)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from courier.settings import Settings
+from store import migrate
 from store.db import make_engine, make_sessionmaker
 from tests.support import job_types, services
 from tests.support.stack import Stack, build
@@ -106,3 +107,12 @@ def stack(settings: Settings, engine: Engine, sessions: sessionmaker[Session]) -
     s = build(settings, engine, sessions)
     yield s
     s.close()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path) -> Iterator[Engine]:
+    """A migrated SQLite database (the embedded mode's store) for one test."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'courier.db'}")
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from sqlalchemy import Engine, text
+
 T = TypeVar("T")
 
 
@@ -29,3 +31,17 @@ def holds_for(condition: Callable[[], object], seconds: float, *, what: str = ""
     while time.monotonic() < deadline:
         assert condition(), f"no longer true: {what or condition}"
         time.sleep(0.05)
+
+
+def lock_waits(engine: Engine) -> int:
+    """How many sessions of the engine's database wait for a lock right now.
+
+    Each call opens its own transaction: PostgreSQL takes one snapshot of pg_stat_activity
+    per transaction, so polling inside one would see the first answer forever.
+    """
+    query = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with engine.connect() as conn:
+        return conn.scalar(text(query))
