@@ -10,6 +10,7 @@ import dramatiq
 
 from actors.broker import worker_broker
 from courier.logs import configure_logging
+from courier.process import freeze_long_lived_objects
 from courier.settings import Settings
 from store.db import make_engine, make_sessionmaker
 
@@ -19,3 +20,4 @@ engine = make_engine(settings.database_url)
 stack = worker_broker(settings, make_sessionmaker(engine))
 broker = stack.broker
 dramatiq.set_broker(broker)
+freeze_long_lived_objects()

@@ -5,17 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine
 
 from api.errors import Problem
 from store import tokens
 
 
 class Authenticate:
-    """Falcon middleware: every resource not marked `public` needs a live bearer token."""
+    """Falcon middleware: every resource not marked `public` needs a live bearer token.
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
+    The token is looked up on every request (a revocation applies at once) on an autocommit
+    connection: one round trip, no transaction. The connection then stays with the request
+    as `req.context.db` (see `connection`) and goes back to the pool with the response.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: Any
@@ -26,11 +31,37 @@ class Authenticate:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("send Authorization: Bearer <token>")
-        with self._sessions() as session:
-            principal = tokens.authenticate(session, token.strip())
+        db = self._engine.connect()
+        try:
+            principal = tokens.authenticate(db, token.strip())
+            # Ends the transaction SQLite opens even here: writes on other connections need
+            # not wait for this one, and the request may begin its own on it.
+            db.rollback()
+        except BaseException:
+            db.close()
+            raise
         if principal is None:
+            db.close()
             raise unauthorized("the token is unknown or revoked")
         req.context.principal = principal
+        req.context.db = db
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        db = getattr(req.context, "db", None)
+        if db is not None:
+            req.context.db = None
+            db.close()
+
+
+def connection(req: falcon.Request) -> Connection:
+    """The request's autocommit connection (set by Authenticate).
+
+    Each statement commits on its own, so it suits a read, or a write that is one statement;
+    wrap a write in `with db.begin()` all the same (SQLite takes its write lock there).
+    """
+    return req.context.db
 
 
 def unauthorized(description: str) -> Problem:

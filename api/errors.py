@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError
 
 from store import errors as store_errors
+from store.db import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def store_problem(ex: Exception) -> Problem:
 
 
 def _database_down(req: falcon.Request, resp: falcon.Response, ex: DBAPIError, params: Any):
-    if not ex.connection_invalidated and not isinstance(ex.orig, _OPERATIONAL):
+    if not is_unavailable(ex):
         return _unexpected(req, resp, ex, params)
     log.warning("database unavailable: %s", ex.orig)
     problem = Problem(
@@ -116,14 +117,3 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, param
     log.exception("unexpected error on %s %s", req.method, req.path)
     problem = Problem(falcon.HTTP_500, "Internal Server Error", "an unexpected error occurred")
     _http_error(req, resp, problem, params)
-
-
-def _operational_errors() -> tuple[type[BaseException], ...]:
-    import sqlite3
-
-    import psycopg
-
-    return (psycopg.OperationalError, sqlite3.OperationalError)
-
-
-_OPERATIONAL = _operational_errors()

@@ -39,6 +39,7 @@ class Intake:
         self.defaults = defaults
         self.broker = broker
         self.sessions = sessions
+        self.marker = outbox.Marker(sessions.kw["bind"])
 
     def new_job(
         self,
@@ -77,7 +78,7 @@ class Intake:
         """Publish committed jobs that are due now; the relay takes the rest (and any failure)."""
         due = [outbox.pending_of(j) for j in jobs if j.next_attempt_at is None]
         if due:
-            outbox.publish(self.broker, self.sessions, due)
+            outbox.publish(self.broker, self.sessions, due, marker=self.marker)
 
     def forget_dead_letters(self, jobs: list[Job]) -> None:
         """Remove replayed jobs' copies from their dead-letter queues (best effort)."""

@@ -11,6 +11,7 @@ from actors.registry import queues_by_type
 from api.app import create_app
 from api.intake import Defaults
 from courier.logs import configure_logging
+from courier.process import freeze_long_lived_objects
 from courier.settings import Settings
 from store import queue_depths
 from store.db import make_engine, make_sessionmaker
@@ -20,14 +21,16 @@ def get_app() -> falcon.App:
     """Build the API from the environment."""
     settings = Settings.from_env()
     configure_logging(settings.log_format)
-    return app_for(settings, broker=publishing_broker(settings))
+    app = app_for(settings, broker=publishing_broker(settings))
+    freeze_long_lived_objects()
+    return app
 
 
 def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type: ignore[no-untyped-def]
     """The API for these settings, on a given broker (and store, if already open)."""
     if sessions is None:
         sessions = make_sessionmaker(make_engine(settings.database_url))
-    queues = queues_by_type()
+    queues = queues_by_type(settings.job_modules)
     return create_app(
         sessions=sessions,
         broker=broker,

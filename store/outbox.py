@@ -7,7 +7,9 @@ A job is published when it is queued or retrying, due, and has no confirmed mess
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,13 +17,13 @@ from datetime import timedelta
 
 from dramatiq import Broker, Message
 from dramatiq.errors import BrokerConnectionError
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, select, tuple_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import publisher
+from store import ledger, publisher
 from store.models import Job
-from store.types import utcnow
+from store.types import UtcDateTime, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +96,35 @@ def lock_due(session: Session, *, limit: int) -> Sequence[Pending]:
     return [Pending(*row) for row in rows]
 
 
-def mark_published(session: Session, pendings: Sequence[Pending]) -> None:
+JOBS = Job.__table__
+J = JOBS.c
+
+# Built once: it runs after every publish. Fenced on the attempts the message was built
+# for (see mark_published).
+_MARK = (
+    update(JOBS)
+    .where(
+        tuple_(J.id, J.attempts).in_(bindparam("p_marks", expanding=True)),
+        # By primary key only: ix_jobs_due holds every unpublished job, and a plan
+        # through it reads all of them for every mark during a burst.
+        ledger.STATUS.in_(("queued", "retrying")),
+        J.published_at.is_(None),
+    )
+    .values(published_at=bindparam("p_now", type_=UtcDateTime()))
+)
+_MARKS_PER_STATEMENT = 1000
+
+
+def mark_published(db: Session | Connection, pendings: Sequence[Pending]) -> None:
     """Record that the broker took these jobs' messages.
 
     Only where the job is still in the state the message was built for: a worker may have
     claimed the job and scheduled a retry meanwhile, and that retry still needs publishing.
     """
-    if pendings:
-        session.execute(
-            update(Job)
-            .where(
-                tuple_(Job.id, Job.attempts).in_([(p.job_id, p.attempts) for p in pendings]),
-                Job.status.in_(("queued", "retrying")),
-                Job.published_at.is_(None),
-            )
-            .values(published_at=utcnow())
-        )
+    now = utcnow()
+    for start in range(0, len(pendings), _MARKS_PER_STATEMENT):
+        chunk = pendings[start : start + _MARKS_PER_STATEMENT]
+        db.execute(_MARK, {"p_marks": [(p.job_id, p.attempts) for p in chunk], "p_now": now})
 
 
 def unpublish_all_active(session: Session) -> int:
@@ -140,16 +155,26 @@ def lock_undead_lettered(session: Session, *, limit: int) -> list[tuple[Pending,
     return [(Pending(*row[:7]), row[6], row[7]) for row in rows]
 
 
-def publish(broker: Broker, sessions: sessionmaker[Session], pendings: Sequence[Pending]) -> int:
+def publish(
+    broker: Broker,
+    sessions: sessionmaker[Session],
+    pendings: Sequence[Pending],
+    *,
+    marker: Marker | None = None,
+) -> int:
     """Publish freshly committed jobs now and mark them; what fails is left to the relay.
 
-    Returns how many were published. Never raises for a broker outage: the job is safe in SQL.
+    The marks are written before returning, or by `marker` shortly after. Returns how many
+    were published. Never raises for a broker outage: the job is safe in SQL.
     """
     try:
         publisher.send(broker, [message_for(p) for p in pendings])
     except BrokerConnectionError:
         log.warning("broker unavailable; %d job(s) left to the relay", len(pendings))
         return 0
+    if marker is not None:
+        marker.add(pendings)
+        return len(pendings)
     try:
         with sessions.begin() as session:
             mark_published(session, pendings)
@@ -157,3 +182,74 @@ def publish(broker: Broker, sessions: sessionmaker[Session], pendings: Sequence[
         # The relay will publish them again; the claim makes the duplicate harmless.
         log.warning("could not mark %d job(s) published", len(pendings), exc_info=True)
     return len(pendings)
+
+
+class Marker:
+    """Marks published jobs from a background thread, all that came in one interval per UPDATE.
+
+    A transaction of its own per accepted job cost the API as much as accepting the job.
+    `interval_s` is far inside API_PUBLISH_GRACE, so the relay still leaves these jobs
+    alone. A mark lost to a crash lets the relay publish the job a second time, which the
+    worker's claim refuses; the job itself is safe in SQL from before the publish.
+    The thread starts with the first mark, stops after `idle_s` without any, and whatever
+    is queued is written by `close()`, which also runs at interpreter exit.
+    """
+
+    def __init__(self, engine: Engine, *, interval_s: float = 0.05, idle_s: float = 1.0) -> None:
+        self._engine = engine
+        self._interval_s = interval_s
+        self._idle_rounds = max(1, round(idle_s / interval_s))
+        self._lock = threading.Lock()
+        self._queued: list[Pending] = []
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._at_exit = False
+
+    def add(self, pendings: Sequence[Pending]) -> None:
+        """Queue marks for messages the broker has taken."""
+        with self._lock:
+            self._queued.extend(pendings)
+            if self._thread is None:
+                if not self._at_exit:
+                    atexit.register(self.close)
+                    self._at_exit = True
+                self._thread = threading.Thread(target=self._run, name="outbox-marker", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> int:
+        """Write the marks queued so far; returns how many there were."""
+        with self._lock:
+            batch, self._queued = self._queued, []
+        if batch:
+            try:
+                with self._engine.begin() as db:
+                    mark_published(db, batch)
+            except Exception:
+                # The relay publishes them again after its grace; the claim refuses the copy.
+                log.warning("could not mark %d job(s) published", len(batch), exc_info=True)
+        return len(batch)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread and write what is still queued."""
+        self._closing.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+        self.flush()
+
+    def _run(self) -> None:
+        idle = 0
+        while not self._closing.wait(self._interval_s):
+            if self.flush():
+                idle = 0
+                continue
+            idle += 1
+            if idle >= self._idle_rounds:
+                with self._lock:
+                    if not self._queued:
+                        self._thread = None
+                        return
+        with self._lock:
+            self._thread = None
+        self.flush()

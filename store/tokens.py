@@ -8,13 +8,19 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.models import ROLES, ApiToken
 from store.types import utcnow
 
 PREFIX = "ck_"
+
+_T = ApiToken.__table__.c
+# Every API request runs this: built once, a Core statement (no ORM entity to load).
+_LIVE = select(_T.id, _T.tenant, _T.role, _T.name).where(
+    _T.token_hash == bindparam("p_hash"), _T.revoked_at.is_(None)
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,13 @@ def create(session: Session, *, tenant: str, role: str = "client", name: str | N
     return secret
 
 
-def authenticate(session: Session, token: str) -> Principal | None:
-    """The principal of a live token, or None."""
-    row = session.scalars(
-        select(ApiToken).where(ApiToken.token_hash == digest(token), ApiToken.revoked_at.is_(None))
-    ).one_or_none()
-    return None if row is None else Principal(row.id, row.tenant, row.role, row.name)
+def authenticate(db: Session | Connection, token: str) -> Principal | None:
+    """The principal of a live token, or None.
+
+    Asked on every request, never cached, so a revocation takes effect at once.
+    """
+    row = db.execute(_LIVE, {"p_hash": digest(token)}).first()
+    return None if row is None else Principal(*row)
 
 
 def revoke(session: Session, token_or_id: str) -> bool:

@@ -74,8 +74,11 @@ class Jobs:
             idempotency_key=key,
             request_hash=body.fingerprint(request) if key else None,
         )
-        with self._intake.sessions.begin() as session:
-            job, created = jobs.create_job(session, new)
+        # One statement on the request's connection (no transaction of its own): the
+        # idempotency lookup and the conflict explanations are single reads around it.
+        db = auth.connection(req)
+        with db.begin():
+            job, created = jobs.create_job(db, new)
         if created:
             self._intake.publish([job])
         resp.status = falcon.HTTP_202 if created else falcon.HTTP_200
@@ -155,8 +158,9 @@ class Job:
     @operation(responses={200: JobOut, 404: ErrorOut, **COMMON})
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
         """Read a job."""
-        with self._intake.sessions() as session:
-            resp.media = serialize.job(jobs.get_job(session, job_id, tenant=auth.scope(req)))
+        resp.media = serialize.job(
+            jobs.read_job(auth.connection(req), job_id, tenant=auth.scope(req))
+        )
 
     @operation(responses={200: AttemptList, 404: ErrorOut, **COMMON})
     def on_get_attempts(
