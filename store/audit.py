@@ -6,9 +6,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from store.ids import new_id
 from store.models import AuditEntry
 from store.types import utcnow
 
@@ -35,6 +36,35 @@ def record(
             details=details,
         )
     )
+
+
+def record_many(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    reason: str | None,
+    entries: Sequence[tuple[uuid.UUID, str | None, dict[str, Any] | None]],
+) -> None:
+    """Append one entry per (job id, tenant, details), with one statement for all of them."""
+    if entries:
+        at = utcnow()
+        session.connection().execute(
+            insert(AuditEntry.__table__),
+            [
+                {
+                    "id": new_id(),
+                    "at": at,
+                    "actor": actor,
+                    "action": action,
+                    "job_id": job_id,
+                    "tenant": tenant,
+                    "reason": reason,
+                    "details": details,
+                }
+                for job_id, tenant, details in entries
+            ],
+        )
 
 
 def entries(

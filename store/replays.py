@@ -9,17 +9,22 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from dramatiq import Broker
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import actions, dead_letter_queue, errors, jobs, outbox
+from store import actions, dead_letter_queue, jobs, outbox
 from store.models import Job
 
 log = logging.getLogger(__name__)
 
-# Each chunk is one short transaction, so a bulk replay never holds many locks for long.
-CHUNK = 200
+# Each chunk is one short transaction of a few statements, so a bulk replay never holds
+# many locks for long.
+CHUNK = 1000
+
+J = actions.J
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,12 +46,30 @@ class Result:
     skipped: list[tuple[uuid.UUID, str]]
 
 
+class Queued(Protocol):
+    """Enough of a job to find its dead letter."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def queue(self) -> str: ...
+
+
 def preview(session: Session, selection: Selection) -> list[Job]:
     """The dead jobs a replay of `selection` would take (for dry runs)."""
     found: list[Job] = []
     before = None
     while len(found) < selection.limit:
-        rows, before = _page(session, selection, selection.limit - len(found), before)
+        rows, before = jobs.list_jobs(
+            session,
+            tenant=selection.tenant,
+            type=selection.type,
+            error_type=selection.error_type,
+            ids=selection.job_ids,
+            dead_letters=True,
+            limit=selection.limit - len(found),
+            before=before,
+        )
         found += rows
         if before is None:
             break
@@ -68,35 +91,32 @@ def replay_dead(
     process's memory).
     """
     result = Result([], [])
-    replayed_jobs: list[Job] = []
+    replayed_jobs: list[Row[Any]] = []
     before = None
-    while len(result.replayed) + len(result.skipped) < selection.limit:
-        done = len(result.replayed) + len(result.skipped)
-        pairs: list[tuple[Job, Job]] = []
+    while (done := len(result.replayed) + len(result.skipped)) < selection.limit:
+        size = min(CHUNK, selection.limit - done)
         with sessions.begin() as session:
-            rows, before = _page(session, selection, min(CHUNK, selection.limit - done), before)
-            for old in rows:
-                try:
-                    new = actions.replay(session, old, actor=actor, reason=reason, via="bulk")
-                except errors.StoreError as e:
-                    result.skipped.append((old.id, str(e)))
-                else:
-                    pairs.append((old, new))
-        if broker is not None:
-            outbox.publish(broker, sessions, [outbox.pending_of(new) for _, new in pairs])
+            olds = _lock_page(session, selection, size, before)
+            pairs, refused = actions.replay_many(
+                session, olds, actor=actor, reason=reason, via="bulk"
+            )
+        result.skipped.extend((old_id, str(why)) for old_id, why in refused)
+        if broker is not None and pairs:
+            outbox.publish(broker, sessions, [_pending(new) for _, new in pairs])
         replayed_jobs.extend(old for old, _ in pairs)
-        result.replayed.extend((old.id, new.id) for old, new in pairs)
+        result.replayed.extend((old.id, new["id"]) for old, new in pairs)
         if on_progress is not None:
-            on_progress(len(rows))
-        if before is None:
+            on_progress(len(olds))
+        if len(olds) < size:
             break
+        before = olds[-1].id
     if broker is not None:
         # Removing copies reads the whole dead-letter queue: once per replay, not per chunk.
         forget(broker, replayed_jobs)
     return result
 
 
-def forget(broker: Broker, old_jobs: Sequence[Job]) -> None:
+def forget(broker: Broker, old_jobs: Sequence[Queued]) -> None:
     """Remove replayed jobs' copies from their dead-letter queues (best effort: they expire)."""
     by_queue: dict[str, set[str]] = {}
     for job in old_jobs:
@@ -110,16 +130,39 @@ def forget(broker: Broker, old_jobs: Sequence[Job]) -> None:
             )
 
 
-def _page(
-    session: Session, selection: Selection, limit: int, before: uuid.UUID | None
-) -> tuple[Sequence[Job], uuid.UUID | None]:
-    return jobs.list_jobs(
-        session,
-        tenant=selection.tenant,
-        type=selection.type,
-        error_type=selection.error_type,
-        ids=selection.job_ids,
-        dead_letters=True,
-        limit=limit,
-        before=before,
+def _pending(new: dict[str, Any]) -> outbox.Pending:
+    return outbox.Pending(
+        new["id"],
+        new["type"],
+        new["queue"],
+        new["priority"],
+        new["timeout_s"],
+        new["correlation_id"],
+        new["attempts"],
     )
+
+
+def _lock_page(
+    session: Session, selection: Selection, limit: int, before: uuid.UUID | None
+) -> Sequence[Row[Any]]:
+    # Newest first, as listed. A concurrent bulk replay skips the rows this one holds (and
+    # would not find them dead and unreplayed after it commits); SQLite has no row locks
+    # but runs one writing transaction at a time.
+    query = (
+        select(*actions.REPLAY_COLUMNS)
+        .where(J.status == "dead", J.replayed_by.is_(None))
+        .order_by(J.id.desc())
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if selection.tenant is not None:
+        query = query.where(J.tenant == selection.tenant)
+    if selection.type is not None:
+        query = query.where(J.type == selection.type)
+    if selection.error_type is not None:
+        query = query.where(J.error_type == selection.error_type)
+    if selection.job_ids is not None:
+        query = query.where(J.id.in_(selection.job_ids))
+    if before is not None:
+        query = query.where(J.id < before)
+    return session.execute(query).all()

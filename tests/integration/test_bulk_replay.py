@@ -1,0 +1,255 @@
+"""Bulk replay in the store: set-based chunks that keep every promise of a single replay."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from store import actions, errors, replays
+from store.db import make_engine, make_sessionmaker
+from store.ids import new_id
+from store.models import AuditEntry, Job
+from store.types import utcnow
+from tests.support.polling import lock_waits, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db(request) -> sessionmaker[Session]:
+    """Sessions on PostgreSQL and on SQLite (embedded mode), one test run each."""
+    engine = request.getfixturevalue(
+        "pg_engine" if request.param == "postgresql" else "sqlite_engine"
+    )
+    return make_sessionmaker(engine)
+
+
+def add_job(sessions, *, tenant="acme", entity_id=None, status="dead", type="customer_sync"):
+    now = utcnow()
+    job = Job(
+        id=new_id(),
+        tenant=tenant,
+        type=type,
+        queue="sync",
+        entity_id=entity_id,
+        payload={"entity": entity_id},
+        status=status,
+        priority=3,
+        attempts=1 if status == "dead" else 0,
+        max_attempts=1,
+        timeout_s=30,
+        correlation_id=f"corr-{entity_id}",
+        created_at=now,
+        finished_at=now if status == "dead" else None,
+        error_type="UpstreamUnavailable" if status == "dead" else None,
+    )
+    with sessions.begin() as session:
+        session.add(job)
+    return job.id
+
+
+def add_dead(sessions, count, **kwargs):
+    return [add_job(sessions, entity_id=f"c_{i}", **kwargs) for i in range(count)]
+
+
+def bulk(sessions, selection=None, **kwargs):
+    return replays.replay_dead(
+        sessions,
+        None,
+        selection or replays.Selection(limit=10_000),
+        actor="operator:ops",
+        reason=kwargs.pop("reason", "bulk test"),
+        **kwargs,
+    )
+
+
+def job(sessions, job_id) -> Job:
+    with sessions() as session:
+        return session.get(Job, job_id)
+
+
+def test_bulk_replay_links_both_ways_audits_each_and_leaves_history(db, monkeypatch):
+    monkeypatch.setattr(replays, "CHUNK", 7)  # several chunks
+    old_ids = add_dead(db, 20)
+    progress = []
+    result = bulk(db, on_progress=progress.append)
+    assert result.skipped == []
+    assert sorted(o for o, _ in result.replayed) == sorted(old_ids)
+    assert sum(progress) == 20 and len(progress) == 3
+    with db() as session:
+        audit = {
+            e.job_id: e
+            for e in session.scalars(select(AuditEntry).where(AuditEntry.action == "replay"))
+        }
+    assert len(audit) == 20
+    for old_id, new_id_ in result.replayed:
+        old, new = job(db, old_id), job(db, new_id_)
+        assert old.status == "dead" and old.attempts == 1 and old.replayed_by == new_id_
+        assert old.error_type == "UpstreamUnavailable" and old.finished_at is not None
+        assert new.replay_of == old_id and new.status == "queued" and new.attempts == 0
+        assert (new.tenant, new.type, new.queue, new.entity_id) == (
+            old.tenant,
+            old.type,
+            old.queue,
+            old.entity_id,
+        )
+        assert (new.payload, new.priority, new.correlation_id) == (
+            old.payload,
+            old.priority,
+            old.correlation_id,
+        )
+        # Left for the relay: no broker was given, so no message went out yet.
+        assert new.published_at is None and new.next_attempt_at is None
+        entry = audit[old_id]
+        assert (entry.actor, entry.tenant, entry.reason) == ("operator:ops", "acme", "bulk test")
+        assert entry.details == {
+            "new_job_id": str(new_id_),
+            "payload_overridden": False,
+            "via": "bulk",
+        }
+    assert bulk(db).replayed == []  # nothing is dead and unreplayed any more
+
+
+def test_a_job_refused_by_an_active_one_is_skipped_with_the_active_job_named(db):
+    [blocked] = add_dead(db, 1)
+    active = add_job(db, entity_id="c_0", status="queued")
+    twins = [add_job(db, entity_id="c_twin") for _ in range(2)]  # newest is replayed first
+    fine = add_job(db, entity_id="c_fine")
+    result = bulk(db)
+    assert {o for o, _ in result.replayed} == {fine, twins[1]}
+    new_twin = dict(result.replayed)[twins[1]]
+    assert sorted(result.skipped) == sorted(
+        [
+            (blocked, f"an active job for this entity already exists: {active}"),
+            (twins[0], f"an active job for this entity already exists: {new_twin}"),
+        ]
+    )
+    for skipped_id in (blocked, twins[0]):
+        assert job(db, skipped_id).replayed_by is None
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(AuditEntry)) == 2
+        assert session.scalar(select(func.count()).where(Job.replay_of.is_not(None))) == 2
+
+
+def test_bulk_replay_keeps_to_its_tenant_filters_ids_and_limit(db):
+    acme = add_dead(db, 3)
+    globex = add_dead(db, 2, tenant="globex")
+    result = bulk(db, replays.Selection(tenant="globex", limit=100))
+    assert sorted(o for o, _ in result.replayed) == sorted(globex)
+    by_id = bulk(db, replays.Selection(job_ids=[acme[0], globex[0]], limit=100))
+    assert [o for o, _ in by_id.replayed] == [acme[0]]
+    limited = bulk(db, replays.Selection(limit=1))
+    assert [o for o, _ in limited.replayed] == [acme[2]]  # newest first
+
+
+def test_single_replay_shares_the_path_and_still_refuses_a_second_replay(db):
+    [old_id] = add_dead(db, 1)
+    with db.begin() as session:
+        old = session.get(Job, old_id)
+        new = actions.replay(session, old, actor="operator:ops", payload={"x": 1}, via="ui")
+        assert old.replayed_by == new.id  # refreshed for the caller
+    assert job(db, new.id).payload == {"x": 1}
+    with db() as session:
+        [entry] = session.scalars(select(AuditEntry)).all()
+    assert entry.details == {"new_job_id": str(new.id), "payload_overridden": True, "via": "ui"}
+    with db.begin() as session, pytest.raises(errors.InvalidTransition, match="already replayed"):
+        actions.replay(session, session.get(Job, old_id), actor="operator:ops")
+
+
+def test_concurrent_bulk_replays_never_replay_a_job_twice(pg_engine, monkeypatch):
+    sessions = make_sessionmaker(pg_engine)
+    monkeypatch.setattr(replays, "CHUNK", 25)
+    old_ids = add_dead(sessions, 300)
+    start = threading.Barrier(3)
+    results: list[replays.Result] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(bulk(sessions))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 3
+    replayed = [pair for r in results for pair in r.replayed]
+    assert sorted(o for o, _ in replayed) == sorted(old_ids)  # each exactly once
+    assert all(r.skipped == [] for r in results)
+    with sessions() as session:
+        links = dict(
+            session.execute(select(Job.replay_of, Job.id).where(Job.replay_of.is_not(None))).all()
+        )
+        assert len(links) == 300 and links == dict(replayed)
+        assert session.scalar(select(func.count()).select_from(AuditEntry)) == 300
+
+
+def test_a_bulk_replay_passes_over_rows_another_holds_and_they_stay_replayable(pg_engine):
+    sessions = make_sessionmaker(pg_engine)
+    old_ids = add_dead(sessions, 10)
+    with sessions.begin() as holder:
+        held = set(
+            holder.scalars(select(Job.id).where(Job.id.in_(old_ids[:3])).with_for_update()).all()
+        )
+        first = bulk(sessions)  # does not wait for the holder
+        assert {o for o, _ in first.replayed} == set(old_ids) - held
+    second = bulk(sessions)
+    assert {o for o, _ in second.replayed} == held
+
+
+def test_two_single_replays_racing_for_one_job_create_one_new_job(pg_engine):
+    sessions = make_sessionmaker(pg_engine)
+    old_id = add_job(sessions, entity_id=None)  # no entity: only the link fence stops the loser
+    loser: list[BaseException | Job] = []
+
+    def replay_later() -> None:
+        try:
+            with sessions.begin() as session:
+                loser.append(actions.replay(session, session.get(Job, old_id), actor="b"))
+        except BaseException as e:  # whatever it is, the assertions below show it
+            loser.append(e)
+
+    with sessions.begin() as session:
+        winner = actions.replay(session, session.get(Job, old_id), actor="a")
+        thread = threading.Thread(target=replay_later)
+        thread.start()
+        wait_for(
+            lambda: lock_waits(pg_engine) or not thread.is_alive(),
+            what="the second replay to wait on the first",
+        )
+    thread.join(timeout=30)
+    [outcome] = loser
+    assert isinstance(outcome, errors.InvalidTransition)
+    assert str(outcome) == "the job was already replayed"
+    with sessions() as session:
+        assert session.scalars(select(Job.id).where(Job.replay_of == old_id)).all() == [winner.id]
+        assert session.get(Job, old_id).replayed_by == winner.id
+        [entry] = session.scalars(select(AuditEntry)).all()
+        assert entry.actor == "a"
+
+
+def test_replays_the_broker_did_not_take_are_left_for_the_relay(pg_engine, caplog):
+    sessions = make_sessionmaker(pg_engine)
+    old_ids = add_dead(sessions, 5)
+    unreachable = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:1/%2F", middleware=[])
+    result = replays.replay_dead(
+        sessions, unreachable, replays.Selection(limit=100), actor="operator:ops", reason=None
+    )
+    assert sorted(o for o, _ in result.replayed) == sorted(old_ids)
+    for _, new_id_ in result.replayed:
+        new = job(sessions, new_id_)
+        # What the relay publishes: queued, due now, no confirmed message.
+        assert (new.status, new.next_attempt_at, new.published_at) == ("queued", None, None)
+    assert "left to the relay" in caplog.text
