@@ -77,7 +77,7 @@ def worker_broker(
         crm=_client(settings, settings.crm_url, "CRM"),
         billing=_client(settings, settings.billing_url, "Billing"),
     )
-    declare_all(broker, upstreams)
+    declare_all(broker, upstreams, settings.job_modules)
     return WorkerBroker(broker, ledger, relay, reaper, heartbeat, upstreams)
 
 

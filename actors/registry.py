@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,21 +68,34 @@ def job_type(
     return register
 
 
-def job_types() -> Mapping[str, JobType]:
-    """Every registered job type, by name (importing `actors.jobs` registers the built-ins)."""
+class JobModuleError(ImportError):
+    """A module named in COURIER_JOB_MODULES could not be imported."""
+
+
+def job_types(modules: Sequence[str] = ()) -> Mapping[str, JobType]:
+    """Every registered job type, by name: the built-ins (`actors.jobs`) and those `modules` add.
+
+    The API and the workers must load the same modules, or the API accepts jobs of a type
+    no worker runs (they end dead with `ActorNotFound`).
+    """
     import actors.jobs  # noqa: F401  (registers the built-in job types)
 
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise JobModuleError(f"COURIER_JOB_MODULES: cannot import {name!r}: {e}") from e
     return dict(_REGISTRY)
 
 
-def queues_by_type() -> dict[str, str]:
+def queues_by_type(modules: Sequence[str] = ()) -> dict[str, str]:
     """Job type name → queue name, which is all the API needs to know about job types."""
-    return {name: jt.queue for name, jt in job_types().items()}
+    return {name: jt.queue for name, jt in job_types(modules).items()}
 
 
-def declare_all(broker: dramatiq.Broker, upstreams: Upstreams) -> None:
+def declare_all(broker: dramatiq.Broker, upstreams: Upstreams, modules: Sequence[str] = ()) -> None:
     """Declare one actor per job type on `broker`."""
-    for jt in job_types().values():
+    for jt in job_types(modules).values():
         dramatiq.Actor(
             _actor_body(jt, upstreams),
             broker=broker,

@@ -16,9 +16,17 @@ class Fail(click.ClickException):
 def settings_from_env(*, dev: bool = False) -> Settings:
     """The settings, or a one-line error naming the bad variable."""
     try:
-        return Settings.from_env(dev=dev)
+        settings = Settings.from_env(dev=dev)
     except SettingsError as e:
         raise Fail(str(e)) from None
+    if settings.job_modules:
+        from actors.registry import JobModuleError, job_types
+
+        try:
+            job_types(settings.job_modules)
+        except JobModuleError as e:
+            raise Fail(str(e)) from None
+    return settings
 
 
 def session_scope() -> Any:

@@ -41,6 +41,8 @@ class Settings:
     reaper_interval_s: float = 10.0
     relay_interval_s: float = 0.5
     progress_interval_s: float = 1.0
+    # Modules that register more job types (comma-separated), imported by the API and workers.
+    job_modules: tuple[str, ...] = ()
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -110,6 +112,14 @@ def _optional_http_url(raw: str) -> str | None:
     return _url("http", "https")(raw) if raw else None
 
 
+def _module_names(raw: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(f"expected dotted module names separated by commas, got {name!r}")
+    return names
+
+
 def _log_format(raw: str) -> str:
     if raw not in ("json", "console"):
         raise ValueError(f"expected 'json' or 'console', got {raw!r}")
@@ -132,6 +142,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "reaper_interval_s": _positive_float,
     "relay_interval_s": _positive_float,
     "progress_interval_s": _positive_float,
+    "job_modules": _module_names,
 }
 
 

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.e2e
+
+
+def run_to_success(http, headers, body):
+    """Submit one job and wait for it to succeed; returns the job as the API shows it."""
+    created = http.post("/v1/jobs", json=body, headers=headers)
+    assert created.status_code == 202, created.text
+    url = created.headers["Location"]
+    return wait_for(
+        lambda: (j := http.get(url, headers=headers).json())["status"] == "succeeded" and j,
+        timeout=30,
+        what="the job to succeed",
+    )
 
 
 def test_migrate_is_idempotent(deployment):
@@ -21,17 +34,8 @@ def test_a_job_goes_through_api_and_worker_processes(deployment, upstream):
     deployment.start("worker", "worker", "--processes", "1", "--threads", "4")
     headers = deployment.token()
     with deployment.http() as http:
-        created = http.post(
-            "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_e2e"}, headers=headers
-        )
-        assert created.status_code == 202, created.text
-        url = created.headers["Location"]
-        job = wait_for(
-            lambda: (j := http.get(url, headers=headers).json())["status"] == "succeeded" and j,
-            timeout=30,
-            what="the job to succeed",
-        )
-        attempts = http.get(f"{url}/attempts", headers=headers).json()["items"]
+        job = run_to_success(http, headers, {"type": "customer_sync", "entity_id": "c_e2e"})
+        attempts = http.get(f"/v1/jobs/{job['id']}/attempts", headers=headers).json()["items"]
     assert job["attempts"] == len(attempts) == 1
     [write] = upstream.calls(path="/billing/customers/c_e2e", method="PUT")
     assert write["headers"]["Idempotency-Key"] == job["id"]
@@ -125,3 +129,22 @@ def test_a_revoked_token_is_refused(deployment):
         assert http.get("/v1/jobs", headers=headers).status_code == 200
         assert deployment.run("token", "revoke", secret).returncode == 0
         assert http.get("/v1/jobs", headers=headers).status_code == 401
+
+
+def test_job_types_from_job_modules_run_in_the_api_and_the_workers(deployment):
+    deployment.env["COURIER_JOB_MODULES"] = "tests.support.job_types"
+    deployment.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    deployment.start_api()
+    deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    with deployment.http() as http:
+        body = {"type": "bug_for_test", "payload": {"a": 1, "b": 2}}
+        job = run_to_success(http, deployment.token(), body)
+    assert job["result"] == {"ratio": 0.5}
+
+
+def test_a_job_module_that_cannot_be_imported_fails_at_start_in_one_line(deployment):
+    deployment.env["COURIER_JOB_MODULES"] = "acme_jobs_not_installed"
+    done = deployment.run("migrate")
+    assert done.returncode == 1
+    assert "COURIER_JOB_MODULES" in done.stderr and "acme_jobs_not_installed" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -41,6 +41,8 @@ def test_environment_overrides_defaults():
         ("COURIER_DATABASE_URL", "mysql://x"),
         ("COURIER_BROKER_URL", "redis://x"),
         ("COURIER_CRM_URL", "ftp://crm"),
+        ("COURIER_JOB_MODULES", "billing jobs"),
+        ("COURIER_JOB_MODULES", "acme.jobs,acme..more"),
     ],
 )
 def test_an_invalid_value_fails_naming_the_variable(name, value):
@@ -55,3 +57,9 @@ def test_min_backoff_may_not_exceed_max_backoff():
 
 def test_an_empty_management_api_url_means_none():
     assert Settings.from_env({"COURIER_RABBITMQ_API_URL": ""}).rabbitmq_api_url is None
+
+
+def test_job_modules_are_a_comma_separated_list_of_dotted_names():
+    s = Settings.from_env({"COURIER_JOB_MODULES": " acme.jobs, acme.more_jobs ,"})
+    assert s.job_modules == ("acme.jobs", "acme.more_jobs")
+    assert Settings.from_env({}).job_modules == ()
