@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cpu, drain, memory, reads, replay, report, throughput
+from bench import cpu, drain, memory, noop_job, reads, replay, report, throughput
 from bench.stack import Shape, Stack
 
 SECTIONS = {1: "single", 2: "batch", 3: "drain", 4: "reads", 5: "replay", 6: "memory"}
@@ -37,6 +37,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--get-clients", type=int, default=1, help="concurrent GET clients (1)")
     p.add_argument("--dead", type=int, help="dead jobs replayed in section 5 (10000)")
     p.add_argument("--replay-limit", type=int, help="jobs per replay request (1000)")
+    p.add_argument(
+        "--job-type",
+        default=noop_job.NAME,
+        help=f"what sections 1-3 submit: {noop_job.NAME} (default) or e.g. customer_sync",
+    )
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
     p.add_argument("--api-workers", type=int, default=2)
     p.add_argument("--api-threads", type=int, default=4)
@@ -71,13 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _interrupted)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     shape = Shape(args.api_workers, args.api_threads, args.processes, args.threads)
-    stack = Stack(args.database, args.vhost, shape, logs=args.results_dir / f"{stamp}-logs")
+    logs = args.results_dir / f"{stamp}-logs"
+    stack = Stack(args.database, args.vhost, shape, logs=logs, job_type=args.job_type)
     run: dict[str, Any] = {
         "started_at": stamp,
         "command": " ".join([Path(sys.executable).name, "-m", "bench", *(argv or sys.argv[1:])]),
         "revision": revision(),
         "machine": report.machine(),
         "shape": vars(shape) | {"clients": args.clients},
+        "job_type": args.job_type,
         "load_average_start": os.getloadavg(),
         "sections": {},
     }
@@ -115,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.describe(run["machine"]))
     print(
         f"shape: API {shape.api_workers} workers x {shape.api_threads} threads, worker "
-        f"{shape.processes} processes x {shape.threads} threads, {args.clients} clients; "
+        f"{shape.processes} processes x {shape.threads} threads, {args.clients} clients, "
+        f"job type {args.job_type}; "
         f"load average {run['load_average_start'][0]:.2f} at start, "
         f"{run['load_average_end'][0]:.2f} at end"
     )

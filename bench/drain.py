@@ -15,7 +15,7 @@ from typing import Any
 
 from dramatiq import Message
 
-from bench import bare_worker, load, throughput
+from bench import bare_worker, load, noop_job, throughput
 from bench.processes import Process
 from bench.stack import Rabbit, Stack, wait_drained
 
@@ -28,23 +28,31 @@ def drain(
     batch_size: int,
     on_worker_start: Callable[[Process], None] | None = None,
 ) -> dict[str, Any]:
-    """Bare Dramatiq (no-op, then with the two upstream calls) and Courier on `jobs` each."""
+    """Bare Dramatiq and Courier on `jobs` each.
+
+    With a job type that calls the upstream (not the no-op type), bare Dramatiq also runs
+    with the same two upstream calls, which separates the HTTP cost from Courier's.
+    """
     stack.stop_worker()
     bare = _bare(stack, jobs, with_upstream=False)
-    bare_upstream = _bare(stack, jobs, with_upstream=True)
+    calls_upstream = stack.job_type != noop_job.NAME
+    bare_upstream = _bare(stack, jobs, with_upstream=True) if calls_upstream else None
     courier = _courier(stack, jobs, clients=clients, batch_size=batch_size, hook=on_worker_start)
     return {
         "jobs": jobs,
+        "job_type": stack.job_type,
         "processes": stack.shape.processes,
         "threads": stack.shape.threads,
         "bare": bare,
         "bare_upstream": bare_upstream,
         "courier": courier,
-        "ratio": courier["per_s"] / bare["per_s"] if bare["per_s"] else 0.0,
-        "ratio_vs_bare_upstream": (
-            courier["per_s"] / bare_upstream["per_s"] if bare_upstream["per_s"] else 0.0
-        ),
+        "ratio": _ratio(courier, bare),
+        "ratio_vs_bare_upstream": _ratio(courier, bare_upstream) if bare_upstream else None,
     }
+
+
+def _ratio(courier: dict[str, Any], bare: dict[str, Any]) -> float:
+    return courier["per_s"] / bare["per_s"] if bare["per_s"] else 0.0
 
 
 def _bare(stack: Stack, jobs: int, *, with_upstream: bool) -> dict[str, Any]:
@@ -81,7 +89,7 @@ def _bare(stack: Stack, jobs: int, *, with_upstream: bool) -> dict[str, Any]:
 def _courier(stack: Stack, jobs: int, *, clients: int, batch_size: int, hook) -> dict[str, Any]:
     tenant = "bench-drain"
     token = stack.token(tenant)
-    bodies = throughput.batches(jobs, batch_size, prefix="d")
+    bodies = throughput.batches(stack.job_type, jobs, batch_size, prefix="d")
 
     def send(client: load.Client, body: bytes) -> str | None:
         status, answer = client.call("POST", "/v1/jobs/batch", body)

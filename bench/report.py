@@ -71,9 +71,10 @@ def figures(sections: dict[str, dict[str, Any]]) -> dict[str, float]:
         d = sections["drain"]
         out["drain.courier_per_s"] = d["courier"]["per_s"]
         out["drain.bare_per_s"] = d["bare"]["per_s"]
-        out["drain.bare_upstream_per_s"] = d["bare_upstream"]["per_s"]
         out["drain.ratio"] = d["ratio"]
-        out["drain.ratio_vs_bare_upstream"] = d["ratio_vs_bare_upstream"]
+        if d.get("bare_upstream"):  # only for job types that make the two upstream calls
+            out["drain.bare_upstream_per_s"] = d["bare_upstream"]["per_s"]
+            out["drain.ratio_vs_bare_upstream"] = d["ratio_vs_bare_upstream"]
     if "reads" in sections:
         sizes = sections["reads"]["sizes"]
         small, large = sizes[0], sizes[-1]

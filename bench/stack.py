@@ -15,9 +15,10 @@ import pika
 import psycopg
 from psycopg import sql
 
-from bench import cpu, processes
+from bench import cpu, noop_job, processes
 from bench.processes import Process
 
+ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 AMQP = "amqp://guest:guest@127.0.0.1:5672"
 RABBIT_API = "http://127.0.0.1:15672"
@@ -42,6 +43,8 @@ class Stack:
     vhost: str
     shape: Shape
     logs: Path
+    #: What sections 1-3 submit: the no-op type (bench/noop_job.py) or a built-in type.
+    job_type: str = noop_job.NAME
     api_port: int = field(default_factory=processes.free_port)
     upstream_port: int = field(default_factory=processes.free_port)
     api: Process | None = None
@@ -70,6 +73,8 @@ class Stack:
             "COURIER_CRM_URL": f"{self.upstream_url}/crm",
             "COURIER_BILLING_URL": f"{self.upstream_url}/billing",
             "COURIER_LOG_FORMAT": "json",
+            "COURIER_JOB_MODULES": noop_job.__name__,
+            "PYTHONPATH": str(ROOT),  # where bench.noop_job is found
         }
 
     # ------------------------------------------------------------------ lifecycle

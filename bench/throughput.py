@@ -1,7 +1,8 @@
 """Sections 1 and 2: end-to-end throughput of `POST /v1/jobs` and `POST /v1/jobs/batch`.
 
-Clients submit `customer_sync` jobs with distinct entity ids while `courier worker` runs;
-acceptance is timed by the clients, completion from the job rows (created_at, finished_at).
+Clients submit jobs of the stack's job type (the no-op type unless told otherwise) with
+distinct entity ids while `courier worker` runs; acceptance is timed by the clients,
+completion from the job rows (created_at, finished_at).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ TERMINAL = ("succeeded", "failed", "dead", "cancelled")
 def single(stack: Stack, *, jobs: int, clients: int) -> dict[str, Any]:
     """Section 1: one job per request."""
     tenant = "bench-single"
-    bodies = [dumps({"type": "customer_sync", "entity_id": f"s-{i}"}) for i in range(jobs)]
+    bodies = [dumps({"type": stack.job_type, "entity_id": f"s-{i}"}) for i in range(jobs)]
 
     def send(client: load.Client, body: bytes) -> str | None:
         status, answer = client.call("POST", "/v1/jobs", body)
@@ -30,7 +31,7 @@ def single(stack: Stack, *, jobs: int, clients: int) -> dict[str, Any]:
 def batch(stack: Stack, *, jobs: int, clients: int, size: int) -> dict[str, Any]:
     """Section 2: `size` jobs per request."""
     tenant = "bench-batch"
-    bodies = batches(jobs, size, prefix="b")
+    bodies = batches(stack.job_type, jobs, size, prefix="b")
 
     def send(client: load.Client, body: bytes) -> str | None:
         status, answer = client.call("POST", "/v1/jobs/batch", body)
@@ -43,9 +44,9 @@ def batch(stack: Stack, *, jobs: int, clients: int, size: int) -> dict[str, Any]
     return {"batch_size": size, **result}
 
 
-def batches(jobs: int, size: int, *, prefix: str) -> list[bytes]:
-    """Request bodies for `jobs` customer syncs, `size` per batch."""
-    items = [{"type": "customer_sync", "entity_id": f"{prefix}-{i}"} for i in range(jobs)]
+def batches(job_type: str, jobs: int, size: int, *, prefix: str) -> list[bytes]:
+    """Request bodies for `jobs` jobs of `job_type`, `size` per batch."""
+    items = [{"type": job_type, "entity_id": f"{prefix}-{i}"} for i in range(jobs)]
     return [dumps({"jobs": items[i : i + size]}) for i in range(0, jobs, size)]
 
 
