@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Problem
 from api.schemas import JobRequest
-from store import outbox, replays
+from store import outbox, publisher, replays
 from store.jobs import NewJob
 from store.models import Job
 
@@ -40,6 +40,7 @@ class Intake:
         self.broker = broker
         self.sessions = sessions
         self.marker = outbox.Marker(sessions.kw["bind"])
+        self.publisher = publisher.GroupPublisher(broker)
 
     def new_job(
         self,
@@ -78,7 +79,9 @@ class Intake:
         """Publish committed jobs that are due now; the relay takes the rest (and any failure)."""
         due = [outbox.pending_of(j) for j in jobs if j.next_attempt_at is None]
         if due:
-            outbox.publish(self.broker, self.sessions, due, marker=self.marker)
+            outbox.publish(
+                self.broker, self.sessions, due, marker=self.marker, group=self.publisher
+            )
 
     def forget_dead_letters(self, jobs: list[Job]) -> None:
         """Remove replayed jobs' copies from their dead-letter queues (best effort)."""

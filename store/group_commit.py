@@ -10,12 +10,9 @@ every row keeps its own fence (`status = 'running' AND attempts = n`).
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
 import uuid
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import ledger
+from store.batching import Batcher, Request
 from store.db import is_unavailable, make_engine
 from store.ledger import Claim, Outcome, millis
 from store.types import utcnow
@@ -134,11 +132,10 @@ WRITER_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "o
 
 
 @dataclass
-class _Request:
+class _Request(Request):
     job_id: uuid.UUID
     claim: Claim | None = None  # set for a finish
     outcome: Outcome | None = None
-    done: Future[Any] = field(default_factory=Future)
 
 
 class GroupCommit:
@@ -148,56 +145,20 @@ class GroupCommit:
         self.engine = engine
         self.worker = worker
         self.lease_s = lease_s
-        self.max_batch = max_batch
-        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._batcher = Batcher(self._write, name="courier-group-commit", max_batch=max_batch)
 
     def claim(self, job_id: uuid.UUID) -> Claim | None:
         """As `store.ledger.claim`: the claim once committed, or None if not claimable."""
-        return self._submit(_Request(job_id))
+        return self._batcher.submit(_Request(job_id))
 
     def finish(self, claim: Claim, outcome: Outcome) -> bool:
         """As `store.ledger.finish`: True once committed, False if the fence held it off."""
-        return self._submit(_Request(claim.job_id, claim, outcome))
+        return self._batcher.submit(_Request(claim.job_id, claim, outcome))
 
     def stop(self) -> None:
         """Let the writer end once the requests before this call are written."""
-        with self._lock:
-            if self._writer is not None:
-                self._requests.put(None)
-                self._writer.join()
-                self._writer = None
-            self.engine.dispose()
-
-    def _submit(self, request: _Request) -> Any:
-        with self._lock:
-            # Started on first use, in the process that uses it (Dramatiq forks workers), and
-            # again should it ever have died, so that no caller can wait on a dead writer.
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(
-                    target=self._write_forever, name="courier-group-commit", daemon=True
-                )
-                self._writer.start()
-            self._requests.put(request)
-        return request.done.result()
-
-    def _write_forever(self) -> None:
-        while True:
-            first = self._requests.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._requests.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._requests.put(None)  # stop after this batch
-                    break
-                batch.append(more)
-            self._write(batch)
+        self._batcher.stop()
+        self.engine.dispose()
 
     def _write(self, batch: list[_Request]) -> None:
         try:
@@ -207,16 +168,14 @@ class GroupCommit:
                 # One bad row (or a deadlock between two workers' batches) must not fail
                 # the others: write each request on its own.
                 for request in batch:
-                    self._write([request])
+                    try:
+                        self._write([request])
+                    except DBAPIError as alone:
+                        request.done.set_exception(alone)
                 return
-            _fail(batch, e)
-        except BaseException as e:  # every waiting thread must wake up, whatever happened
-            _fail(batch, e)
-            if not isinstance(e, Exception):
-                raise
-        else:
-            for request, answer in zip(batch, answers, strict=True):
-                request.done.set_result(answer)
+            raise
+        for request, answer in zip(batch, answers, strict=True):
+            request.done.set_result(answer)
 
     def _in_transaction(self, batch: list[_Request]) -> list[Any]:
         # psycopg directly, on the writer's own pooled connection: SQLAlchemy's per-statement
@@ -286,12 +245,6 @@ class GroupCommit:
         columns = dict(zip(_FINISH_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
         cursor.execute(_FINISH, {**columns, "now": now})
         return {row[0] for row in cursor}
-
-
-def _fail(batch: list[_Request], error: BaseException) -> None:
-    for request in batch:
-        if not request.done.done():
-            request.done.set_exception(error)
 
 
 class OneTransactionEach:

@@ -161,14 +161,20 @@ def publish(
     pendings: Sequence[Pending],
     *,
     marker: Marker | None = None,
+    group: publisher.GroupPublisher | None = None,
 ) -> int:
     """Publish freshly committed jobs now and mark them; what fails is left to the relay.
 
+    With `group`, in one transaction with what other threads publish at the same moment.
     The marks are written before returning, or by `marker` shortly after. Returns how many
     were published. Never raises for a broker outage: the job is safe in SQL.
     """
+    messages = [message_for(p) for p in pendings]
     try:
-        publisher.send(broker, [message_for(p) for p in pendings])
+        if group is not None:
+            group.send(messages)
+        else:
+            publisher.send(broker, messages)
     except BrokerConnectionError:
         log.warning("broker unavailable; %d job(s) left to the relay", len(pendings))
         return 0

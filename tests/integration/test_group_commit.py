@@ -100,7 +100,7 @@ def writer_held(writer, engine, waiting):
         blocked.start()
         wait_for(lambda: lock_waits(engine), what="the writer to wait for the locked row")
         yield
-        wait_for(lambda: writer._requests.qsize() >= waiting, what="requests to queue up")
+        wait_for(lambda: writer._batcher.waiting() >= waiting, what="requests to queue up")
         conn.rollback()
     blocked.join()
 

@@ -1,0 +1,134 @@
+"""Requests from many threads, served in batches by one thread of the process.
+
+The worker's ledger writes and the API's publishes each cost one round trip (a commit, a
+publisher confirm) whatever their size. A thread asks and waits; one serving thread takes
+everything waiting, serves it with one round trip and then wakes every asker, so each
+still returns only once its own request is done.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+
+@dataclass
+class Request:
+    """One thread's request; the serving thread answers it through `done`."""
+
+    done: Future[Any] = field(default_factory=Future, init=False)
+
+
+R = TypeVar("R", bound=Request)
+
+
+class Batcher(Generic[R]):
+    """Serves the requests of all threads of a process with `serve(batch)`.
+
+    `serve` answers each request of the batch (`done.set_result` or `set_exception`); if it
+    raises, every request it left unanswered fails with that error, so no thread waits on
+    a batch that went wrong. With `idle_s`, the serving thread ends after that long without
+    requests and the next request starts a new one. `on_exit` runs in the serving thread
+    when it ends, to release what it holds (a connection of its own).
+    """
+
+    def __init__(
+        self,
+        serve: Callable[[list[R]], None],
+        *,
+        name: str,
+        max_batch: int,
+        idle_s: float | None = None,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self._serve = serve
+        self._name = name
+        self.max_batch = max_batch
+        self._idle_s = idle_s
+        self._on_exit = on_exit
+        self._requests: queue.SimpleQueue[R | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, request: R) -> Any:
+        """Queue `request` and return its answer (or raise its error) once it is served."""
+        with self._lock:
+            # Started on first use, in the process that uses it (Dramatiq and gunicorn fork
+            # after loading), and again should it ever have died, so that no caller can
+            # wait on a dead thread.
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve_forever, name=self._name, daemon=True
+                )
+                self._thread.start()
+            self._requests.put(request)
+        return request.done.result()
+
+    def waiting(self) -> int:
+        """Requests queued and not yet taken into a batch."""
+        return self._requests.qsize()
+
+    def stop(self) -> None:
+        """Let the serving thread end once the requests before this call are served."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._requests.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _serve_forever(self) -> None:
+        try:
+            self._serve_until_stopped()
+        finally:
+            if self._on_exit is not None:
+                self._on_exit()
+
+    def _serve_until_stopped(self) -> None:
+        while True:
+            try:
+                first = self._requests.get(timeout=self._idle_s)
+            except queue.Empty:
+                if self._end_if_idle():
+                    return
+                continue
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._requests.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            self._serve_batch(batch)
+
+    def _end_if_idle(self) -> bool:
+        with self._lock:  # no request can be queued for this thread while it decides
+            if self._requests.qsize():
+                return False
+            self._thread = None
+        return True
+
+    def _serve_batch(self, batch: list[R]) -> None:
+        try:
+            self._serve(batch)
+        except BaseException as e:  # every waiting thread must wake up, whatever happened
+            _fail(batch, e)
+            if not isinstance(e, Exception):
+                raise
+        _fail(batch, RuntimeError(f"{self._name}: request left unanswered"))
+
+
+def _fail(batch: list[R], error: BaseException) -> None:
+    """Answer with `error` every request of `batch` that has no answer yet."""
+    for request in batch:
+        if not request.done.done():
+            request.done.set_exception(error)
