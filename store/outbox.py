@@ -100,9 +100,12 @@ JOBS = Job.__table__
 J = JOBS.c
 
 # Built once: it runs after every publish. Fenced on the attempts the message was built
-# for (see mark_published).
-_MARK = (
-    update(JOBS)
+# for (see mark_published). Rows another transaction holds are skipped, not waited for:
+# mostly a worker claiming or finishing the job, after which it is no longer in the state
+# the mark is for. Waiting deadlocked with the worker's group commit, which locks the rows
+# of its batch in another order (PostgreSQL then breaks the cycle after a second).
+_UNLOCKED_MARKABLE = (
+    select(J.id)
     .where(
         tuple_(J.id, J.attempts).in_(bindparam("p_marks", expanding=True)),
         # By primary key only: ix_jobs_due holds every unpublished job, and a plan
@@ -110,6 +113,11 @@ _MARK = (
         ledger.STATUS.in_(("queued", "retrying")),
         J.published_at.is_(None),
     )
+    .with_for_update(skip_locked=True)
+)
+_MARK = (
+    update(JOBS)
+    .where(J.id.in_(_UNLOCKED_MARKABLE.scalar_subquery()))
     .values(published_at=bindparam("p_now", type_=UtcDateTime()))
 )
 _MARKS_PER_STATEMENT = 1000
@@ -120,6 +128,8 @@ def mark_published(db: Session | Connection, pendings: Sequence[Pending]) -> Non
 
     Only where the job is still in the state the message was built for: a worker may have
     claimed the job and scheduled a retry meanwhile, and that retry still needs publishing.
+    A job whose row is locked elsewhere is left unmarked; should it still be waiting after
+    the grace, the relay publishes it again and the claim refuses the extra copy.
     """
     now = utcnow()
     for start in range(0, len(pendings), _MARKS_PER_STATEMENT):

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, text, update
 
 from store import jobs, outbox, tokens
 from store.jobs import NewJob
@@ -89,6 +89,21 @@ def test_a_late_mark_does_not_apply_to_a_later_attempt(stack):
         session.execute(update(Job).where(Job.id == job.id).values(status="retrying", attempts=1))
     marker.close()
     assert stack.job(job.id).published_at is None
+
+
+def test_a_mark_skips_a_job_whose_row_is_locked_instead_of_waiting_for_it(stack):
+    with stack.engine.begin() as db:
+        held, _ = jobs.create_job(db, new_job("c_held"))
+        free, _ = jobs.create_job(db, new_job("c_free"))
+    with stack.engine.connect() as worker:  # as a worker's claim holds the row
+        worker.execute(select(Job.id).where(Job.id == held.id).with_for_update())
+        with stack.engine.begin() as db:
+            # Waiting for the row would fail here, not hang the test.
+            db.execute(text("SET LOCAL lock_timeout = '3s'"))
+            outbox.mark_published(db, [outbox.pending_of(held), outbox.pending_of(free)])
+        worker.rollback()
+    assert stack.job(free.id).published_at is not None
+    assert stack.job(held.id).published_at is None  # the relay's, after the grace
 
 
 def test_marks_queued_at_exit_are_written(stack):
