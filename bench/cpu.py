@@ -2,15 +2,20 @@
 
 Every figure of this benchmark shares two cores with PostgreSQL, RabbitMQ, the upstream,
 the load generator and whatever else runs on the machine; this accounting shows the split
-(CPU ms per job for each component) and how busy the machine was with other work.
+(CPU ms per job for each component) and how busy the machine was with other work. It also
+counts the deadlocks PostgreSQL broke in the benchmark's database meanwhile: each one
+stalls the transactions in it for `deadlock_timeout` (1 s), which shows in the latency tail.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from bench import processes
 
@@ -46,16 +51,25 @@ def summary(usage: dict[str, Any]) -> str:
     roles = ", ".join(f"{r} {ms:.1f}" for r, ms in usage["cpu_ms_per_job"].items())
     return (
         f"CPU ms/job: {roles}; machine {usage['machine_busy_pct']:.0f}% busy, "
-        f"{usage['others_busy_pct']:.0f}% by other processes"
+        f"{usage['others_busy_pct']:.0f}% by other processes; "
+        f"{usage.get('deadlocks', 0)} deadlocks"
     )
 
 
 class Meter:
     """CPU seconds used between start() and stop() by each role's processes."""
 
-    def __init__(self, roots: dict[str, int | None], *, database: str) -> None:
+    def __init__(
+        self,
+        roots: dict[str, int | None],
+        *,
+        database: str,
+        connect: Callable[[], psycopg.Connection] | None = None,
+    ) -> None:
         self.roots = {role: pid for role, pid in roots.items() if pid is not None}
         self.database = database
+        self._connect = connect
+        self._deadlocks = 0
         self._start: dict[int, float] = {}
         self._roles: dict[int, str] = {}
         self._machine = 0.0
@@ -76,6 +90,7 @@ class Meter:
         self._roles = self._pids()
         self._start = {pid: _cpu_s(pid) or 0.0 for pid in self._roles}
         self._machine, self._wall = _machine_busy_s(), time.perf_counter()
+        self._deadlocks = self._deadlocks_so_far()
 
     def stop(self, jobs: int) -> dict[str, Any]:
         """CPU ms per job by role, and how busy the machine was (%, all cores = 100)."""
@@ -94,4 +109,15 @@ class Meter:
             "cpu_ms_per_job": {r: round(s * 1000 / jobs, 3) for r, s in sorted(used.items())},
             "machine_busy_pct": round(machine * 100 / (wall * cores), 1),
             "others_busy_pct": round(max(0.0, machine - ours) * 100 / (wall * cores), 1),
+            "deadlocks": self._deadlocks_so_far() - self._deadlocks,
         }
+
+    def _deadlocks_so_far(self) -> int:
+        # Backends report their counts to the statistics within about a second.
+        if self._connect is None:
+            return 0
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+            ).fetchone()
+        return int(row[0]) if row else 0

@@ -173,7 +173,7 @@ class Stack:
         """A CPU meter over the running processes, PostgreSQL's backends and RabbitMQ."""
         roots = {"api": self.api, "worker": self.worker, "upstream": self.upstream}
         pids = {role: p.pid if p is not None else None for role, p in roots.items()}
-        return cpu.Meter(pids, database=self.database)
+        return cpu.Meter(pids, database=self.database, connect=self.connect)
 
     def connect(self) -> psycopg.Connection:
         """An autocommit connection to the benchmark database."""

@@ -53,8 +53,8 @@ def cpu_table(runs: list[dict[str, Any]]) -> str:
     if not usages:
         return ""
     roles = sorted({role for us in usages.values() for u in us for role in u["cpu_ms_per_job"]})
-    lines = [_row(["section", *roles, "machine busy %", "others %"])]
-    lines.append(_row(["---"] * (len(roles) + 3)))
+    header = ["section", *roles, "machine busy %", "others %", "deadlocks (each run)"]
+    lines = [_row(header), _row(["---"] * len(header))]
     for name, us in usages.items():
         cells = [name]
         for role in roles:
@@ -62,6 +62,7 @@ def cpu_table(runs: list[dict[str, Any]]) -> str:
             cells.append(f"{statistics.median(values):.1f}")
         cells.append(f"{statistics.median(u['machine_busy_pct'] for u in us):.0f}")
         cells.append(f"{statistics.median(u['others_busy_pct'] for u in us):.0f}")
+        cells.append(" / ".join(str(u.get("deadlocks", "?")) for u in us))
         lines.append(_row(cells))
     return "CPU ms per job (median):\n\n" + "\n".join(lines) + "\n"
 
