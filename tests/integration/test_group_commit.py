@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from store import group_commit
+from store import group_commit, ledger
 from store.db import make_sessionmaker
 from store.group_commit import GroupCommit, writer_for
 from store.ids import new_id
@@ -285,3 +286,31 @@ def test_rows_are_found_by_primary_key_whatever_the_statistics_say(engine, state
     scans = set(re.findall(r"(?:Index|Index Only|Bitmap Index) Scan (?:using |on )(\w+)", plan))
     assert scans <= {"pk_jobs", "pk_attempts"}, plan
     assert "Seq Scan on jobs" not in plan, plan
+
+
+def test_leases_are_renewed_for_running_attempts_only(any_writer, db_engine, db_sessions):
+    running, finished = add_jobs(db_engine, 2)
+    claims = {job_id: any_writer.claim(job_id) for job_id in (running, finished)}
+    assert any_writer.finish(claims[finished], SUCCEEDED)
+    stale = dataclasses.replace(claims[running], number=claims[running].number + 1)
+    before = job(db_sessions, running).lease_expires_at
+    with db_sessions.begin() as session:
+        renewed = ledger.renew_leases(session, [*claims.values(), stale], lease_s=300)
+    assert renewed == 1
+    assert job(db_sessions, running).lease_expires_at > before + timedelta(seconds=200)
+    assert job(db_sessions, finished).lease_expires_at is None
+
+
+def test_a_lease_renewal_skips_a_row_another_transaction_holds(writer, engine, sessions):
+    held, free = add_jobs(engine, 2)
+    claims = [writer.claim(held), writer.claim(free)]
+    leases = {c.job_id: job(sessions, c.job_id).lease_expires_at for c in claims}
+    with engine.connect() as finishing:  # as the group commit holds a row it is finishing
+        finishing.execute(select(Job.id).where(Job.id == held).with_for_update())
+        with sessions.begin() as session:
+            # Waiting for the row would fail here, not hang the test.
+            session.execute(text("SET LOCAL lock_timeout = '3s'"))
+            assert ledger.renew_leases(session, claims, lease_s=300) == 1
+        finishing.rollback()
+    assert job(sessions, held).lease_expires_at == leases[held]
+    assert job(sessions, free).lease_expires_at > leases[free]
