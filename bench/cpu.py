@@ -87,10 +87,10 @@ class Meter:
         return pids
 
     def start(self) -> None:
+        self._deadlocks = self._deadlocks_so_far()  # before the window: a connection costs
         self._roles = self._pids()
         self._start = {pid: _cpu_s(pid) or 0.0 for pid in self._roles}
         self._machine, self._wall = _machine_busy_s(), time.perf_counter()
-        self._deadlocks = self._deadlocks_so_far()
 
     def stop(self, jobs: int) -> dict[str, Any]:
         """CPU ms per job by role, and how busy the machine was (%, all cores = 100)."""

@@ -240,23 +240,26 @@ def cancel_requested(session: Session, job_id: uuid.UUID) -> bool:
     return session.scalar(_CANCEL_REQUESTED, {"p_job_id": job_id}) is not None
 
 
-# Rows another transaction holds are skipped, not waited for: mostly the worker's own group
-# commit finishing that attempt, which then needs no lease. Waiting deadlocked with it (the
-# two lock their rows in different orders). A lease renewed a tick late loses nothing: a
-# tick comes every third of a lease.
+def unlocked_attempts(param: str, *conditions: Any) -> Any:
+    """Ids of the jobs named by `(id, attempts)` pairs in bind parameter `param` that meet
+    `conditions`, locked; rows another transaction holds are skipped, not waited for.
+
+    For bookkeeping that the group commit may overtake (published marks, lease renewals):
+    the rows it holds are attempts it is claiming or finishing, which then need neither,
+    and waiting for them deadlocked with it, as it locks its batch's rows in another order.
+    """
+    return (
+        select(J.id)
+        .where(tuple_(J.id, J.attempts).in_(bindparam(param, expanding=True)), *conditions)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+
+
+# A lease renewed a tick late loses nothing: a tick comes every third of a lease.
 _RENEW = (
     update(JOBS)
-    .where(
-        J.id.in_(
-            select(J.id)
-            .where(
-                tuple_(J.id, J.attempts).in_(bindparam("p_claims", expanding=True)),
-                STATUS == "running",
-            )
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-    )
+    .where(J.id.in_(unlocked_attempts("p_claims", STATUS == "running")))
     .values(lease_expires_at=bindparam("p_until", type_=UtcDateTime()))
 )
 

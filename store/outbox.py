@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from dramatiq import Broker, Message
 from dramatiq.errors import BrokerConnectionError
-from sqlalchemy import Connection, Engine, bindparam, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -100,24 +100,20 @@ JOBS = Job.__table__
 J = JOBS.c
 
 # Built once: it runs after every publish. Fenced on the attempts the message was built
-# for (see mark_published). Rows another transaction holds are skipped, not waited for:
-# mostly a worker claiming or finishing the job, after which it is no longer in the state
-# the mark is for. Waiting deadlocked with the worker's group commit, which locks the rows
-# of its batch in another order (PostgreSQL then breaks the cycle after a second).
-_UNLOCKED_MARKABLE = (
-    select(J.id)
-    .where(
-        tuple_(J.id, J.attempts).in_(bindparam("p_marks", expanding=True)),
-        # By primary key only: ix_jobs_due holds every unpublished job, and a plan
-        # through it reads all of them for every mark during a burst.
-        ledger.STATUS.in_(("queued", "retrying")),
-        J.published_at.is_(None),
-    )
-    .with_for_update(skip_locked=True)
-)
+# for (see mark_published); rows a worker holds are skipped (see ledger.unlocked_attempts).
 _MARK = (
     update(JOBS)
-    .where(J.id.in_(_UNLOCKED_MARKABLE.scalar_subquery()))
+    .where(
+        J.id.in_(
+            ledger.unlocked_attempts(
+                "p_marks",
+                # By primary key only: ix_jobs_due holds every unpublished job, and a plan
+                # through it reads all of them for every mark during a burst.
+                ledger.STATUS.in_(("queued", "retrying")),
+                J.published_at.is_(None),
+            )
+        )
+    )
     .values(published_at=bindparam("p_now", type_=UtcDateTime()))
 )
 _MARKS_PER_STATEMENT = 1000
