@@ -19,12 +19,14 @@ assert job_types  # registered before any app or worker is built
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> None:
+def postgres_template() -> Iterator[None]:
     """The migrated template database, made once per run."""
     try:
         services.create_template()
     except Exception as e:  # any reason the server cannot be used
         services.unavailable("PostgreSQL", e)
+    yield
+    services.drop_template()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ from psycopg import sql
 PG_ADMIN = os.environ.get("COURIER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE = os.environ.get("COURIER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 RABBIT_API = os.environ.get("COURIER_TEST_RABBITMQ_API", "http://guest:guest@127.0.0.1:15672")
-TEMPLATE = "courier_test_template"
+#: One template per test run, so that runs side by side on one server never share one.
+TEMPLATE = f"courier_test_template_{os.getpid()}"
 
 
 def unavailable(what: str, error: Exception) -> None:
@@ -49,6 +50,11 @@ def create_template() -> None:
     engine = make_engine(pg_url(TEMPLATE))
     migrate.upgrade(engine)
     engine.dispose()
+
+
+def drop_template() -> None:
+    """Drop this run's template database."""
+    drop_database(TEMPLATE)
 
 
 def clone_database() -> str:
