@@ -1,5 +1,5 @@
-"""Job types, the upstream clients they call, and the broker they run on.
+"""Job types and the upstream clients they call.
 
-Importing this package has no side effects; `actors.worker` is the module Dramatiq's
-command line loads (`dramatiq actors.worker`), which builds the broker from the environment.
+Importing this package has no side effects; the broker they run on is built by the entry
+points (`courier.broker`, and `courier.worker`, the module `dramatiq` loads).
 """

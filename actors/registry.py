@@ -72,15 +72,19 @@ class JobModuleError(ImportError):
     """A module named in COURIER_JOB_MODULES could not be imported."""
 
 
+#: The modules whose job types every process loads: the built-in ones.
+BUILTIN_MODULES = ("actors.builtin",)
+
+
 def job_types(modules: Sequence[str] = ()) -> Mapping[str, JobType]:
-    """Every registered job type, by name: the built-ins (`actors.jobs`) and those `modules` add.
+    """Every registered job type, by name: the built-ins and those `modules` add.
 
-    The API and the workers must load the same modules, or the API accepts jobs of a type
-    no worker runs (they end dead with `ActorNotFound`).
+    Job types register themselves when their module is imported; this module imports them
+    by name, so the catalogue never depends on the job types. The API and the workers must
+    load the same modules, or the API accepts jobs of a type no worker runs (they end dead
+    with `ActorNotFound`).
     """
-    import actors.jobs  # noqa: F401  (registers the built-in job types)
-
-    for name in modules:
+    for name in (*BUILTIN_MODULES, *modules):
         try:
             importlib.import_module(name)
         except ImportError as e:

@@ -7,10 +7,8 @@ from typing import Any
 
 import falcon
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, DBAPIError
 
 from store import errors as store_errors
-from store.db import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +45,8 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(ValidationError, _invalid)
     app.add_error_handler(store_errors.StoreError, _store_error)
-    app.add_error_handler(DBAPIError, _database_down)
-    app.add_error_handler(DataError, _invalid_data)
+    app.add_error_handler(store_errors.DatabaseUnavailable, _database_down)
+    app.add_error_handler(store_errors.InvalidValue, _invalid_data)
 
 
 def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: Any):
@@ -90,10 +88,10 @@ def store_problem(ex: Exception) -> Problem:
     return Problem(falcon.HTTP_409, "Conflict", str(ex))
 
 
-def _database_down(req: falcon.Request, resp: falcon.Response, ex: DBAPIError, params: Any):
-    if not is_unavailable(ex):
-        return _unexpected(req, resp, ex, params)
-    log.warning("database unavailable: %s", ex.orig)
+def _database_down(
+    req: falcon.Request, resp: falcon.Response, ex: store_errors.DatabaseUnavailable, params: Any
+):
+    log.warning("%s", ex)
     problem = Problem(
         falcon.HTTP_503,
         "Database unavailable",
@@ -103,9 +101,11 @@ def _database_down(req: falcon.Request, resp: falcon.Response, ex: DBAPIError, p
     _http_error(req, resp, problem, params)
 
 
-def _invalid_data(req: falcon.Request, resp: falcon.Response, ex: DataError, params: Any):
+def _invalid_data(
+    req: falcon.Request, resp: falcon.Response, ex: store_errors.InvalidValue, params: Any
+):
     # Input the edge let through but the database cannot store: still the client's error.
-    log.warning("database refused input on %s %s: %s", req.method, req.path, ex.orig)
+    log.warning("database refused input on %s %s: %s", req.method, req.path, ex)
     _http_error(
         req, resp, Problem(falcon.HTTP_422, "Invalid request", "a value cannot be stored"), params
     )

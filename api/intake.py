@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Problem
 from api.schemas import JobRequest
-from store import outbox, publisher, replays
-from store.jobs import NewJob
-from store.models import Job
+from delivery import replays
+from delivery.outbox import Outbox
+from store import models
+from store.outbox import JobMessage
+from store.submissions import NewJob
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,7 @@ class Intake:
         self.defaults = defaults
         self.broker = broker
         self.sessions = sessions
-        self.marker = outbox.Marker(sessions.kw["bind"])
-        self.publisher = publisher.GroupPublisher(broker)
+        self.outbox = Outbox(broker, sessions.kw["bind"], group=True, marks_in_background=True)
 
     def new_job(
         self,
@@ -75,17 +76,13 @@ class Intake:
             request_hash=request_hash,
         )
 
-    def publish(self, jobs: list[Job]) -> None:
+    def publish(self, jobs: list[models.Job]) -> None:
         """Publish committed jobs that are due now; the relay takes the rest (and any failure)."""
-        due = [outbox.pending_of(j) for j in jobs if j.next_attempt_at is None]
-        if due:
-            outbox.publish(
-                self.broker, self.sessions, due, marker=self.marker, group=self.publisher
-            )
+        self.outbox.publish([JobMessage.of(j) for j in jobs if j.next_attempt_at is None])
 
-    def forget_dead_letters(self, jobs: list[Job]) -> None:
+    def forget_dead_letters(self, jobs: list[models.Job]) -> None:
         """Remove replayed jobs' copies from their dead-letter queues (best effort)."""
-        replays.forget(self.broker, jobs)
+        replays.forget(self.outbox, jobs)
 
 
 def correlation_id(req: falcon.Request) -> str | None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
-from store.models import JOB_STATUSES
+from store import states
 
 
 def _text_only(value: Any) -> Any:
@@ -84,7 +84,7 @@ class DeadLetterReplayRequest(Strict):
     reason: Reason | None = None
 
 
-Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+Status = Literal[states.VALUES]  # type: ignore[valid-type]
 
 
 class Progress(BaseModel):

@@ -16,7 +16,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 QUEUE = "bare"
 ACTOR = "bare_noop"
-MAX_PRIORITY = 9  # as actors.broker declares Courier's queues
+MAX_PRIORITY = 9  # as courier.broker declares Courier's queues
 
 
 def make_broker(url: str) -> RabbitmqBroker:

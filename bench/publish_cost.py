@@ -3,7 +3,7 @@
 `python -m bench.publish_cost` publishes persistent no-op messages from one thread to a
 scratch queue on the local RabbitMQ: one by one with a publisher confirm each (Dramatiq's
 `enqueue`, how a lone request publishes), and in AMQP transactions of 1, 4 and 16 messages
-(`store.publisher.send`, which the API's group publisher runs for that many concurrent
+(`delivery.publisher.send`, which the API's group publisher runs for that many concurrent
 requests). The modes alternate for `--rounds` rounds; it prints the median CPU ms per
 message of this process and of RabbitMQ, and the wall time.
 """
@@ -20,7 +20,7 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from bench import cpu
-from store import publisher
+from delivery import publisher
 
 
 def _confirm_each(broker: RabbitmqBroker, messages: list[Message[None]]) -> None:

@@ -65,12 +65,12 @@ def api(bind: str, workers: int, threads: int) -> None:
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
 @click.option("--no-restart", is_flag=True, help="Exit when the worker group dies.")
 def worker(processes: int, threads: int, no_restart: bool) -> None:
-    """Run Dramatiq workers for every job type (`dramatiq actors.worker`), restarted if they die."""
+    """Run Dramatiq workers for every job type (`dramatiq courier.worker`), restarted on death."""
     from courier import supervise
     from courier.logs import configure_logging
 
     configure_logging(settings_from_env().log_format)
-    command = [sys.executable, "-m", "dramatiq", "actors.worker"]
+    command = [sys.executable, "-m", "dramatiq", "courier.worker"]
     command += ["--processes", str(processes), "--threads", str(threads)]
     if no_restart:
         os.execv(sys.executable, command)

@@ -11,11 +11,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from actors.broker import start_in_process_worker, worker_broker
 from courier import upstream_mock
+from courier.broker import start_in_process_worker, worker_stack
 from courier.settings import Settings
 from courier.wsgi import app_for
-from store import migrate, outbox, tokens
+from store import migrate, tokens, transitions
 from store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,10 @@ def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int 
         client_token = tokens.create(session, tenant="demo", role="client", name="dev client")
         operator_token = tokens.create(session, tenant="demo", role="operator", name="dev operator")
         # The in-process queue did not survive the last run: every waiting job is due again.
-        outbox.unpublish_all_active(session)
+        transitions.unpublish_waiting(session.connection())
 
     upstream = _start_upstream(settings)
-    stack = worker_broker(settings, sessions, broker=StubBroker(middleware=[]))
+    stack = worker_stack(settings, engine, broker=StubBroker(middleware=[]))
     dramatiq.set_broker(stack.broker)
     worker = start_in_process_worker(stack, threads=threads)
 

@@ -37,13 +37,16 @@ def replay(
 
     from tqdm import tqdm
 
-    from actors.broker import publishing_broker
-    from store import replays
+    from courier.broker import publishing_broker
+    from delivery import replays
+    from delivery.outbox import Outbox
+    from store import bulk_replay
     from store.db import make_engine, make_sessionmaker
 
     settings = settings_from_env()
-    sessions = make_sessionmaker(make_engine(settings.database_url))
-    selection = replays.Selection(
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    selection = bulk_replay.Selection(
         job_ids=list(job_ids) or None,
         type=job_type,
         error_type=error_type,
@@ -51,7 +54,7 @@ def replay(
         limit=limit,
     )
     with sessions() as session:
-        candidates = replays.preview(session, selection)
+        candidates = bulk_replay.preview(session, selection)
     if dry_run:
         for job in candidates:
             click.echo(
@@ -61,12 +64,13 @@ def replay(
         return
     # An in-memory broker lives in `courier dev`'s process: its relay publishes the replays.
     broker = None if settings.uses_memory_broker else publishing_broker(settings)
+    outbox = None if broker is None else Outbox(broker, engine)
     with tqdm(
         total=len(candidates), unit="job", disable=None if progress is None else not progress
     ) as bar:
         result = replays.replay_dead(
             sessions,
-            broker,
+            outbox,
             selection,
             actor=f"cli:{getpass.getuser()}",
             reason=reason,

@@ -6,14 +6,14 @@ from functools import partial
 
 import falcon
 
-from actors.broker import publishing_broker
 from actors.registry import queues_by_type
 from api.app import create_app
 from api.intake import Defaults
+from courier.broker import publishing_broker
 from courier.logs import configure_logging
 from courier.process import freeze_long_lived_objects
 from courier.settings import Settings
-from store import queue_depths
+from delivery import queue_depths
 from store.db import make_engine, make_sessionmaker
 
 

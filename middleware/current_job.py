@@ -6,10 +6,11 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine
 
 from middleware import errors
-from store import ledger
+from store import checkpoints
+from store.transitions import Claim
 
 _local = threading.local()
 
@@ -17,12 +18,11 @@ _local = threading.local()
 class RunningJob:
     """Handed to a job type's code while one attempt of its job runs in this thread."""
 
-    def __init__(
-        self, claim: ledger.Claim, *, sessions: sessionmaker[Session], progress_interval_s: float
-    ) -> None:
+    def __init__(self, claim: Claim, *, engine: Engine, progress_interval_s: float) -> None:
         self.claim = claim
         self.result: dict[str, Any] | None = None
-        self._sessions = sessions
+        self.began = time.monotonic()
+        self._engine = engine
         self._progress_interval_s = progress_interval_s
         self._progress_written_at = 0.0
         self._unwritten_progress: dict[str, Any] | None = None
@@ -58,8 +58,8 @@ class RunningJob:
         progress, self._unwritten_progress = self._unwritten_progress, None
         if progress is not None:
             self._progress_written_at = time.monotonic()
-            with self._sessions.begin() as session:
-                ledger.set_progress(session, self.claim, progress)
+            with self._engine.begin() as db:
+                checkpoints.set_progress(db, self.claim.job_id, self.claim.number, progress)
 
     def checkpoint(self) -> None:
         """Raise Cancelled if someone asked this job to stop; call it between units of work.
@@ -72,11 +72,11 @@ class RunningJob:
         if now - self._cancel_checked_at < self._progress_interval_s:
             return
         self._cancel_checked_at = now
-        with self._sessions() as session:
-            # One read, no transaction around it: a single round trip per checkpoint.
-            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            if ledger.cancel_requested(session, self.claim.job_id):
-                raise errors.Cancelled("cancelled while running")
+        # One read, no transaction around it: a single round trip per checkpoint.
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
+            requested = checkpoints.cancel_requested(db, self.claim.job_id)
+        if requested:
+            raise errors.Cancelled("cancelled while running")
 
 
 def current_job() -> RunningJob:

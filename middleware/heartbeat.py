@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from dramatiq import Broker
 
-from middleware.ledger import Ledger
+from middleware.attempts import Attempts
 from middleware.periodic import Periodic
-from store import ledger as store_ledger
+from store import transitions
 
 
 class Heartbeat(Periodic):
     """Every third of a lease, extends the lease of every attempt still running here."""
 
-    def __init__(self, *, ledger: Ledger) -> None:
+    def __init__(self, *, attempts: Attempts) -> None:
         super().__init__()
-        self.ledger = ledger
-        self.interval_s = max(ledger.lease_s / 3, 0.2)
+        self.attempts = attempts
+        self.interval_s = max(attempts.lease_s / 3, 0.2)
 
     def before_worker_shutdown(self, broker: Broker, worker: object) -> None:
         # Attempts still running during a graceful shutdown keep their leases until they end.
@@ -25,7 +25,7 @@ class Heartbeat(Periodic):
         self.stop()
 
     def tick(self) -> None:
-        claims = self.ledger.running_claims()
-        if claims:
-            with self.ledger.sessions.begin() as session:
-                store_ledger.renew_leases(session, claims, lease_s=self.ledger.lease_s)
+        running = [(c.job_id, c.number) for c in self.attempts.running_claims()]
+        if running:
+            with self.attempts.engine.begin() as db:
+                transitions.renew_leases(db, running, lease_s=self.attempts.lease_s)

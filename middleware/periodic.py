@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-
 from dramatiq import Broker, Middleware
 
-log = logging.getLogger(__name__)
+from background.thread import BackgroundThread, every
 
 
 class Periodic(Middleware):
@@ -16,8 +13,7 @@ class Periodic(Middleware):
     interval_s: float = 1.0
 
     def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: BackgroundThread | None = None
 
     def tick(self) -> None:
         """One round of work."""
@@ -26,34 +22,17 @@ class Periodic(Middleware):
     def start(self) -> None:
         """Start the background thread (worker boot calls this)."""
         if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._loop, name=type(self).__name__, daemon=True
-            )
-            self._thread.start()
+            name = type(self).__name__
+            self._thread = BackgroundThread(every(self.interval_s, self.tick, what=name), name=name)
+        self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the background thread and wait for it."""
-        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+            self._thread.stop(timeout_s)
 
     def after_worker_boot(self, broker: Broker, worker: object) -> None:
         self.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: object) -> None:
         self.stop()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.tick()
-            except Exception:
-                # An outage of the database or broker must not kill the thread: try again.
-                log.warning(
-                    "%s failed; retrying in %.1fs",
-                    type(self).__name__,
-                    self.interval_s,
-                    exc_info=log.isEnabledFor(logging.DEBUG),
-                )

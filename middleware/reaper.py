@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, text
 
 from middleware.periodic import Periodic
-from store import ledger
+from store import errors, transitions
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +21,9 @@ class Reaper(Periodic):
     live workers' heartbeats renew first.
     """
 
-    def __init__(self, *, sessions: sessionmaker[Session], interval_s: float, lease_s: int) -> None:
+    def __init__(self, *, engine: Engine, interval_s: float, lease_s: float) -> None:
         super().__init__()
-        self.sessions = sessions
+        self.engine = engine
         self.interval_s = interval_s
         self.lease_s = lease_s
         self._database_was_down = False
@@ -33,16 +31,16 @@ class Reaper(Periodic):
 
     def tick(self) -> None:
         try:
-            with self.sessions.begin() as session:
+            with self.engine.begin() as db:
                 if self._database_was_down:
-                    session.execute(text("SELECT 1"))  # raises while it is still down
+                    db.execute(text("SELECT 1"))  # raises while it is still down
                     self._database_was_down = False
                     self._reap_after = time.monotonic() + self.lease_s
                     log.info("database is back; reaping resumes in %ss", self.lease_s)
                 if time.monotonic() < self._reap_after:
                     return
-                reaped = ledger.reap_expired(session)
-        except DBAPIError:
+                reaped = transitions.reap_expired(db)
+        except errors.DatabaseUnavailable:
             self._database_was_down = True
             raise
         for r in reaped:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-
-class DatabaseUnavailable(Exception):
-    """The database could not be reached or stopped answering."""
+from store import errors
 
 
 def make_engine(
@@ -30,7 +29,13 @@ def make_engine(
         )
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
-        return engine
+    else:
+        engine = _postgresql_engine(url, pool_size, pg_settings)
+    event.listen(engine, "handle_error", _as_store_error, retval=True)
+    return engine
+
+
+def _postgresql_engine(url: str, pool_size: int, pg_settings: dict[str, str] | None) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
@@ -47,9 +52,25 @@ def _as_options(settings: dict[str, str]) -> str:
     return " ".join(f"-c {name}={value}" for name, value in settings.items())
 
 
-def is_unavailable(error: DBAPIError) -> bool:
-    """Whether the error says the database is out of reach (or asks to try again), not the SQL."""
-    return error.connection_invalidated or isinstance(error, OperationalError)
+def _as_store_error(context: ExceptionContext) -> Exception | None:
+    """The one boundary where driver errors become store errors.
+
+    An unreachable or restarting database (or one that asks to try again, as after a
+    deadlock) is DatabaseUnavailable; a refused value is InvalidValue. Anything else, a
+    bug in a statement, stays SQLAlchemy's error. SQLAlchemy has already invalidated a
+    lost connection when this runs.
+    """
+    error = context.sqlalchemy_exception
+    if context.is_disconnect or isinstance(error, OperationalError):
+        cause = context.original_exception
+        unavailable = errors.DatabaseUnavailable(f"database unavailable: {cause}".strip())
+        unavailable.__cause__ = cause
+        return unavailable
+    if isinstance(error, DataError):
+        invalid = errors.InvalidValue(f"the database refused a value: {context.original_exception}")
+        invalid.__cause__ = context.original_exception
+        return invalid
+    return None
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

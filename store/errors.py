@@ -1,4 +1,7 @@
-"""Errors the store raises when a transition is not allowed; callers map them to answers."""
+"""The store's errors: a change that is not allowed, or a database that cannot answer.
+
+Driver errors become these at one boundary (`store.db`); callers map them to answers.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,21 @@ import uuid
 
 class StoreError(Exception):
     """A requested change to the record is not allowed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class DatabaseUnavailable(StoreError):
+    """The database could not be reached or stopped answering; try again later."""
+
+
+class InvalidValue(StoreError):
+    """The database refused a value (text with a NUL character, a number out of range)."""
+
+
+class EntityBusy(StoreError):
+    """The job conflicts with one that has since finished; try again."""
 
 
 class JobNotFound(StoreError):

@@ -20,20 +20,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from store import states
 from store.ids import new_id
 from store.types import JsonType, UtcDateTime
 
-ACTIVE_STATUSES = ("queued", "running", "retrying")
-TERMINAL_STATUSES = ("succeeded", "failed", "dead", "cancelled")
-JOB_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
-ATTEMPT_STATUSES = ("running", "succeeded", "failed", "abandoned")
-DECISIONS = ("retry", "skip", "dead")
 ROLES = ("client", "operator")
 
 Timestamp = UtcDateTime
 
-_ACTIVE_SQL = "status IN ('queued', 'running', 'retrying')"
-_DUE_SQL = "published_at IS NULL AND status IN ('queued', 'retrying')"
+_ACTIVE_SQL = states.in_sql(states.ACTIVE)
+_DUE_SQL = "published_at IS NULL AND " + states.in_sql(states.CLAIMABLE)
 
 
 class Base(DeclarativeBase):

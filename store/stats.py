@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from store.models import JOB_STATUSES, Attempt, Job
+from store import states
+from store.models import Attempt, Job
 
 #: Buckets of the attempt duration histogram, in seconds (Prometheus convention).
 DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
@@ -38,11 +39,11 @@ def counts(session: Session) -> dict[tuple[str, str], int]:
 def summary(session: Session) -> Summary:
     """Everything an operator's overview needs, in a few aggregate queries."""
     by_pair = counts(session)
-    jobs = dict.fromkeys(JOB_STATUSES, 0)
+    jobs = dict.fromkeys(states.VALUES, 0)
     by_type: dict[str, dict[str, int]] = {}
     for (job_type, status), n in by_pair.items():
         jobs[status] = jobs.get(status, 0) + n
-        by_type.setdefault(job_type, dict.fromkeys(JOB_STATUSES, 0))[status] = n
+        by_type.setdefault(job_type, dict.fromkeys(states.VALUES, 0))[status] = n
     finished = jobs["succeeded"] + jobs["failed"] + jobs["dead"]
     retries, avg = session.execute(
         select(

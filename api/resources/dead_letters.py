@@ -15,7 +15,8 @@ from api.schemas import (
     JobPage,
 )
 from api.spec import operation
-from store import jobs, replays
+from delivery import replays
+from store import bulk_replay, queries
 
 
 class DeadLetters:
@@ -34,7 +35,7 @@ class DeadLetters:
         auth.require_operator(req)
         query: DeadLettersQuery = req.context.query
         with self._intake.sessions() as session:
-            rows, next_id = jobs.list_jobs(
+            rows, next_id = queries.list_jobs(
                 session,
                 tenant=query.tenant,
                 type=query.type,
@@ -55,7 +56,7 @@ class DeadLetters:
         """Replay dead jobs by id or filter, up to a limit."""
         who = auth.require_operator(req)
         request: DeadLetterReplayRequest = req.context.body
-        selection = replays.Selection(
+        selection = bulk_replay.Selection(
             job_ids=request.job_ids,
             type=request.type,
             error_type=request.error_type,
@@ -64,7 +65,7 @@ class DeadLetters:
         )
         result = replays.replay_dead(
             self._intake.sessions,
-            self._intake.broker,
+            self._intake.outbox,
             selection,
             actor=who.label,
             reason=request.reason,

@@ -25,8 +25,7 @@ from api.schemas import (
     ReplayRequest,
 )
 from api.spec import operation
-from store import actions, errors, jobs
-from store.models import Job as StoredJob
+from store import actions, errors, models, queries, submissions
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,256}$")
 
@@ -78,7 +77,7 @@ class Jobs:
         # idempotency lookup and the conflict explanations are single reads around it.
         db = auth.connection(req)
         with db.begin():
-            job, created = jobs.create_job(db, new)
+            job, created = submissions.create_job(db, new)
         if created:
             self._intake.publish([job])
         resp.status = falcon.HTTP_202 if created else falcon.HTTP_200
@@ -106,7 +105,7 @@ class Jobs:
             except Problem as p:
                 items.append(_item(p))
         with self._intake.sessions.begin() as session:
-            outcomes = iter(jobs.create_jobs(session, news))
+            outcomes = iter(submissions.create_jobs(session, news))
         accepted = []
         for index, item in enumerate(items):
             if item is None:
@@ -137,7 +136,7 @@ class Jobs:
                 raise Problem(falcon.HTTP_403, "Forbidden", "the tenant filter is for operators")
             tenant = query.tenant
         with self._intake.sessions() as session:
-            rows, next_id = jobs.list_jobs(
+            rows, next_id = queries.list_jobs(
                 session,
                 tenant=tenant,
                 status=query.status,
@@ -159,7 +158,7 @@ class Job:
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
         """Read a job."""
         resp.media = serialize.job(
-            jobs.read_job(auth.connection(req), job_id, tenant=auth.scope(req))
+            queries.read_job(auth.connection(req), job_id, tenant=auth.scope(req))
         )
 
     @operation(responses={200: AttemptList, 404: ErrorOut, **COMMON})
@@ -168,8 +167,8 @@ class Job:
     ) -> None:
         """A job's attempts, in order."""
         with self._intake.sessions() as session:
-            jobs.get_job(session, job_id, tenant=auth.scope(req))
-            attempts = jobs.list_attempts(session, job_id)
+            queries.get_job(session, job_id, tenant=auth.scope(req))
+            attempts = queries.list_attempts(session, job_id)
             resp.media = {"items": [serialize.attempt(a) for a in attempts]}
 
     @operation(
@@ -182,7 +181,7 @@ class Job:
         request: CancelRequest = req.context.body
         who = auth.principal(req)
         with self._intake.sessions.begin() as session:
-            job = jobs.get_job(session, job_id, tenant=auth.scope(req))
+            job = queries.get_job(session, job_id, tenant=auth.scope(req))
             job = actions.cancel(session, job, actor=who.label, reason=request.reason)
             resp.media = serialize.job(job)
 
@@ -196,7 +195,7 @@ class Job:
         request: ReplayRequest = req.context.body
         who = auth.principal(req)
         with self._intake.sessions.begin() as session:
-            old = jobs.get_job(session, job_id, tenant=auth.scope(req))
+            old = queries.get_job(session, job_id, tenant=auth.scope(req))
             if old.status == "dead" and not who.is_operator:
                 raise Problem(falcon.HTTP_403, "Forbidden", "dead jobs are replayed by operators")
             new = actions.replay(
@@ -210,7 +209,7 @@ class Job:
         resp.media = serialize.job(new)
 
 
-def page(rows: Sequence[StoredJob], next_id: uuid.UUID | None) -> dict:
+def page(rows: Sequence[models.Job], next_id: uuid.UUID | None) -> dict:
     """A page of jobs in the contract's shape."""
     return {
         "items": [serialize.job(r) for r in rows],

@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.schemas import ErrorOut, StatsOut
 from api.spec import operation
-from store import stats
-from store.models import JOB_STATUSES
+from store import states, stats
 
 QueueDepths = Callable[[], dict[str, dict[str, int | None]]]
 
@@ -81,7 +80,7 @@ class _Collector:
         )
         types = sorted({t for t, _ in counts})
         for job_type in types:
-            for status in JOB_STATUSES:
+            for status in states.VALUES:
                 jobs.add_metric([status, job_type], counts.get((job_type, status), 0))
         yield jobs
         yield GaugeMetricFamily(

@@ -12,10 +12,10 @@ import falcon
 
 from api import serialize
 from api.intake import Intake
-from api.ui import session as login
+from api.ui import login_cookie as login
 from api.ui.render import render
-from store import actions, audit, errors, jobs, replays, tokens
-from store.models import JOB_STATUSES
+from delivery import replays
+from store import actions, audit, bulk_replay, errors, queries, states, tokens
 
 HERE = Path(__file__).parent
 PAGE = 50
@@ -65,10 +65,10 @@ class Dashboard:
     def on_get_jobs(self, req: falcon.Request, resp: falcon.Response) -> None:
         who = self._operator(req)
         filters = _filters(req, ("status", "type", "tenant", "entity_id"))
-        if filters.get("status") not in (None, *JOB_STATUSES):
+        if filters.get("status") not in (None, *states.VALUES):
             filters.pop("status")
         with self._sessions() as session:
-            rows, next_id = jobs.list_jobs(
+            rows, next_id = queries.list_jobs(
                 session, limit=PAGE, before=_cursor(req), **_listing(filters)
             )
             self._render(
@@ -77,7 +77,7 @@ class Dashboard:
                 who=who,
                 req=req,
                 jobs=[serialize.job(r) for r in rows],
-                statuses=JOB_STATUSES,
+                statuses=states.VALUES,
                 filters=filters,
                 next_url=_next("/ui/jobs", filters, next_id),
             )
@@ -86,7 +86,7 @@ class Dashboard:
         who = self._operator(req)
         with self._sessions() as session:
             try:
-                row = jobs.get_job(session, job_id, tenant=None)
+                row = queries.get_job(session, job_id, tenant=None)
             except errors.JobNotFound:
                 raise falcon.HTTPNotFound(title="Not Found", description="no such job") from None
             job = serialize.job(row)
@@ -96,7 +96,7 @@ class Dashboard:
                 who=who,
                 req=req,
                 job=job,
-                attempts=[serialize.attempt(a) for a in jobs.list_attempts(session, job_id)],
+                attempts=[serialize.attempt(a) for a in queries.list_attempts(session, job_id)],
                 audit=[_entry(e) for e in audit.entries(session, job_id=job_id)],
                 payload_json=json.dumps(job["payload"], indent=2, sort_keys=True),
                 result_json=json.dumps(job["result"], indent=2, sort_keys=True),
@@ -106,7 +106,7 @@ class Dashboard:
         who = self._operator(req)
         filters = _filters(req, ("type", "error_type", "tenant"))
         with self._sessions() as session:
-            rows, next_id = jobs.list_jobs(
+            rows, next_id = queries.list_jobs(
                 session, dead_letters=True, limit=PAGE, before=_cursor(req), **_listing(filters)
             )
             self._render(
@@ -132,7 +132,7 @@ class Dashboard:
         form = _form(req)
         login.check_csrf(req, form)
         with self._sessions.begin() as session:
-            row = jobs.get_job(session, job_id, tenant=None)
+            row = queries.get_job(session, job_id, tenant=None)
             actions.cancel(session, row, actor=who.label, reason=_reason(form))
         raise falcon.HTTPSeeOther(f"/ui/jobs/{job_id}")
 
@@ -142,7 +142,7 @@ class Dashboard:
         login.check_csrf(req, form)
         payload = _payload(form)
         with self._sessions.begin() as session:
-            old = jobs.get_job(session, job_id, tenant=None)
+            old = queries.get_job(session, job_id, tenant=None)
             new = actions.replay(
                 session, old, actor=who.label, payload=payload, reason=_reason(form), via="ui"
             )
@@ -164,8 +164,8 @@ class Dashboard:
             raise falcon.HTTPSeeOther("/ui/dead-letters")
         replays.replay_dead(
             self._sessions,
-            self._intake.broker,
-            replays.Selection(job_ids=ids, limit=len(ids)),
+            self._intake.outbox,
+            bulk_replay.Selection(job_ids=ids, limit=len(ids)),
             actor=who.label,
             reason=_reason(form),
         )

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text, update
 
-from store import jobs, outbox, tokens
-from store.jobs import NewJob
+from delivery.outbox import PublishedMarks
+from store import errors, submissions, tokens, transitions
 from store.models import Job
+from store.outbox import JobMessage
+from store.submissions import NewJob
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -71,9 +73,9 @@ def test_an_accepted_job_is_marked_published_shortly_after(stack):
 
 def test_close_writes_the_marks_still_queued(stack):
     with stack.engine.begin() as db:
-        job, _ = jobs.create_job(db, new_job("c_close"))
-    marker = outbox.Marker(stack.engine, interval_s=3600)
-    marker.add([outbox.pending_of(job)])
+        job, _ = submissions.create_job(db, new_job("c_close"))
+    marker = PublishedMarks(stack.engine, interval_s=3600)
+    marker.add([JobMessage.of(job).state])
     assert stack.job(job.id).published_at is None
     marker.close()
     assert stack.job(job.id).published_at is not None
@@ -81,9 +83,9 @@ def test_close_writes_the_marks_still_queued(stack):
 
 def test_a_late_mark_does_not_apply_to_a_later_attempt(stack):
     with stack.engine.begin() as db:
-        job, _ = jobs.create_job(db, new_job("c_late"))
-    marker = outbox.Marker(stack.engine, interval_s=3600)
-    marker.add([outbox.pending_of(job)])  # built for attempts = 0
+        job, _ = submissions.create_job(db, new_job("c_late"))
+    marker = PublishedMarks(stack.engine, interval_s=3600)
+    marker.add([JobMessage.of(job).state])  # built for attempts = 0
     # Meanwhile a worker claimed it, the attempt failed and a retry waits to be published.
     with stack.sessions.begin() as session:
         session.execute(update(Job).where(Job.id == job.id).values(status="retrying", attempts=1))
@@ -93,14 +95,14 @@ def test_a_late_mark_does_not_apply_to_a_later_attempt(stack):
 
 def test_a_mark_skips_a_job_whose_row_is_locked_instead_of_waiting_for_it(stack):
     with stack.engine.begin() as db:
-        held, _ = jobs.create_job(db, new_job("c_held"))
-        free, _ = jobs.create_job(db, new_job("c_free"))
+        held, _ = submissions.create_job(db, new_job("c_held"))
+        free, _ = submissions.create_job(db, new_job("c_free"))
     with stack.engine.connect() as worker:  # as a worker's claim holds the row
         worker.execute(select(Job.id).where(Job.id == held.id).with_for_update())
         with stack.engine.begin() as db:
             # Waiting for the row would fail here, not hang the test.
             db.execute(text("SET LOCAL lock_timeout = '3s'"))
-            outbox.mark_published(db, [outbox.pending_of(held), outbox.pending_of(free)])
+            transitions.mark_published(db, [JobMessage.of(held).state, JobMessage.of(free).state])
         worker.rollback()
     assert stack.job(free.id).published_at is not None
     assert stack.job(held.id).published_at is None  # the relay's, after the grace
@@ -108,15 +110,14 @@ def test_a_mark_skips_a_job_whose_row_is_locked_instead_of_waiting_for_it(stack)
 
 def test_marks_queued_at_exit_are_written(stack):
     with stack.engine.begin() as db:
-        job, _ = jobs.create_job(db, new_job("c_exit"))
+        job, _ = submissions.create_job(db, new_job("c_exit"))
     # A process that queues a mark and exits before the marker's interval is up.
     script = (
         "import sys, uuid\n"
-        "from store import outbox\n"
+        "from delivery.outbox import PublishedMarks\n"
         "from store.db import make_engine\n"
-        "marker = outbox.Marker(make_engine(sys.argv[1]), interval_s=3600)\n"
-        "marker.add([outbox.Pending(uuid.UUID(sys.argv[2]), 'customer_sync', 'sync', 0, 60,"
-        " 'c', 0)])\n"
+        "marker = PublishedMarks(make_engine(sys.argv[1]), interval_s=3600)\n"
+        "marker.add([(uuid.UUID(sys.argv[2]), 0)])\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, stack.settings.database_url, str(job.id)],
@@ -132,11 +133,11 @@ def test_marks_queued_at_exit_are_written(stack):
 
 def test_create_job_explains_conflicts_and_leaves_the_transaction_usable(stack):
     with stack.sessions.begin() as session:
-        first, created = jobs.create_job(session, new_job("c_dup"))
+        first, created = submissions.create_job(session, new_job("c_dup"))
         assert created
-        with pytest.raises(jobs.errors.DuplicateActiveJob) as refused:
-            jobs.create_job(session, new_job("c_dup"))
+        with pytest.raises(errors.DuplicateActiveJob) as refused:
+            submissions.create_job(session, new_job("c_dup"))
         assert refused.value.existing_job_id == first.id
-        other, created = jobs.create_job(session, new_job("c_other"))  # still usable
+        other, created = submissions.create_job(session, new_job("c_other"))  # still usable
         assert created
     assert stack.job(other.id).status == "queued"

@@ -10,7 +10,9 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import actions, errors, replays
+from delivery import replays
+from delivery.outbox import Outbox
+from store import actions, bulk_replay, errors
 from store.db import make_engine, make_sessionmaker
 from store.ids import new_id
 from store.models import AuditEntry, Job
@@ -68,7 +70,7 @@ def bulk(sessions, selection=None, **kwargs):
     return replays.replay_dead(
         sessions,
         None,
-        selection or replays.Selection(limit=10_000),
+        selection or bulk_replay.Selection(limit=10_000),
         actor="operator:ops",
         reason=kwargs.pop("reason", "bulk test"),
         **kwargs,
@@ -81,7 +83,7 @@ def job(sessions, job_id) -> Job:
 
 
 def test_bulk_replay_links_both_ways_audits_each_and_leaves_history(db, monkeypatch):
-    monkeypatch.setattr(replays, "CHUNK", 7)  # several chunks
+    monkeypatch.setattr(bulk_replay, "CHUNK", 7)  # several chunks
     old_ids = add_dead(db, 20)
     progress = []
     result = bulk(db, on_progress=progress.append)
@@ -146,11 +148,11 @@ def test_a_job_refused_by_an_active_one_is_skipped_with_the_active_job_named(db)
 def test_bulk_replay_keeps_to_its_tenant_filters_ids_and_limit(db):
     acme = add_dead(db, 3)
     globex = add_dead(db, 2, tenant="globex")
-    result = bulk(db, replays.Selection(tenant="globex", limit=100))
+    result = bulk(db, bulk_replay.Selection(tenant="globex", limit=100))
     assert sorted(o for o, _ in result.replayed) == sorted(globex)
-    by_id = bulk(db, replays.Selection(job_ids=[acme[0], globex[0]], limit=100))
+    by_id = bulk(db, bulk_replay.Selection(job_ids=[acme[0], globex[0]], limit=100))
     assert [o for o, _ in by_id.replayed] == [acme[0]]
-    limited = bulk(db, replays.Selection(limit=1))
+    limited = bulk(db, bulk_replay.Selection(limit=1))
     assert [o for o, _ in limited.replayed] == [acme[2]]  # newest first
 
 
@@ -170,7 +172,7 @@ def test_single_replay_shares_the_path_and_still_refuses_a_second_replay(db):
 
 def test_concurrent_bulk_replays_never_replay_a_job_twice(pg_engine, monkeypatch):
     sessions = make_sessionmaker(pg_engine)
-    monkeypatch.setattr(replays, "CHUNK", 25)
+    monkeypatch.setattr(bulk_replay, "CHUNK", 25)
     old_ids = add_dead(sessions, 300)
     start = threading.Barrier(3)
     results: list[replays.Result] = []
@@ -245,7 +247,11 @@ def test_replays_the_broker_did_not_take_are_left_for_the_relay(pg_engine, caplo
     old_ids = add_dead(sessions, 5)
     unreachable = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:1/%2F", middleware=[])
     result = replays.replay_dead(
-        sessions, unreachable, replays.Selection(limit=100), actor="operator:ops", reason=None
+        sessions,
+        Outbox(unreachable, pg_engine),
+        bulk_replay.Selection(limit=100),
+        actor="operator:ops",
+        reason=None,
     )
     assert sorted(o for o, _ in result.replayed) == sorted(old_ids)
     for _, new_id_ in result.replayed:

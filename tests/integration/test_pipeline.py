@@ -6,8 +6,9 @@ import pytest
 from dramatiq import Message
 from sqlalchemy import func, select
 
-from store import outbox
+from delivery.outbox import message_for
 from store.models import Attempt, Job
+from store.outbox import JobMessage
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -96,9 +97,9 @@ def test_the_same_job_message_delivered_five_times_runs_the_actor_once(stack, up
     headers = stack.token()
     job_id = submit(stack, headers, type="customer_sync", entity_id="c_dup").json["id"]
     with stack.sessions() as session:
-        pending = outbox.pending_of(session.get_one(Job, stack.job(job_id).id))
+        pending = JobMessage.of(session.get_one(Job, stack.job(job_id).id))
     for _ in range(4):
-        stack.api_broker.enqueue(outbox.message_for(pending))
+        stack.api_broker.enqueue(message_for(pending))
     stack.start_worker(threads=8)
     stack.wait_status(job_id, "succeeded")
     wait_for(lambda: _queue_empty(stack), what="the queue to drain")

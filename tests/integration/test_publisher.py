@@ -11,9 +11,10 @@ import pika
 import pytest
 from dramatiq.errors import BrokerConnectionError
 
-from actors.broker import publishing_broker
-from store import outbox, publisher
-from store.outbox import Pending
+from courier.broker import publishing_broker
+from delivery import publisher
+from delivery.outbox import message_for
+from store.outbox import JobMessage
 from tests.support import services
 from tests.support.polling import wait_for
 
@@ -33,7 +34,7 @@ def broker(settings):
 def messages(prefix: str, n: int):
     """Messages whose correlation ids are `prefix-0`, `prefix-1`, ..."""
     return [
-        outbox.message_for(Pending(uuid.uuid4(), "bench_noop", QUEUE, 0, 60, f"{prefix}-{i}", 0))
+        message_for(JobMessage(uuid.uuid4(), "bench_noop", QUEUE, 0, 60, f"{prefix}-{i}", 0))
         for i in range(n)
     ]
 

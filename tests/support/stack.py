@@ -12,11 +12,11 @@ from falcon import testing
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.broker import (
-    WorkerBroker,
+from courier.broker import (
+    WorkerStack,
     publishing_broker,
     start_in_process_worker,
-    worker_broker,
+    worker_stack,
 )
 from courier.settings import Settings
 from courier.wsgi import app_for
@@ -34,7 +34,7 @@ class Stack:
     sessions: sessionmaker[Session]
     api_broker: dramatiq.Broker
     client: testing.TestClient
-    workers: list[tuple[WorkerBroker, dramatiq.Worker]] = field(default_factory=list)
+    workers: list[tuple[WorkerStack, dramatiq.Worker]] = field(default_factory=list)
 
     def token(self, tenant: str = "acme", role: str = "client") -> dict[str, str]:
         """Authorization headers for a new token."""
@@ -42,10 +42,10 @@ class Stack:
             secret = tokens.create(session, tenant=tenant, role=role, name=f"test {role}")
         return {"Authorization": f"Bearer {secret}"}
 
-    def start_worker(self, *, threads: int = 4, **changes: Any) -> WorkerBroker:
+    def start_worker(self, *, threads: int = 4, **changes: Any) -> WorkerStack:
         """Start an in-process worker (its own broker connection and middleware)."""
         settings = self.settings.replace(**changes) if changes else self.settings
-        stack = worker_broker(settings, self.sessions)
+        stack = worker_stack(settings, self.engine)
         worker = start_in_process_worker(stack, threads=threads)
         self.workers.append((stack, worker))
         return stack

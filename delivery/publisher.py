@@ -19,7 +19,7 @@ from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import ConnectionClosed
 
-from store.batching import Batcher, Request
+from background.batcher import Batcher, Request
 
 _channels = threading.local()
 

@@ -1,4 +1,4 @@
-"""The module Dramatiq's worker loads: `dramatiq actors.worker` (what `courier worker` runs).
+"""The module Dramatiq's worker loads: `dramatiq courier.worker` (what `courier worker` runs).
 
 Importing it reads the settings from the environment, connects the store and declares
 every job type on a RabbitMQ broker with Courier's middleware.
@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import dramatiq
 
-from actors.broker import worker_broker
+from courier.broker import worker_stack
 from courier.logs import configure_logging
 from courier.process import freeze_long_lived_objects
 from courier.settings import Settings
-from store.db import make_engine, make_sessionmaker
+from store.db import make_engine
 
 settings = Settings.from_env()
 configure_logging(settings.log_format)
 engine = make_engine(settings.database_url)
-stack = worker_broker(settings, make_sessionmaker(engine))
+stack = worker_stack(settings, engine)
 broker = stack.broker
 dramatiq.set_broker(broker)
 freeze_long_lived_objects()

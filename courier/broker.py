@@ -8,13 +8,14 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, TimeLimit
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine
 
 from actors.registry import Upstreams, declare_all
 from actors.upstream import UpstreamClient
 from courier.settings import Settings
+from delivery.outbox import Outbox
+from middleware.attempts import Attempts
 from middleware.heartbeat import Heartbeat
-from middleware.ledger import Ledger
 from middleware.reaper import Reaper
 from middleware.relay import Relay
 
@@ -33,40 +34,40 @@ def publishing_broker(settings: Settings) -> dramatiq.Broker:
 
 
 @dataclass
-class WorkerBroker:
+class WorkerStack:
     """A broker with Courier's middleware and every job type declared on it."""
 
     broker: dramatiq.Broker
-    ledger: Ledger
+    attempts: Attempts
     relay: Relay
     reaper: Reaper
     heartbeat: Heartbeat
     upstreams: Upstreams
 
 
-def worker_broker(
-    settings: Settings, sessions: sessionmaker[Session], *, broker: dramatiq.Broker | None = None
-) -> WorkerBroker:
+def worker_stack(
+    settings: Settings, engine: Engine, *, broker: dramatiq.Broker | None = None
+) -> WorkerStack:
     """Add the middleware stack to `broker` (default: a new one) and declare the actors."""
     broker = broker or publishing_broker(settings)
-    ledger = Ledger(
-        sessions=sessions,
+    attempts = Attempts(
+        engine=engine,
         min_backoff_ms=settings.min_backoff_ms,
         max_backoff_ms=settings.max_backoff_ms,
         lease_s=settings.lease_s,
         progress_interval_s=settings.progress_interval_s,
     )
-    relay = Relay(broker=broker, sessions=sessions, interval_s=settings.relay_interval_s)
-    reaper = Reaper(
-        sessions=sessions, interval_s=settings.reaper_interval_s, lease_s=settings.lease_s
+    relay = Relay(
+        outbox=Outbox(broker, engine), engine=engine, interval_s=settings.relay_interval_s
     )
-    heartbeat = Heartbeat(ledger=ledger)
-    # Dramatiq's Retries is left out on purpose: the Ledger owns the retry policy. The Ledger
+    reaper = Reaper(engine=engine, interval_s=settings.reaper_interval_s, lease_s=settings.lease_s)
+    heartbeat = Heartbeat(attempts=attempts)
+    # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before
     # the finish: a slow database must not interrupt the bookkeeping itself.
     for middleware in (
         CurrentMessage(),
-        ledger,
+        attempts,
         TimeLimit(time_limit=settings.job_timeout_s * 1000),
         heartbeat,
         relay,
@@ -78,10 +79,10 @@ def worker_broker(
         billing=_client(settings, settings.billing_url, "Billing"),
     )
     declare_all(broker, upstreams, settings.job_modules)
-    return WorkerBroker(broker, ledger, relay, reaper, heartbeat, upstreams)
+    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams)
 
 
-def start_in_process_worker(stack: WorkerBroker, *, threads: int) -> dramatiq.Worker:
+def start_in_process_worker(stack: WorkerStack, *, threads: int) -> dramatiq.Worker:
     """Run workers as threads of this process (embedded mode, tests).
 
     Announces the process boot first, as Dramatiq's command line does: the TimeLimit

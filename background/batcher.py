@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from background.thread import BackgroundThread
+
 
 @dataclass
 class Request:
@@ -51,20 +53,13 @@ class Batcher(Generic[R]):
         self._idle_s = idle_s
         self._on_exit = on_exit
         self._requests: queue.SimpleQueue[R | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._thread = BackgroundThread(self._serve_forever, name=name)
         self._lock = threading.Lock()
 
     def submit(self, request: R) -> Any:
         """Queue `request` and return its answer (or raise its error) once it is served."""
         with self._lock:
-            # Started on first use, in the process that uses it (Dramatiq and gunicorn fork
-            # after loading), and again should it ever have died, so that no caller can
-            # wait on a dead thread.
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._serve_forever, name=self._name, daemon=True
-                )
-                self._thread.start()
+            self._thread.start()  # on first use, in the process that uses it
             self._requests.put(request)
         return request.done.result()
 
@@ -75,13 +70,11 @@ class Batcher(Generic[R]):
     def stop(self) -> None:
         """Let the serving thread end once the requests before this call are served."""
         with self._lock:
-            thread, self._thread = self._thread, None
-            if thread is not None:
+            if self._thread.alive:
                 self._requests.put(None)
-        if thread is not None:
-            thread.join()
+        self._thread.stop()
 
-    def _serve_forever(self) -> None:
+    def _serve_forever(self, _stopping: threading.Event) -> None:
         try:
             self._serve_until_stopped()
         finally:
@@ -114,7 +107,7 @@ class Batcher(Generic[R]):
         with self._lock:  # no request can be queued for this thread while it decides
             if self._requests.qsize():
                 return False
-            self._thread = None
+            self._thread.release()
         return True
 
     def _serve_batch(self, batch: list[R]) -> None:

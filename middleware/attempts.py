@@ -1,4 +1,4 @@
-"""The Ledger middleware: claim in SQL before the actor runs, record the outcome after it.
+"""The Attempts middleware: claim in SQL before the actor runs, record the outcome after it.
 
 Dramatiq's Retries middleware is not used: the retry policy lives here and retries are
 scheduled in SQL (`retrying` + `next_attempt_at`), published by the relay when due, so no
@@ -18,13 +18,15 @@ from typing import Any, TypeVar
 
 from dramatiq import Broker, Middleware
 from dramatiq.middleware import SkipMessage
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine
 
+from delivery import dead_letters
 from middleware import backoff, current_job
 from middleware.classify import CANCEL, DEFAULT, SKIP, Classifier
-from store import dead_letter_queue, group_commit, ledger
-from store.db import is_unavailable
+from middleware.group_commit import GroupCommit
+from store import errors, transitions
+from store.states import Status
+from store.transitions import Claim, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +35,27 @@ T = TypeVar("T")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Ledger(Middleware):
+class Attempts(Middleware):
     """Mirrors every attempt of every job into SQL and decides retry, skip or dead."""
 
     def __init__(
         self,
         *,
-        sessions: sessionmaker[Session],
+        engine: Engine,
         max_backoff_ms: int,
         min_backoff_ms: int,
-        lease_s: int,
+        lease_s: float,
         progress_interval_s: float,
     ) -> None:
-        self.sessions = sessions
+        self.engine = engine
         self.min_backoff_ms = min_backoff_ms
         self.max_backoff_ms = max_backoff_ms
         self.lease_s = lease_s
         self.progress_interval_s = progress_interval_s
         self.running: dict[int, current_job.RunningJob] = {}  # by thread id, for heartbeats
-        self.writes = group_commit.writer_for(sessions, worker=WORKER_ID, lease_s=lease_s)
+        self.group_commit = GroupCommit.on(
+            engine.url.render_as_string(hide_password=False), worker=WORKER_ID, lease_s=lease_s
+        )
         self._lock = threading.Lock()
 
     @property
@@ -63,7 +67,9 @@ class Ledger(Middleware):
         if job_id is None:
             log.error("message %s names no job; dropped", message.message_id)
             raise SkipMessage("no job id")
-        claim = self._until_database_answers("claim", job_id, lambda: self.writes.claim(job_id))
+        claim = self._until_database_answers(
+            "claim", job_id, lambda: self.group_commit.claim(job_id)
+        )
         if claim is None:
             log.info(
                 "job %s not claimable (duplicate, stale or finished message %s); skipped",
@@ -72,7 +78,7 @@ class Ledger(Middleware):
             )
             raise SkipMessage("not claimable")
         job = current_job.RunningJob(
-            claim, sessions=self.sessions, progress_interval_s=self.progress_interval_s
+            claim, engine=self.engine, progress_interval_s=self.progress_interval_s
         )
         current_job.enter(job)
         with self._lock:
@@ -97,14 +103,14 @@ class Ledger(Middleware):
         outcome = self._outcome(broker, message, claim, job.result, exception)
         try:
             job.flush_progress()
-        except DBAPIError:
+        except errors.DatabaseUnavailable:
             log.warning("job %s: last progress report lost (database unavailable)", claim.job_id)
         # The heartbeat keeps renewing the lease until the outcome is written, however long
         # the database takes to come back.
         applied = self._until_database_answers(
-            "finish", claim.job_id, lambda: self.writes.finish(claim, outcome)
+            "finish", claim.job_id, lambda: self.group_commit.finish(claim, outcome)
         )
-        duration_ms = int((time.time() - claim.started_at.timestamp()) * 1000)
+        duration_ms = int((time.monotonic() - job.began) * 1000)
         said = outcome.job_status if applied else f"{outcome.job_status} but fenced (lease lost)"
         log.info(
             "job %s attempt %d %s%s in %d ms",
@@ -119,11 +125,10 @@ class Ledger(Middleware):
                 "attempt": claim.number,
                 "correlation_id": claim.correlation_id,
                 "outcome": outcome.job_status if applied else "fenced",
-                "decision": outcome.decision,
                 "duration_ms": duration_ms,
             },
         )
-        if applied and outcome.job_status == "dead":
+        if applied and outcome.job_status == Status.DEAD:
             self._dead_letter(broker, message, claim, outcome)
 
     def _until_database_answers(self, step: str, job_id: uuid.UUID, write: Callable[[], T]) -> T:
@@ -135,9 +140,7 @@ class Ledger(Middleware):
         while True:
             try:
                 return write()
-            except DBAPIError as e:
-                if not is_unavailable(e):
-                    raise
+            except errors.DatabaseUnavailable:
                 log.warning(
                     "job %s: database unavailable at %s; retrying in %.1fs",
                     job_id,
@@ -148,7 +151,7 @@ class Ledger(Middleware):
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def running_claims(self) -> list[ledger.Claim]:
+    def running_claims(self) -> list[Claim]:
         """The claims of the attempts running in this process right now."""
         with self._lock:
             return [job.claim for job in self.running.values()]
@@ -162,54 +165,52 @@ class Ledger(Middleware):
         if job_id is None:
             return
         error = f"no worker knows the job type {message.actor_name!r}"
-        with self.sessions.begin() as session:
-            buried = ledger.bury(session, job_id, error_type="ActorNotFound", error=error)
+        with self.engine.begin() as db:
+            buried = transitions.bury(db, [job_id], error_type="ActorNotFound", error=error)
         if buried:
             log.error("job %s dead: %s", job_id, error, extra={"job_id": str(job_id)})
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         # Worker threads have ended, so no claim or finish can still be waiting.
-        self.writes.stop()
+        self.group_commit.stop()
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         current_job.leave()
 
     def _outcome(
-        self, broker: Broker, message: Any, claim: ledger.Claim, result: Any, exception: Any
-    ) -> ledger.Outcome:
+        self, broker: Broker, message: Any, claim: Claim, result: Any, exception: Any
+    ) -> Outcome:
         if exception is None:
-            return ledger.Outcome(job_status="succeeded", result=result)
+            return Outcome(job_status=Status.SUCCEEDED, result=result)
         classifier: Classifier = DEFAULT
         if broker.actors.get(message.actor_name) is not None:
             classifier = broker.get_actor(message.actor_name).options.get("classifier", DEFAULT)
         verdict = classifier.classify(exception)
         common = {"error_type": verdict.error_type, "error": verdict.message}
         if verdict.kind == CANCEL:
-            return ledger.Outcome(job_status="cancelled", decision="skip", **common)
+            return Outcome(job_status=Status.CANCELLED, **common)
         if verdict.kind == SKIP:
-            return ledger.Outcome(job_status="failed", decision="skip", **common)
+            return Outcome(job_status=Status.FAILED, **common)
         if claim.number >= claim.max_attempts:
-            return ledger.Outcome(job_status="dead", decision="dead", **common)
+            return Outcome(job_status=Status.DEAD, **common)
         delay = backoff.retry_delay_ms(
             claim.number,
             min_ms=self.min_backoff_ms,
             max_ms=self.max_backoff_ms,
             retry_after_ms=verdict.retry_after_ms,
         )
-        return ledger.Outcome(job_status="retrying", decision="retry", retry_in_ms=delay, **common)
+        return Outcome(job_status=Status.RETRYING, retry_in_ms=delay, **common)
 
-    def _dead_letter(
-        self, broker: Broker, message: Any, claim: ledger.Claim, outcome: ledger.Outcome
-    ) -> None:
-        headers = dead_letter_queue.headers_for(str(claim.job_id), outcome.error_type, claim.number)
+    def _dead_letter(self, broker: Broker, message: Any, claim: Claim, outcome: Outcome) -> None:
+        headers = dead_letters.headers_for(str(claim.job_id), outcome.error_type, claim.number)
         try:
-            dead_letter_queue.publish(broker, message, headers)
+            dead_letters.publish(broker, message, headers)
         except Exception:
             # SQL says dead with dead_lettered_at unset; the relay publishes the copy later.
             log.warning("job %s: dead letter not published yet", claim.job_id, exc_info=True)
             return
-        with self.sessions.begin() as session:
-            ledger.mark_dead_lettered(session, claim.job_id)
+        with self.engine.begin() as db:
+            transitions.mark_dead_lettered(db, [claim.job_id])
 
 
 def _job_id(message: Any) -> uuid.UUID | None:

@@ -1,0 +1,1 @@
+"""Background threads of a process: a periodic loop and a server of batched requests."""

@@ -1,0 +1,164 @@
+"""SQL constructs that PostgreSQL and SQLite spell differently, so that statements are written once.
+
+Every transition is one Core statement; these let the same statement run on both engines:
+the database's clock (`now`, `now_plus`, `millis_since`), a batch of rows passed as one
+parameter (`Batch`), and a fixed list of values rendered into the SQL (`one_of`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import JSON, ColumnElement, String, TableClause, bindparam, literal_column
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnClause, FunctionElement
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from store.types import UtcDateTime
+
+# SQLAlchemy's SQLite DATETIME format (microseconds, six digits), so that the database's
+# timestamps compare as strings with the ones SQLAlchemy writes.
+_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now'{})"
+
+
+class now(FunctionElement[Any]):
+    """The database's current time: leases, due times and ages are decided by one clock."""
+
+    type = UtcDateTime()
+    inherit_cache = True
+
+
+class now_plus(FunctionElement[Any]):
+    """The database's current time plus `seconds` (a number or numeric expression)."""
+
+    type = UtcDateTime()
+    inherit_cache = True
+
+
+class millis_since(FunctionElement[Any]):
+    """Whole milliseconds from a timestamp column to the database's current time."""
+
+    inherit_cache = True
+
+
+@compiles(now, "postgresql")
+def _now_pg(element: now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "now()"
+
+
+@compiles(now, "sqlite")
+def _now_sqlite(element: now, compiler: SQLCompiler, **kw: Any) -> str:
+    return _SQLITE_NOW.format("")
+
+
+@compiles(now_plus, "postgresql")
+def _now_plus_pg(element: now_plus, compiler: SQLCompiler, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    return f"(now() + ({compiler.process(seconds, **kw)}) * interval '1 second')"
+
+
+@compiles(now_plus, "sqlite")
+def _now_plus_sqlite(element: now_plus, compiler: SQLCompiler, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    return _SQLITE_NOW.format(f", printf('%+.6f seconds', {compiler.process(seconds, **kw)})")
+
+
+@compiles(millis_since, "postgresql")
+def _millis_since_pg(element: millis_since, compiler: SQLCompiler, **kw: Any) -> str:
+    (since,) = element.clauses
+    return f"CAST(extract(epoch FROM now() - {compiler.process(since, **kw)}) * 1000 AS BIGINT)"
+
+
+@compiles(millis_since, "sqlite")
+def _millis_since_sqlite(element: millis_since, compiler: SQLCompiler, **kw: Any) -> str:
+    (since,) = element.clauses
+    return (
+        f"CAST((julianday('now') - julianday({compiler.process(since, **kw)})) * 86400000"
+        " AS INTEGER)"
+    )
+
+
+def one_of(expression: ColumnElement[Any], values: Iterable[str]) -> ColumnElement[bool]:
+    """`expression IN ('a', 'b')` with the values in the SQL text, not parameters.
+
+    A fixed list in the text keeps the statement the same for every call, and lets the
+    planner match partial indexes whose predicate names the same values.
+    """
+    return expression.in_([literal_column(f"'{v}'") for v in values])
+
+
+class _Rows(TypeDecorator[Sequence[Sequence[Any]]]):
+    """A batch's rows as one JSON parameter: lists of values, column by column."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[Sequence[Any]] | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        hex_ids = dialect.name == "sqlite"  # SQLAlchemy stores UUIDs there as 32 hex digits
+        return json.dumps(
+            [list(row) for row in value],
+            default=lambda v: _json_value(v, hex_ids),
+            separators=(",", ":"),
+        )
+
+
+def _json_value(value: Any, hex_ids: bool) -> Any:
+    if isinstance(value, uuid.UUID):
+        return value.hex if hex_ids else str(value)
+    raise TypeError(f"{type(value).__name__} cannot be part of a batch")
+
+
+class Batch(TableClause):
+    """A batch of rows given as one bind parameter, usable as a table in any statement.
+
+    `Batch("b", column("id", Uuid), column("number", Integer))` is a table `b(id, number)`
+    whose rows are the list bound to parameter `b` at execution: `{"b": [(id, n), ...]}`.
+    One statement then serves one row or a thousand, with the same SQL text every time.
+    Values are JSON: UUIDs, numbers, strings, None and JSON objects.
+    """
+
+    inherit_cache = True
+
+    def __init__(self, name: str, *columns: ColumnClause[Any]) -> None:
+        super().__init__(name, *columns)
+        self.rows = bindparam(name, type_=_Rows())
+
+
+@compiles(Batch, "postgresql")
+def _batch_pg(element: Batch, compiler: SQLCompiler, asfrom: bool = False, **kw: Any) -> str:
+    name = compiler.preparer.quote(element.name)
+    if not asfrom:
+        return name
+    type_of = compiler.dialect.type_compiler_instance.process
+    values = ", ".join(
+        f"nullif(r->{i}, 'null') AS {compiler.preparer.quote(c.name)}"
+        if _is_json(c.type)
+        else f"CAST(r->>{i} AS {type_of(c.type)}) AS {compiler.preparer.quote(c.name)}"
+        for i, c in enumerate(element.columns)
+    )
+    rows = compiler.process(element.rows, **kw)
+    return f"(SELECT {values} FROM jsonb_array_elements(CAST({rows} AS JSONB)) AS r) AS {name}"
+
+
+@compiles(Batch, "sqlite")
+def _batch_sqlite(element: Batch, compiler: SQLCompiler, asfrom: bool = False, **kw: Any) -> str:
+    name = compiler.preparer.quote(element.name)
+    if not asfrom:
+        return name
+    values = ", ".join(
+        f"json_extract(value, '$[{i}]') AS {compiler.preparer.quote(c.name)}"
+        for i, c in enumerate(element.columns)
+    )
+    rows = compiler.process(element.rows, **kw)
+    return f"(SELECT {values} FROM json_each({rows})) AS {name}"
+
+
+def _is_json(type_: TypeEngine[Any]) -> bool:
+    return isinstance(type_, JSON)

@@ -1,0 +1,201 @@
+"""The job's state machine: its statuses, their groups, and the rule of every transition.
+
+Each rule is a SQL condition (or the SQL value of a new status) over the jobs table's
+columns, so that the one statement of each transition (`store.transitions`) and the
+listing queries share it. The rules take the columns as an argument, so they apply to the
+table and to an alias of it alike.
+
+    queued ──claim──▶ running ──finish──▶ succeeded | failed | dead | cancelled
+      ▲                 │  └──finish (retryable)──▶ retrying ──claim──▶ running
+      └── replay        └──reap (lease expired)──▶ retrying | dead | cancelled
+    queued | retrying ──cancel──▶ cancelled      queued | retrying ──bury──▶ dead
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, literal, or_
+from sqlalchemy.sql.expression import ColumnCollection
+
+from store.sql import now, now_plus, one_of
+
+
+class Status(StrEnum):
+    """A job's status."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+class AttemptStatus(StrEnum):
+    """How one attempt ended (`abandoned`: its worker vanished; it still counts)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+class Decision(StrEnum):
+    """What a failed attempt decided for its job."""
+
+    RETRY = "retry"
+    SKIP = "skip"
+    DEAD = "dead"
+
+
+#: Not finished: at most one active job per tenant, type and entity.
+ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+#: Waiting for a worker: a claim may take these (when due and not cancelled).
+CLAIMABLE = (Status.QUEUED, Status.RETRYING)
+#: Finished for good: written once, never left.
+TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.DEAD, Status.CANCELLED)
+#: Finished jobs a replay may start again (as a new, linked job).
+REPLAYABLE = (Status.FAILED, Status.DEAD, Status.CANCELLED)
+
+ALL = ACTIVE + TERMINAL
+
+#: Jobs due at once are the API's to publish; the relay steps in after this long.
+API_PUBLISH_GRACE = timedelta(seconds=2)
+#: The worker that buries a job publishes its dead letter itself; the relay copies those
+#: still missing after this long (the worker died, or the broker was down).
+DEAD_LETTER_GRACE = timedelta(seconds=5)
+
+#: The error of an attempt whose worker stopped renewing its lease.
+WORKER_LOST = "WorkerLost"
+
+
+def in_sql(statuses: tuple[str, ...]) -> str:
+    """`status IN (...)` as SQL text, for partial indexes."""
+    return "status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")"
+
+
+def status_of(j: ColumnCollection[str, Any]) -> ColumnElement[str]:
+    """The status for tests beside a primary-key lookup.
+
+    A queue's mix of statuses changes faster than the planner's statistics, and a plan that
+    tests the status through an index reads the whole backlog per call; `status || ''` is
+    the same value but no index condition, so the primary key drives the plan.
+    """
+    return j.status.concat("")
+
+
+# --- the rules --------------------------------------------------------------------------
+
+
+def claimable_now(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Claim: waiting, due by the database's clock, and nobody asked it to stop."""
+    return and_(
+        one_of(status_of(j), CLAIMABLE),
+        j.cancel_requested_at.is_(None),
+        or_(j.next_attempt_at.is_(None), j.next_attempt_at <= now()),
+    )
+
+
+def waiting_not_due(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """A message for such a job came early (a stale duplicate): the relay publishes it anew."""
+    return and_(
+        one_of(status_of(j), CLAIMABLE),
+        j.cancel_requested_at.is_(None),
+        j.next_attempt_at > now(),
+    )
+
+
+def running_attempt(j: ColumnCollection[str, Any], number: Any) -> ColumnElement[bool]:
+    """The fence of every write after a claim: the job still runs this very attempt.
+
+    A worker that lost its lease (frozen, partitioned, reaped) can change nothing any more.
+    """
+    return and_(status_of(j) == Status.RUNNING, j.attempts == number)
+
+
+def status_after_attempt(j: ColumnCollection[str, Any], asked: Any) -> ColumnElement[str]:
+    """Finish: the status an attempt's outcome asks for, except that a cancel beats a retry."""
+    return case(
+        (and_(asked == Status.RETRYING, j.cancel_requested_at.is_not(None)), Status.CANCELLED),
+        else_=asked,
+    )
+
+
+def lease_expired(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Reap: a running attempt whose worker stopped renewing its lease."""
+    return and_(j.status == Status.RUNNING, j.lease_expires_at < now())
+
+
+def status_after_reap(j: ColumnCollection[str, Any]) -> ColumnElement[str]:
+    """Reap: crashes count as attempts, so a job whose worker dies every time ends dead."""
+    return case(
+        (j.cancel_requested_at.is_not(None), literal(Status.CANCELLED)),
+        (j.attempts >= j.max_attempts, literal(Status.DEAD)),
+        else_=literal(Status.RETRYING),
+    )
+
+
+def decision_for(status: Any) -> ColumnElement[str]:
+    """The decision recorded on the attempt that left its job in `status`."""
+    return case(
+        (status == Status.RETRYING, literal(Decision.RETRY)),
+        (status == Status.DEAD, literal(Decision.DEAD)),
+        else_=literal(Decision.SKIP),
+    )
+
+
+def cancellable_at_once(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Cancel: a waiting job stops at once; a running one is asked to stop at a checkpoint."""
+    return one_of(status_of(j), CLAIMABLE)
+
+
+def due_for_publishing(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Relay: waiting, unpublished, and due (a job due at once after the API's grace)."""
+    return and_(
+        j.published_at.is_(None),
+        one_of(j.status, CLAIMABLE),
+        or_(
+            and_(
+                j.next_attempt_at.is_(None),
+                j.created_at < now_plus(-API_PUBLISH_GRACE.total_seconds()),
+            ),
+            j.next_attempt_at <= now(),
+        ),
+    )
+
+
+def unpublished_in_state(j: ColumnCollection[str, Any], attempts: Any) -> ColumnElement[bool]:
+    """Mark published: only the state the message was built for.
+
+    A worker may have claimed the job and scheduled a retry meanwhile, and that retry still
+    needs publishing.
+    """
+    return and_(one_of(status_of(j), CLAIMABLE), j.published_at.is_(None), j.attempts == attempts)
+
+
+def dead_letter_missing(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Relay: a dead, unreplayed job whose copy is not in the dead-letter queue yet."""
+    return and_(
+        j.status == Status.DEAD,
+        j.dead_lettered_at.is_(None),
+        j.replayed_by.is_(None),
+        j.finished_at < now_plus(-DEAD_LETTER_GRACE.total_seconds()),
+    )
+
+
+def dead_letter(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Dead and not replayed yet: listed as a dead letter, and replayable in bulk."""
+    return and_(j.status == Status.DEAD, j.replayed_by.is_(None))
+
+
+def replayable(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Replay: finished in a replayable state, and nobody replayed it yet."""
+    return and_(j.replayed_by.is_(None), one_of(j.status, REPLAYABLE))
+
+
+#: Every status's name, in lifecycle order (for listings, filters and schemas).
+VALUES = tuple(str(s) for s in ALL)

@@ -1,0 +1,507 @@
+"""Every change of a job's state, each one statement over a batch of jobs.
+
+A batch of one is a single job; the worker's group commit passes every claim or finish
+waiting in its process at once. The same statements run on PostgreSQL and SQLite (see
+`store.sql`), their rules come from `store.states`, and every time in them is the
+database's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Connection,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    bindparam,
+    case,
+    column,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
+
+from store import states
+from store.models import Attempt, Job
+from store.sql import Batch, millis_since, now, now_plus, one_of
+from store.states import AttemptStatus, Status
+
+# Core tables, not ORM entities: these statements run for every message.
+JOBS, ATTEMPTS = Job.__table__, Attempt.__table__
+J, A = JOBS.c, ATTEMPTS.c
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker needs to run one attempt of a job."""
+
+    job_id: uuid.UUID
+    number: int
+    max_attempts: int
+    tenant: str
+    type: str
+    entity_id: str | None
+    payload: dict[str, Any]
+    correlation_id: str
+    timeout_s: int
+    started_at: datetime  # the database's time
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How an attempt ended and the status it asks for its job."""
+
+    job_status: Status  # succeeded | retrying | failed | dead | cancelled
+    error_type: str | None = None
+    error: str | None = None
+    retry_in_ms: int | None = None
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """A running attempt whose lease expired and what became of its job."""
+
+    job_id: uuid.UUID
+    number: int
+    job_status: str  # retrying | dead | cancelled
+
+
+def _ids(name: str) -> Batch:
+    return Batch(name, column("id", Uuid))
+
+
+def _attempts(name: str) -> Batch:
+    return Batch(name, column("id", Uuid), column("number", Integer))
+
+
+def _unlocked(batch: Batch, *rules: Callable[[Any], Any]) -> Any:
+    """Ids of the batch's `(id, number)` attempts that meet `conditions`, locked; rows
+    another transaction holds are skipped, not waited for.
+
+    For bookkeeping the group commit may overtake (published marks, lease renewals): the
+    rows it holds are attempts it is claiming or finishing, which then need neither, and
+    waiting for them deadlocked with it.
+    """
+    locked = JOBS.alias("locked")
+    return (
+        select(locked.c.id)
+        .where(
+            locked.c.id == batch.c.id,
+            locked.c.attempts == batch.c.number,
+            *(rule(locked.c) for rule in rules),
+        )
+        .with_for_update(skip_locked=True, of=locked)
+        .scalar_subquery()
+    )
+
+
+# --- claim ------------------------------------------------------------------------------
+
+_CLAIMING = _ids("claiming")
+_CLAIM = (
+    update(JOBS)
+    .where(J.id == _CLAIMING.c.id, states.claimable_now(J))
+    .values(
+        status=Status.RUNNING,
+        attempts=J.attempts + 1,
+        lease_expires_at=now_plus(bindparam("lease_s")),
+        started_at=func.coalesce(J.started_at, now()),
+        next_attempt_at=None,
+    )
+    .returning(
+        J.id,
+        J.attempts,
+        J.max_attempts,
+        J.tenant,
+        J.type,
+        J.entity_id,
+        J.payload,
+        J.correlation_id,
+        J.timeout_s,
+        now().label("claimed_at"),
+    )
+)
+_OPENING = _attempts("opening")
+_OPEN = ATTEMPTS.insert().from_select(
+    ["job_id", "number", "status", "started_at", "worker"],
+    select(
+        _OPENING.c.id,
+        _OPENING.c.number,
+        literal(AttemptStatus.RUNNING),
+        now(),
+        bindparam("worker", type_=String),
+    ),
+)
+_EARLY = _ids("early")
+_UNPUBLISH_EARLY = (
+    update(JOBS).where(J.id == _EARLY.c.id, states.waiting_not_due(J)).values(published_at=None)
+)
+
+
+def claim(
+    db: Connection, job_ids: Iterable[uuid.UUID], *, worker: str, lease_s: float
+) -> dict[uuid.UUID, Claim]:
+    """Move the due jobs among `job_ids` to running and open their next attempts.
+
+    A job left out is a duplicate or stale message (running elsewhere, finished,
+    cancelled, not due). One that is waiting but not due yet is handed back to the relay.
+    """
+    ids = list(dict.fromkeys(job_ids))
+    rows = db.execute(_CLAIM, {"claiming": [(i,) for i in ids], "lease_s": lease_s}).all()
+    if rows:
+        opened = [(row.id, row.attempts) for row in rows]
+        db.execute(_OPEN, {"opening": opened, "worker": worker})
+    claimed = {row.id for row in rows}
+    if len(claimed) < len(ids):
+        db.execute(_UNPUBLISH_EARLY, {"early": [(i,) for i in ids if i not in claimed]})
+    return {row.id: Claim(*row) for row in rows}
+
+
+# --- finish, and the attempts it closes -------------------------------------------------
+
+_FINISHING = Batch(
+    "finishing",
+    column("id", Uuid),
+    column("number", Integer),
+    column("status", String),
+    column("error_type", String),
+    column("error", Text),
+    column("retry_in_ms", BigInteger),
+    column("result", JSON),
+)
+_AFTER = states.status_after_attempt(J, _FINISHING.c.status)
+_FINISH = (
+    update(JOBS)
+    .where(J.id == _FINISHING.c.id, states.running_attempt(J, _FINISHING.c.number))
+    .values(
+        status=_AFTER,
+        lease_expires_at=None,
+        error_type=_FINISHING.c.error_type,
+        error=_FINISHING.c.error,
+        result=_FINISHING.c.result,
+        finished_at=case((_AFTER == Status.RETRYING, None), else_=now()),
+        next_attempt_at=case(
+            (_AFTER == Status.RETRYING, now_plus(_FINISHING.c.retry_in_ms / 1000.0)),
+            else_=None,
+        ),
+        # A retry is due for the relay to publish.
+        published_at=case((_AFTER == Status.RETRYING, None), else_=J.published_at),
+    )
+    .returning(J.id)
+)
+
+_CLOSING = Batch(
+    "closing",
+    column("id", Uuid),
+    column("number", Integer),
+    column("status", String),
+    column("error_type", String),
+    column("error", Text),
+    column("retry_in_ms", BigInteger),
+)
+_CLOSE = (
+    update(ATTEMPTS)
+    .where(
+        A.job_id == _CLOSING.c.id,
+        A.number == _CLOSING.c.number,
+        A.status == AttemptStatus.RUNNING,
+        J.id == _CLOSING.c.id,
+    )
+    .values(
+        status=_CLOSING.c.status,
+        # The job's new status says what was decided (a cancel beats a retry).
+        decision=case((J.status == Status.SUCCEEDED, None), else_=states.decision_for(J.status)),
+        error_type=_CLOSING.c.error_type,
+        error=_CLOSING.c.error,
+        retry_in_ms=case((J.status == Status.RETRYING, _CLOSING.c.retry_in_ms), else_=None),
+        finished_at=now(),
+        duration_ms=case(
+            (_CLOSING.c.status == AttemptStatus.ABANDONED, None),
+            else_=millis_since(A.started_at),
+        ),
+    )
+)
+
+
+def finish(db: Connection, finishes: Sequence[tuple[Claim, Outcome]]) -> set[uuid.UUID]:
+    """Record attempts' outcomes and their jobs' new states; returns the jobs written.
+
+    A job left out was fenced off: its worker no longer owns the attempt.
+    """
+    rows = [
+        (c.job_id, c.number, o.job_status, o.error_type, o.error, o.retry_in_ms, o.result)
+        for c, o in finishes
+    ]
+    written = set(db.scalars(_FINISH, {"finishing": rows}))
+    closing = [
+        (job_id, number, _attempt_status(status), error_type, error, retry_in_ms)
+        for job_id, number, status, error_type, error, retry_in_ms, _ in rows
+        if job_id in written
+    ]
+    if closing:
+        db.execute(_CLOSE, {"closing": closing})
+    return written
+
+
+def _attempt_status(job_status: Status) -> AttemptStatus:
+    return AttemptStatus.SUCCEEDED if job_status == Status.SUCCEEDED else AttemptStatus.FAILED
+
+
+# --- leases and the reaper --------------------------------------------------------------
+
+_RENEWING = _attempts("renewing")
+_RENEW = (
+    update(JOBS)
+    .where(J.id.in_(_unlocked(_RENEWING, lambda j: states.status_of(j) == Status.RUNNING)))
+    .values(lease_expires_at=now_plus(bindparam("lease_s")))
+)
+
+
+def renew_leases(
+    db: Connection, attempts: Iterable[tuple[uuid.UUID, int]], *, lease_s: float
+) -> int:
+    """Extend the leases of these `(job id, attempt number)` attempts still running."""
+    rows = list(attempts)
+    if not rows:
+        return 0
+    return db.execute(_RENEW, {"renewing": rows, "lease_s": lease_s}).rowcount
+
+
+_REAPED_STATUS = states.status_after_reap(J)
+_EXPIRED = JOBS.alias("expired")
+_LOST = "the worker running this attempt stopped renewing its lease"
+_REAP = (
+    update(JOBS)
+    .where(
+        J.id.in_(
+            select(_EXPIRED.c.id)
+            .where(states.lease_expired(_EXPIRED.c))
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        ),
+        states.lease_expired(J),
+    )
+    .values(
+        status=_REAPED_STATUS,
+        lease_expires_at=None,
+        error_type=states.WORKER_LOST,
+        error=_LOST,
+        finished_at=case((_REAPED_STATUS == Status.RETRYING, None), else_=now()),
+        next_attempt_at=case((_REAPED_STATUS == Status.RETRYING, now()), else_=None),
+        published_at=case((_REAPED_STATUS == Status.RETRYING, None), else_=J.published_at),
+    )
+    .returning(J.id, J.attempts, J.status)
+)
+
+
+def reap_expired(db: Connection, *, limit: int = 100) -> list[Reaped]:
+    """End attempts whose lease expired as `abandoned`; retry their jobs, or bury them when spent.
+
+    Rows locked by another reaper are skipped.
+    """
+    reaped = [Reaped(*row) for row in db.execute(_REAP, {"limit": limit})]
+    if reaped:
+        closing = [
+            (r.job_id, r.number, AttemptStatus.ABANDONED, states.WORKER_LOST, _LOST, 0)
+            for r in reaped
+        ]
+        db.execute(_CLOSE, {"closing": closing})
+    return reaped
+
+
+# --- dead letters -----------------------------------------------------------------------
+
+_DEAD_LETTERED = _ids("dead_lettered")
+_MARK_DEAD_LETTERED = (
+    update(JOBS)
+    .where(J.id == _DEAD_LETTERED.c.id, J.status == Status.DEAD)
+    .values(dead_lettered_at=now())
+)
+
+
+def mark_dead_lettered(db: Connection, job_ids: Iterable[uuid.UUID]) -> None:
+    """Record that these dead jobs' copies are in the dead-letter queue."""
+    rows = [(i,) for i in job_ids]
+    if rows:
+        db.execute(_MARK_DEAD_LETTERED, {"dead_lettered": rows})
+
+
+_BURYING = _ids("burying")
+_BURY = (
+    update(JOBS)
+    .where(J.id == _BURYING.c.id, one_of(states.status_of(J), states.CLAIMABLE))
+    .values(
+        status=Status.DEAD,
+        error_type=bindparam("error_type", type_=String),
+        error=bindparam("error", type_=Text),
+        finished_at=now(),
+        dead_lettered_at=now(),
+    )
+    .returning(J.id)
+)
+
+
+def bury(
+    db: Connection, job_ids: Iterable[uuid.UUID], *, error_type: str, error: str
+) -> set[uuid.UUID]:
+    """Mark waiting jobs dead whose messages went to the dead-letter queue unrun (no attempt)."""
+    rows = [(i,) for i in job_ids]
+    if not rows:
+        return set()
+    return set(db.scalars(_BURY, {"burying": rows, "error_type": error_type, "error": error}))
+
+
+# --- publishing -------------------------------------------------------------------------
+
+_PUBLISHED = _attempts("published")
+_MARK_PUBLISHED = (
+    update(JOBS)
+    .where(
+        J.id.in_(
+            _unlocked(_PUBLISHED, lambda j: states.unpublished_in_state(j, _PUBLISHED.c.number))
+        )
+    )
+    .values(published_at=now())
+)
+#: Marks per statement: a lock list longer than this is split.
+_MARKS_PER_STATEMENT = 1000
+
+
+def mark_published(db: Connection, published: Sequence[tuple[uuid.UUID, int]]) -> None:
+    """Record that the broker took the messages of these `(job id, attempts)` states.
+
+    A job whose row is locked elsewhere is left unmarked; should it still be waiting after
+    the grace, the relay publishes it again and the claim refuses the extra copy.
+    """
+    for start in range(0, len(published), _MARKS_PER_STATEMENT):
+        chunk = published[start : start + _MARKS_PER_STATEMENT]
+        db.execute(_MARK_PUBLISHED, {"published": list(chunk)})
+
+
+_UNPUBLISH_WAITING = (
+    update(JOBS).where(one_of(J.status, states.CLAIMABLE)).values(published_at=None)
+)
+
+
+def unpublish_waiting(db: Connection) -> int:
+    """Forget every waiting job's publication, for a broker that lost its queues (memory://)."""
+    return db.execute(_UNPUBLISH_WAITING).rowcount
+
+
+# --- cancel -----------------------------------------------------------------------------
+
+_CANCELLING = _ids("cancelling")
+_AT_ONCE = states.cancellable_at_once(J)
+_CANCEL = (
+    update(JOBS)
+    .where(J.id == _CANCELLING.c.id, one_of(J.status, states.ACTIVE))
+    .values(
+        status=case((_AT_ONCE, Status.CANCELLED), else_=J.status),
+        finished_at=case((_AT_ONCE, now()), else_=J.finished_at),
+        cancel_requested_at=func.coalesce(J.cancel_requested_at, now()),
+    )
+    .returning(J.id, J.status)
+)
+
+
+def cancel(db: Connection, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Cancel waiting jobs at once and ask running ones to stop at their next checkpoint.
+
+    Returns each active job's status after the call; finished jobs are left out.
+    """
+    rows = [(i,) for i in job_ids]
+    if not rows:
+        return {}
+    return {job_id: status for job_id, status in db.execute(_CANCEL, {"cancelling": rows})}
+
+
+# --- replay -----------------------------------------------------------------------------
+
+_REPLAYING = Batch(
+    "replaying", column("old_id", Uuid), column("new_id", Uuid), column("n", Integer)
+)
+_OLD = JOBS.alias("old")
+_PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# A new job refused by a unique index (an active job for the same entity) is skipped by
+# the database and explained afterwards, so one refusal does not sink the others. In the
+# given order, so that of two dead jobs for one entity the first is replayed.
+_INSERT_REPLAYS = (
+    insert_skipping_conflicts(JOBS)
+    .from_select(
+        [
+            "id",
+            "tenant",
+            "type",
+            "queue",
+            "entity_id",
+            "payload",
+            "status",
+            "priority",
+            "attempts",
+            "max_attempts",
+            "timeout_s",
+            "correlation_id",
+            "replay_of",
+            "created_at",
+        ],
+        select(
+            _REPLAYING.c.new_id,
+            _OLD.c.tenant,
+            _OLD.c.type,
+            _OLD.c.queue,
+            _OLD.c.entity_id,
+            func.coalesce(bindparam("payload", type_=_PAYLOAD), _OLD.c.payload),
+            literal(Status.QUEUED),
+            _OLD.c.priority,
+            literal(0),
+            _OLD.c.max_attempts,
+            _OLD.c.timeout_s,
+            _OLD.c.correlation_id,
+            _OLD.c.id,
+            now(),
+        )
+        .where(_OLD.c.id == _REPLAYING.c.old_id)
+        .order_by(_REPLAYING.c.n),
+    )
+    .on_conflict_do_nothing()
+    .returning(J.id, J.created_at)
+)
+_LINK_REPLAYS = (
+    update(JOBS)
+    .where(J.id == _REPLAYING.c.old_id, states.replayable(J))
+    .values(replayed_by=_REPLAYING.c.new_id)
+    .returning(J.id)
+)
+
+
+def insert_replays(
+    db: Connection, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]], payload: dict[str, Any] | None
+) -> dict[uuid.UUID, datetime]:
+    """Insert a new queued job copied from each old one of `(old id, new id)`; returns the new
+    jobs that went in, with their creation times. `payload`, if given, replaces every old
+    job's payload.
+    """
+    rows = [(old, new, n) for n, (old, new) in enumerate(pairs)]
+    found = db.execute(_INSERT_REPLAYS, {"replaying": rows, "payload": payload})
+    return {row.id: row.created_at for row in found}
+
+
+def link_replays(db: Connection, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> set[uuid.UUID]:
+    """Link old jobs to their replays (`replayed_by`) behind the fence; returns the old ids
+    linked."""
+    rows = [(old, new, n) for n, (old, new) in enumerate(pairs)]
+    return set(db.scalars(_LINK_REPLAYS, {"replaying": rows}))
