@@ -1,4 +1,4 @@
-"""The built-in job types (CONTRACT.md §6): copy CRM records into Billing."""
+"""The built-in job types (docs/queues-and-job-types.md): copy CRM records into Billing."""
 
 from __future__ import annotations
 

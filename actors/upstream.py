@@ -1,4 +1,6 @@
-"""HTTP calls to the CRM and Billing, with every answer turned into a typed error (CONTRACT.md §6).
+"""HTTP calls to the CRM and Billing, every answer turned into a typed error.
+
+The mapping is the table in docs/queues-and-job-types.md.
 
 Callers build paths relative to the upstream's base URL and put each entity id in with
 `segment()`, so an id holding `/`, `?` or spaces stays inside its own path segment. The

@@ -1,4 +1,4 @@
-"""The `courier` command line (CONTRACT.md §2)."""
+"""The `courier` command line (docs/commands.md)."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ _add_operator_commands()
 
 
 def run() -> None:
-    """Entry point with the contract's exit statuses: 2 bad usage, 1 other errors, one line."""
+    """Entry point with the documented exit statuses: 2 bad usage, 1 other errors, one line."""
     debug = "--debug" in sys.argv[1:]
     try:
         main.main(standalone_mode=False)

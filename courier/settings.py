@@ -23,7 +23,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Everything configurable about a Courier process (CONTRACT.md §3)."""
+    """Everything configurable about a Courier process (docs/configuration.md)."""
 
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
@@ -36,7 +36,8 @@ class Settings:
     max_backoff_ms: int = 300_000
     job_timeout_s: int = 600
     log_format: str = "json"
-    # Operational knobs beyond the contract; tests shorten them through the environment.
+    # Operational knobs (lease, reaper, relay, progress); tests shorten them through the
+    # environment.
     lease_s: int = 30
     reaper_interval_s: float = 10.0
     relay_interval_s: float = 0.5

@@ -337,7 +337,7 @@ class Courier:
         allow_waiting: bool = False,
         effects_exactly_once: bool = False,
     ) -> invariants.Report:
-        """Let the system settle, then check DESIGN.md §1 in SQL, upstream and the broker."""
+        """Let the system settle, then check docs/design.md's promises in SQL, upstream, broker."""
         with self.sql() as conn:
             invariants.settle(conn, timeout=timeout, allow_waiting=allow_waiting)
             report = invariants.check(

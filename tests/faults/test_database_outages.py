@@ -111,9 +111,9 @@ def test_workers_ride_out_a_postgresql_outage_and_recover_by_themselves(
     assert report.statuses == {"succeeded": len(ids)}
     assert group.restarts() == 0
     assert sorted(group.worker_pids()) == pids
-    # No worker disappeared, so no attempt may be recorded as `abandoned` (CONTRACT.md §4:
-    # "the worker running it disappeared"): a lease that ran out while nobody could renew
-    # it is no evidence that its worker is gone.
+    # No worker disappeared, so no attempt may be recorded as `abandoned` (an attempt whose
+    # worker stopped renewing its lease: crash, kill, freeze): a lease that ran out while
+    # nobody could renew it is no evidence that its worker is gone.
     abandoned = [
         (job_id, a["number"], a["worker"])
         for job_id, rows in report.attempts.items()

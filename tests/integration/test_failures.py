@@ -1,4 +1,7 @@
-"""Failure semantics against a real upstream over HTTP: every row of CONTRACT.md §6."""
+"""Failure semantics against a real upstream over HTTP: every row of the error table.
+
+The table is in docs/queues-and-job-types.md ("Errors and decisions").
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The promises of DESIGN.md §1, checked against SQL, the upstream's record and the broker.
+"""The promises of docs/design.md, checked against SQL, the upstream's record and the broker.
 
 `check()` is meant for a system that has settled (see `tests/faults/harness.py`): every
 accepted job exists and is terminal (or visibly waiting), attempts are counted exactly,
