@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -84,7 +84,11 @@ class DeadLetterReplayRequest(Strict):
     reason: Reason | None = None
 
 
-Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+# The store's JOB_STATUSES, spelled out so that type checkers know them, in the same order
+# (the OpenAPI document lists them so).
+Status = Literal["queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled"]
+if get_args(Status) != JOB_STATUSES:
+    raise RuntimeError(f"api.schemas.Status {get_args(Status)} is not store's {JOB_STATUSES}")
 
 
 class Progress(BaseModel):
