@@ -2,7 +2,8 @@
 #   make dev                          SQLite + in-process broker, API and workers in one process
 #   make test [PYTEST_ARGS='-k dead']  the full suite against real PostgreSQL and RabbitMQ
 #   make services                     start (or install) PostgreSQL and RabbitMQ only
-#   make lint                         ruff check and ruff format --check
+#   make lint                         ruff check, ruff format --check, mypy and scripts/check-imports
+#   make mypy                         mypy on the project packages that exist
 #   make bench [BENCH_ARGS=--quick]   the benchmark (bench/README.md): table + bench/results/*.json
 #   make .venv                        create .venv and install Courier with its test extra
 
@@ -14,7 +15,7 @@ BENCH_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: dev test services lint clean bench .venv
+.PHONY: dev test services lint mypy clean bench .venv
 
 .venv: $(STAMP)
 
@@ -57,9 +58,21 @@ test: services $(STAMP)
 bench: services $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
+# mypy checks the project packages that exist (scripts/check-imports knows them) and the script.
+MYPY_TARGETS = $$($(VENV)/bin/python scripts/check-imports --packages) scripts/check-imports
+
+# Runs every check, even after one fails, then fails if any did, naming them.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	@failed=; \
+	check() { name=$$1; shift; echo "$$*"; "$$@" || failed="$$failed, $$name"; }; \
+	check "ruff check" $(VENV)/bin/ruff check .; \
+	check "ruff format" $(VENV)/bin/ruff format --check .; \
+	check mypy $(VENV)/bin/mypy $(MYPY_TARGETS); \
+	check check-imports $(VENV)/bin/python scripts/check-imports; \
+	if [ -n "$$failed" ]; then echo "make: lint failed: $${failed#, }" >&2; exit 1; fi
+
+mypy: $(STAMP)
+	$(VENV)/bin/mypy $(MYPY_TARGETS)
 
 clean:
 	rm -rf $(VENV) courier-dev.db courier-dev.db-wal courier-dev.db-shm

@@ -8,17 +8,26 @@ own work. This writes the same line (gunicorn's default format) from the fields 
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any
 
 from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
+from gunicorn.http import Request
+from gunicorn.http.wsgi import Response
 
 
 class AccessLog(Logger):
     """Writes `h l u t "r" s b "f" "a"` lines; any other configured format is left to gunicorn."""
 
-    def access(self, resp: Any, req: Any, environ: dict, request_time: timedelta) -> None:
+    def access(
+        self,
+        resp: Response,
+        req: Request,
+        environ: MutableMapping[str, Any],
+        request_time: timedelta,
+    ) -> None:
         if not self.access_log_enabled:
             return
         if self.cfg.access_log_format != AccessLogFormat.default:
@@ -31,7 +40,8 @@ class AccessLog(Logger):
         self.access_log.info(
             '%s - %s %s "%s %s %s" %s %s "%s" "%s"',
             environ.get("REMOTE_ADDR", "-"),
-            self._get_user(environ) or "-",
+            # gunicorn's own (private) parser of Basic credentials, which its stubs leave out.
+            self._get_user(environ) or "-",  # type: ignore[attr-defined]
             time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
             environ["REQUEST_METHOD"],
             environ["RAW_URI"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +113,7 @@ def openapi(routes: Routes, *, title: str, version: str) -> dict[str, Any]:
     }
 
 
-def _operations(routes: Routes):  # type: ignore[no-untyped-def]
+def _operations(routes: Routes) -> Iterator[tuple[str, str, Operation]]:
     for path, resource, suffix in routes.added:
         for method in ("get", "post", "put", "delete"):
             name = f"on_{method}" + (f"_{suffix}" if suffix else "")

@@ -67,8 +67,8 @@ class Upstream:
         self.page_size = page_size
         self.directory_size = directory_size
 
-    def handle(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Record the call, then answer it."""
+    def handle(self, req: falcon.Request, resp: falcon.Response, **_groups: str | None) -> None:
+        """Record the call, then answer it (a sink is also given its pattern's named groups)."""
         raw = req.bounded_stream.read()
         try:
             body = json.loads(raw) if raw else None
@@ -218,6 +218,8 @@ class MockServer:
     def url(self) -> str:
         """Its base URL, e.g. `http://127.0.0.1:8100`."""
         host = self.server.server_address[0]
+        if isinstance(host, bytes):  # typed for AF_UNIX too; an AF_INET socket's host is a str
+            host = host.decode()
         return f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{self.port}"
 
     def stop(self) -> None:
