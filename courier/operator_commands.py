@@ -90,7 +90,7 @@ def stats(as_json: bool) -> None:
     import json
 
     from actors.registry import queues_by_type
-    from store import queue_depths
+    from delivery import queue_depths
     from store import stats as aggregates
 
     settings = settings_from_env()

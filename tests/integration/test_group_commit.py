@@ -11,12 +11,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
+from store.group_commit import GroupCommit, writer_for
+from store.ledger import Outcome
 
 from store import group_commit, ledger
 from store.db import make_sessionmaker
-from store.group_commit import GroupCommit, writer_for
 from store.ids import new_id
-from store.ledger import Outcome
 from store.models import Attempt, Job
 from store.types import utcnow
 from tests.support.polling import lock_waits, wait_for
