@@ -34,7 +34,10 @@ def create_app(
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues."""
     intake = Intake(queues=queues, defaults=defaults, broker=broker, sessions=sessions)
-    app = falcon.App(middleware=[RequestId(), Authenticate(sessions.kw["bind"])])
+    # Naming the request and response types lets the middleware list be checked against them.
+    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
+        middleware=[RequestId(), Authenticate(sessions.kw["bind"])]
+    )
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     routes = Routes(app)

@@ -49,14 +49,18 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(store_errors.InvalidValue, _invalid_data)
 
 
-def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: Any):
+def _http_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
+) -> None:
     resp.status = ex.status
     resp.media = ex.to_dict()
     if ex.headers:
         resp.set_headers(ex.headers)
 
 
-def _invalid(req: falcon.Request, resp: falcon.Response, ex: ValidationError, params: Any):
+def _invalid(
+    req: falcon.Request, resp: falcon.Response, ex: ValidationError, params: dict[str, Any]
+) -> None:
     problem = as_problem(ex)
     _http_error(req, resp, problem, params)
 
@@ -71,7 +75,9 @@ def as_problem(ex: ValidationError) -> Problem:
     return Problem(falcon.HTTP_422, "Invalid request", summary, errors=fields)
 
 
-def _store_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any):
+def _store_error(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
     _http_error(req, resp, store_problem(ex), params)
 
 
@@ -89,8 +95,11 @@ def store_problem(ex: Exception) -> Problem:
 
 
 def _database_down(
-    req: falcon.Request, resp: falcon.Response, ex: store_errors.DatabaseUnavailable, params: Any
-):
+    req: falcon.Request,
+    resp: falcon.Response,
+    ex: store_errors.DatabaseUnavailable,
+    params: dict[str, Any],
+) -> None:
     log.warning("%s", ex)
     problem = Problem(
         falcon.HTTP_503,
@@ -102,8 +111,11 @@ def _database_down(
 
 
 def _invalid_data(
-    req: falcon.Request, resp: falcon.Response, ex: store_errors.InvalidValue, params: Any
-):
+    req: falcon.Request,
+    resp: falcon.Response,
+    ex: store_errors.InvalidValue,
+    params: dict[str, Any],
+) -> None:
     # Input the edge let through but the database cannot store: still the client's error.
     log.warning("database refused input on %s %s: %s", req.method, req.path, ex)
     _http_error(
@@ -111,9 +123,12 @@ def _invalid_data(
     )
 
 
-def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any):
+def _unexpected(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
     if isinstance(ex, falcon.HTTPError):
-        return _http_error(req, resp, ex, params)
+        _http_error(req, resp, ex, params)
+        return
     log.exception("unexpected error on %s %s", req.method, req.path)
     problem = Problem(falcon.HTTP_500, "Internal Server Error", "an unexpected error occurred")
     _http_error(req, resp, problem, params)

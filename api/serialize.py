@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from store.models import Attempt, Job
 
 
@@ -13,8 +15,8 @@ def timestamp(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def job(row: Job) -> dict[str, Any]:
-    """The contract's Job object."""
+def job(row: Job | Row[*tuple[Any, ...]]) -> dict[str, Any]:
+    """The contract's Job object, from a `Job` or a row of `queries.read_job`."""
     return {
         "id": str(row.id),
         "tenant": row.tenant,

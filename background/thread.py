@@ -59,7 +59,7 @@ class BackgroundThread:
 
 
 def every(
-    interval_s: float, tick: Callable[[], None], *, what: str
+    interval_s: float, tick: Callable[[], object], *, what: str
 ) -> Callable[[threading.Event], None]:
     """A thread body that calls `tick()` every `interval_s` until stopped; errors are logged.
 

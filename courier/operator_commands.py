@@ -68,13 +68,17 @@ def replay(
     with tqdm(
         total=len(candidates), unit="job", disable=None if progress is None else not progress
     ) as bar:
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
         result = replays.replay_dead(
             sessions,
             outbox,
             selection,
             actor=f"cli:{getpass.getuser()}",
             reason=reason,
-            on_progress=bar.update,
+            on_progress=advance,
         )
     if broker is not None:
         broker.close()

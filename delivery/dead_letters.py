@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pika
-from dramatiq import Broker, Message
+from dramatiq import Broker, Message, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import xq_name
@@ -22,7 +22,7 @@ def headers_for(job_id: str, error_type: str | None, attempts: int) -> dict[str,
     return {"x-job-id": job_id, "x-error-type": error_type or "", "x-attempts": attempts}
 
 
-def publish(broker: Broker, message: Message[Any], headers: dict[str, Any]) -> None:
+def publish(broker: Broker, message: Message[Any] | MessageProxy, headers: dict[str, Any]) -> None:
     """Put a copy of `message` in its queue's `.XQ`, confirmed by the broker when it is RabbitMQ."""
     queue = xq_name(message.queue_name.removesuffix(".DQ"))
     if isinstance(broker, RabbitmqBroker):
@@ -39,8 +39,10 @@ def publish(broker: Broker, message: Message[Any], headers: dict[str, Any]) -> N
             del broker.connection  # reconnect on next use
             raise ConnectionClosed(e) from None
     elif isinstance(broker, StubBroker):
-        # The in-memory broker keeps dead letters in a list per canonical queue.
-        broker.dead_letters_by_queue[message.queue_name].append(message)
+        # The in-memory broker keeps dead letters in a list per canonical queue, as proxies
+        # (what it puts there itself, and what its `join` reads).
+        proxy = message if isinstance(message, MessageProxy) else MessageProxy(message)
+        broker.dead_letters_by_queue[message.queue_name].append(proxy)
     else:
         raise TypeError(f"dead letters are not supported on {type(broker).__name__}")
 
@@ -69,10 +71,11 @@ def remove(broker: Broker, queue_name: str, job_ids: set[str]) -> int:
         count = channel.queue_declare(queue, passive=True).method.message_count
         for _ in range(count):
             method, properties, _body = channel.basic_get(queue, auto_ack=False)
-            if method is None:
+            if method is None or properties is None:  # both None when the queue is empty
                 break
-            if str((properties.headers or {}).get("x-job-id")) in job_ids:
-                channel.basic_ack(method.delivery_tag)
+            tag = method.delivery_tag  # always set on a Basic.GetOk from the broker
+            if tag is not None and str((properties.headers or {}).get("x-job-id")) in job_ids:
+                channel.basic_ack(tag)
                 removed += 1
         # Everything not acked goes back to the queue when the channel closes.
         channel.close()

@@ -186,20 +186,22 @@ class Attempts(Middleware):
         if broker.actors.get(message.actor_name) is not None:
             classifier = broker.get_actor(message.actor_name).options.get("classifier", DEFAULT)
         verdict = classifier.classify(exception)
-        common = {"error_type": verdict.error_type, "error": verdict.message}
+        error_type, error = verdict.error_type, verdict.message
         if verdict.kind == CANCEL:
-            return Outcome(job_status=Status.CANCELLED, **common)
+            return Outcome(job_status=Status.CANCELLED, error_type=error_type, error=error)
         if verdict.kind == SKIP:
-            return Outcome(job_status=Status.FAILED, **common)
+            return Outcome(job_status=Status.FAILED, error_type=error_type, error=error)
         if claim.number >= claim.max_attempts:
-            return Outcome(job_status=Status.DEAD, **common)
+            return Outcome(job_status=Status.DEAD, error_type=error_type, error=error)
         delay = backoff.retry_delay_ms(
             claim.number,
             min_ms=self.min_backoff_ms,
             max_ms=self.max_backoff_ms,
             retry_after_ms=verdict.retry_after_ms,
         )
-        return Outcome(job_status=Status.RETRYING, retry_in_ms=delay, **common)
+        return Outcome(
+            job_status=Status.RETRYING, error_type=error_type, error=error, retry_in_ms=delay
+        )
 
     def _dead_letter(self, broker: Broker, message: Any, claim: Claim, outcome: Outcome) -> None:
         headers = dead_letters.headers_for(str(claim.job_id), outcome.error_type, claim.number)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from store.ids import new_id
 from store.models import AuditEntry
 from store.types import utcnow
+
+# A declarative class's `__table__` is typed FromClause; this one is a Table.
+AUDIT_LOG = cast(Table, AuditEntry.__table__)
 
 
 def record(
@@ -50,7 +53,7 @@ def record_many(
     if entries:
         at = utcnow()
         session.connection().execute(
-            insert(AuditEntry.__table__),
+            insert(AUDIT_LOG),
             [
                 {
                     "id": new_id(),

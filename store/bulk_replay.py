@@ -37,8 +37,8 @@ class Selection:
 class Chunk:
     """One chunk's work: the old jobs it locked, the replays made, and those refused."""
 
-    olds: Sequence[Row[Any]]
-    replayed: list[tuple[Row[Any], dict[str, Any]]]
+    olds: Sequence[Row[*tuple[Any, ...]]]
+    replayed: list[tuple[Row[*tuple[Any, ...]], dict[str, Any]]]
     refused: list[tuple[uuid.UUID, errors.StoreError]]
 
 
@@ -80,7 +80,7 @@ def replay_chunk(
 
 def _lock_page(
     session: Session, selection: Selection, limit: int, before: uuid.UUID | None
-) -> Sequence[Row[Any]]:
+) -> Sequence[Row[*tuple[Any, ...]]]:
     # Newest first, as listed. A concurrent bulk replay skips the rows this one holds (and
     # would not find them dead and unreplayed after it commits); SQLite has no row locks
     # but runs one writing transaction at a time.

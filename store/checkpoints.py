@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 
 from store import states
 from store.models import Job
 
-J = Job.__table__.c
+# A declarative class's `__table__` is typed FromClause; this one is a Table.
+JOBS = cast(Table, Job.__table__)
+J = JOBS.c
 
 _SET_PROGRESS = (
-    update(Job.__table__)
+    update(JOBS)
     .where(J.id == bindparam("p_job_id"), states.running_attempt(J, bindparam("p_number")))
     .values(progress=bindparam("p_progress"))
 )

@@ -42,7 +42,9 @@ _READ = select(
 _READ_IN_TENANT = _READ.where(J.tenant == bindparam("p_tenant"))
 
 
-def read_job(db: Session | Connection, job_id: uuid.UUID, *, tenant: str | None) -> Row[Any]:
+def read_job(
+    db: Session | Connection, job_id: uuid.UUID, *, tenant: str | None
+) -> Row[*tuple[Any, ...]]:
     """What a client sees of a job (the Job object's columns), as a plain row, without the ORM.
 
     Raises JobNotFound if it does not exist or `tenant` (None: any tenant) may not see it.

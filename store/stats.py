@@ -81,7 +81,8 @@ def _p95(session: Session) -> float | None:
         )
         return None if value is None else round(float(value), 1)
     # SQLite has no percentile function; the embedded mode's tables are small.
-    values = sorted(session.scalars(durations))
+    # The query leaves out NULLs; the column's type still allows them.
+    values = sorted(d for d in session.scalars(durations) if d is not None)
     if not values:
         return None
     return float(values[min(len(values) - 1, int(0.95 * len(values)))])

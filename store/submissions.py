@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,8 @@ from store.sql import now, one_of
 
 # Core statements built once: a submission is the API's hot path, and building a
 # statement (and its cache key) per call cost more than running it.
-JOBS = Job.__table__
+# A declarative class's `__table__` is typed FromClause; this one is a Table.
+JOBS = cast(Table, Job.__table__)
 J = JOBS.c
 
 # A row that hits a unique index is skipped (no exception, no savepoint) and explained.
@@ -90,7 +91,7 @@ def create_jobs(session: Session, news: Sequence[NewJob]) -> list[Job | errors.S
     # Many parameter sets, one statement: SQLAlchemy sends them as multi-row INSERTs from a
     # compiled template. Rendering the rows into the statement itself cost 80 % of a batch
     # request's CPU (a new 14,500-parameter statement to compile every time).
-    inserted = dict(session.connection().execute(_INSERT, rows).all())
+    inserted: dict[uuid.UUID, datetime] = dict(session.connection().execute(_INSERT, rows).all())
     results: list[Job | errors.StoreError] = []
     for new, row in zip(news, rows, strict=True):
         if row["id"] in inserted:

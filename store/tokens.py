@@ -7,8 +7,9 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.models import ROLES, ApiToken
@@ -76,10 +77,13 @@ def revoke(session: Session, token_or_id: str) -> bool:
     condition = ApiToken.token_hash == digest(token_or_id)
     with contextlib.suppress(ValueError):
         condition = or_(condition, ApiToken.id == uuid.UUID(token_or_id))
-    return bool(
+    # An UPDATE's result is a CursorResult (with a rowcount); Session.execute says Result.
+    result = cast(
+        CursorResult[*tuple[Any, ...]],
         session.execute(
             update(ApiToken)
             .where(condition, ApiToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
-        ).rowcount
+        ),
     )
+    return bool(result.rowcount)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     String,
+    Table,
     Text,
     Uuid,
     bindparam,
@@ -38,8 +39,9 @@ from store.models import Attempt, Job
 from store.sql import Batch, millis_since, now, now_plus, one_of
 from store.states import AttemptStatus, Status
 
-# Core tables, not ORM entities: these statements run for every message.
-JOBS, ATTEMPTS = Job.__table__, Attempt.__table__
+# Core tables, not ORM entities: these statements run for every message. (A declarative
+# class's `__table__` is typed FromClause; these are Tables.)
+JOBS, ATTEMPTS = cast(Table, Job.__table__), cast(Table, Attempt.__table__)
 J, A = JOBS.c, ATTEMPTS.c
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import falcon
 from pydantic import ValidationError
@@ -89,7 +90,7 @@ class Jobs:
         """Submit up to 1000 jobs; the accepted ones are stored in one transaction."""
         who = auth.principal(req)
         batch: BatchRequest = req.context.body
-        items: list[dict | None] = []
+        items: list[dict[str, Any] | None] = []  # None: submitted, outcome below
         news = []
         for raw in batch.jobs:
             try:
@@ -106,20 +107,24 @@ class Jobs:
                 items.append(_item(p))
         with self._intake.sessions.begin() as session:
             outcomes = iter(submissions.create_jobs(session, news))
-        accepted = []
-        for index, item in enumerate(items):
-            if item is None:
-                outcome = next(outcomes)
-                if isinstance(outcome, errors.StoreError):
-                    items[index] = _item(store_problem(outcome))
-                else:
-                    accepted.append(outcome)
-                    items[index] = {"status": 202, "job": outcome}
+        accepted: list[models.Job] = []
+        answers: list[dict[str, Any] | models.Job] = []  # a refusal, or an accepted job
+        for item in items:
+            if item is not None:
+                answers.append(item)
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, errors.StoreError):
+                answers.append(_item(store_problem(outcome)))
+            else:
+                accepted.append(outcome)
+                answers.append(outcome)
         self._intake.publish(accepted)
         resp.status = falcon.HTTP_207
         resp.media = {
             "items": [
-                {"status": 202, "job": serialize.job(i["job"])} if "job" in i else i for i in items
+                {"status": 202, "job": serialize.job(a)} if isinstance(a, models.Job) else a
+                for a in answers
             ]
         }
 

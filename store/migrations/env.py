@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from store.models import Base
 
@@ -11,7 +11,7 @@ config = context.config
 connection = config.attributes.get("connection")
 
 
-def run(conn) -> None:  # type: ignore[no-untyped-def]
+def run(conn: Connection) -> None:
     context.configure(
         connection=conn,
         target_metadata=Base.metadata,
@@ -24,7 +24,10 @@ def run(conn) -> None:  # type: ignore[no-untyped-def]
 if connection is not None:
     run(connection)
 else:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("no database to migrate: pass a connection or set sqlalchemy.url")
+    engine = create_engine(url)
     with engine.connect() as conn:
         run(conn)
     engine.dispose()

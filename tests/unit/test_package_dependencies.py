@@ -43,11 +43,6 @@ def tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="actors/broker.py and actors/worker.py import courier.*: the restructuring on main "
-    "removes these imports",
-)
 def test_the_real_tree_has_no_problems() -> None:
     assert checker.find_problems(ROOT) == []
 
