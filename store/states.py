@@ -17,7 +17,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, literal, or_
+from sqlalchemy import ColumnElement, and_, case, literal, null, or_
 from sqlalchemy.sql.expression import ColumnCollection
 
 from store.sql import now, now_plus, one_of
@@ -140,8 +140,9 @@ def status_after_reap(j: ColumnCollection[str, Any]) -> ColumnElement[str]:
 
 
 def decision_for(status: Any) -> ColumnElement[str]:
-    """The decision recorded on the attempt that left its job in `status`."""
+    """The decision recorded on the attempt that left its job in `status` (none for success)."""
     return case(
+        (status == Status.SUCCEEDED, null()),
         (status == Status.RETRYING, literal(Decision.RETRY)),
         (status == Status.DEAD, literal(Decision.DEAD)),
         else_=literal(Decision.SKIP),

@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
+from sqlalchemy.sql.expression import ColumnClause
 
 from store import states
 from store.models import Attempt, Job
@@ -174,16 +175,22 @@ def claim(
 
 # --- finish, and the attempts it closes -------------------------------------------------
 
-_FINISHING = Batch(
-    "finishing",
-    column("id", Uuid),
-    column("number", Integer),
-    column("status", String),
-    column("error_type", String),
-    column("error", Text),
-    column("retry_in_ms", BigInteger),
-    column("result", JSON),
-)
+
+def _outcomes(name: str, *more: ColumnClause[Any]) -> Batch:
+    """A batch of attempts' outcomes: (id, number, status, error_type, error, retry_in_ms, …)."""
+    return Batch(
+        name,
+        column("id", Uuid),
+        column("number", Integer),
+        column("status", String),
+        column("error_type", String),
+        column("error", Text),
+        column("retry_in_ms", BigInteger),
+        *more,
+    )
+
+
+_FINISHING = _outcomes("finishing", column("result", JSON))
 _AFTER = states.status_after_attempt(J, _FINISHING.c.status)
 _FINISH = (
     update(JOBS)
@@ -202,33 +209,27 @@ _FINISH = (
         # A retry is due for the relay to publish.
         published_at=case((_AFTER == Status.RETRYING, None), else_=J.published_at),
     )
-    .returning(J.id)
+    .returning(J.id, J.status)
 )
 
-_CLOSING = Batch(
-    "closing",
-    column("id", Uuid),
-    column("number", Integer),
-    column("status", String),
-    column("error_type", String),
-    column("error", Text),
-    column("retry_in_ms", BigInteger),
-)
+# With the status its job went to: the attempt is found by primary key alone.
+_CLOSING = _outcomes("closing", column("job_status", String))
 _CLOSE = (
     update(ATTEMPTS)
     .where(
         A.job_id == _CLOSING.c.id,
         A.number == _CLOSING.c.number,
         A.status == AttemptStatus.RUNNING,
-        J.id == _CLOSING.c.id,
     )
     .values(
         status=_CLOSING.c.status,
         # The job's new status says what was decided (a cancel beats a retry).
-        decision=case((J.status == Status.SUCCEEDED, None), else_=states.decision_for(J.status)),
+        decision=states.decision_for(_CLOSING.c.job_status),
         error_type=_CLOSING.c.error_type,
         error=_CLOSING.c.error,
-        retry_in_ms=case((J.status == Status.RETRYING, _CLOSING.c.retry_in_ms), else_=None),
+        retry_in_ms=case(
+            (_CLOSING.c.job_status == Status.RETRYING, _CLOSING.c.retry_in_ms), else_=None
+        ),
         finished_at=now(),
         duration_ms=case(
             (_CLOSING.c.status == AttemptStatus.ABANDONED, None),
@@ -247,15 +248,15 @@ def finish(db: Connection, finishes: Sequence[tuple[Claim, Outcome]]) -> set[uui
         (c.job_id, c.number, o.job_status, o.error_type, o.error, o.retry_in_ms, o.result)
         for c, o in finishes
     ]
-    written = set(db.scalars(_FINISH, {"finishing": rows}))
+    written: dict[uuid.UUID, str] = dict(db.execute(_FINISH, {"finishing": rows}).all())
     closing = [
-        (job_id, number, _attempt_status(status), error_type, error, retry_in_ms)
+        (job_id, number, _attempt_status(status), error_type, error, retry_in_ms, written[job_id])
         for job_id, number, status, error_type, error, retry_in_ms, _ in rows
         if job_id in written
     ]
     if closing:
         db.execute(_CLOSE, {"closing": closing})
-    return written
+    return set(written)
 
 
 def _attempt_status(job_status: Status) -> AttemptStatus:
@@ -318,7 +319,15 @@ def reap_expired(db: Connection, *, limit: int = 100) -> list[Reaped]:
     reaped = [Reaped(*row) for row in db.execute(_REAP, {"limit": limit})]
     if reaped:
         closing = [
-            (r.job_id, r.number, AttemptStatus.ABANDONED, states.WORKER_LOST, _LOST, 0)
+            (
+                r.job_id,
+                r.number,
+                AttemptStatus.ABANDONED,
+                states.WORKER_LOST,
+                _LOST,
+                0,
+                r.job_status,
+            )
             for r in reaped
         ]
         db.execute(_CLOSE, {"closing": closing})
