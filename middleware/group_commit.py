@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from background.batcher import Batcher, Request
@@ -44,6 +44,7 @@ class GroupCommit:
         self.engine = engine
         self.worker = worker
         self.lease_s = lease_s
+        self._db: Connection | None = None
         self._batcher: Batcher[_Write] = Batcher(
             self._write, name="courier-group-commit", max_batch=max_batch
         )
@@ -67,7 +68,20 @@ class GroupCommit:
     def stop(self) -> None:
         """Let the writer end once the requests before this call are written."""
         self._batcher.stop()
+        self._forget_connection()
         self.engine.dispose()
+
+    def _connection(self) -> Connection:
+        # The writer thread keeps its connection between batches: checking one out of the
+        # pool and back for every batch cost as much as a statement.
+        if self._db is None:
+            self._db = self.engine.connect()
+        return self._db
+
+    def _forget_connection(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
     def _write(self, batch: list[_Write]) -> None:
         try:
@@ -88,13 +102,18 @@ class GroupCommit:
     def _in_transaction(self, batch: list[_Write]) -> list[Any]:
         claims = [r.job_id for r in batch if r.finishing is None]
         finishes = [r.finishing for r in batch if r.finishing is not None]
-        with self.engine.begin() as db:
-            claimed = (
-                transitions.claim(db, claims, worker=self.worker, lease_s=self.lease_s)
-                if claims
-                else {}
-            )
-            finished = transitions.finish(db, finishes) if finishes else set()
+        db = self._connection()
+        try:
+            with db.begin():
+                claimed = (
+                    transitions.claim(db, claims, worker=self.worker, lease_s=self.lease_s)
+                    if claims
+                    else {}
+                )
+                finished = transitions.finish(db, finishes) if finishes else set()
+        except errors.DatabaseUnavailable:
+            self._forget_connection()
+            raise
         answers: list[Any] = []
         for r in batch:
             if r.finishing is None:

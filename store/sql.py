@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, String, TableClause, bindparam, literal_column
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Connection,
+    Row,
+    String,
+    TableClause,
+    bindparam,
+    column,
+    literal_column,
+    select,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -162,3 +173,40 @@ def _batch_sqlite(element: Batch, compiler: SQLCompiler, asfrom: bool = False, *
 
 def _is_json(type_: TypeEngine[Any]) -> bool:
     return isinstance(type_, JSON)
+
+
+class Chain:
+    """A transition over two tables: a statement whose RETURNING rows feed a second one.
+
+    `first` is a DML statement with RETURNING; `then(done)` builds the second statement
+    from a table `done` holding the `carry` columns of the rows `first` returned.
+    PostgreSQL runs both as one statement (a data-modifying WITH, one round trip);
+    SQLite, which has none, runs `first` and then the second over its rows as a Batch.
+    Either way the two statements are each written once.
+    """
+
+    def __init__(
+        self,
+        first: Any,
+        then: Callable[[Any], Any],
+        *,
+        carry: Sequence[str],
+        name: str = "done",
+    ) -> None:
+        returned = {c.key: c for c in first.exported_columns}
+        self.first = first
+        self.carry = tuple(carry)
+        self._sequential = then(Batch(name, *(column(n, returned[n].type) for n in carry)))
+        self._name = name
+        done = first.cte(name)
+        self._combined = select(*done.c).add_cte(then(done).cte(f"{name}_then"))
+
+    def run(self, db: Connection, params: dict[str, Any]) -> Sequence[Row[*tuple[Any, ...]]]:
+        """Run both statements in the caller's transaction; returns the rows `first` returned."""
+        if db.dialect.name == "postgresql":
+            return db.execute(self._combined, params).all()
+        rows = db.execute(self.first, params).all()
+        if rows:
+            carried = [tuple(getattr(row, n) for n in self.carry) for row in rows]
+            db.execute(self._sequential, {**params, self._name: carried})
+        return rows

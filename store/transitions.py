@@ -37,7 +37,7 @@ from sqlalchemy.sql.expression import ColumnClause
 
 from store import states
 from store.models import Attempt, Job
-from store.sql import Batch, millis_since, now, now_plus, one_of
+from store.sql import Batch, Chain, millis_since, now, now_plus, one_of
 from store.states import AttemptStatus, Status
 
 # Core tables, not ORM entities: these statements run for every message. (A declarative
@@ -137,17 +137,23 @@ _CLAIM = (
         now().label("claimed_at"),
     )
 )
-_OPENING = _attempts("opening")
-_OPEN = ATTEMPTS.insert().from_select(
-    ["job_id", "number", "status", "started_at", "worker"],
-    select(
-        _OPENING.c.id,
-        _OPENING.c.number,
-        literal(AttemptStatus.RUNNING),
-        now(),
-        bindparam("worker", type_=String),
-    ),
-)
+
+
+def _open(claimed: Any) -> Any:
+    """Open the next attempt of each job just claimed."""
+    return ATTEMPTS.insert().from_select(
+        ["job_id", "number", "status", "started_at", "worker"],
+        select(
+            claimed.c.id,
+            claimed.c.attempts,
+            literal(AttemptStatus.RUNNING),
+            now(),
+            bindparam("worker", type_=String),
+        ),
+    )
+
+
+_CLAIM_AND_OPEN = Chain(_CLAIM, _open, carry=("id", "attempts"), name="claimed")
 _EARLY = _ids("early")
 _UNPUBLISH_EARLY = (
     update(JOBS).where(J.id == _EARLY.c.id, states.waiting_not_due(J)).values(published_at=None)
@@ -163,10 +169,8 @@ def claim(
     cancelled, not due). One that is waiting but not due yet is handed back to the relay.
     """
     ids = list(dict.fromkeys(job_ids))
-    rows = db.execute(_CLAIM, {"claiming": [(i,) for i in ids], "lease_s": lease_s}).all()
-    if rows:
-        opened = [(row.id, row.attempts) for row in rows]
-        db.execute(_OPEN, {"opening": opened, "worker": worker})
+    params = {"claiming": [(i,) for i in ids], "lease_s": lease_s, "worker": worker}
+    rows = _CLAIM_AND_OPEN.run(db, params)
     claimed = {row.id for row in rows}
     if len(claimed) < len(ids):
         db.execute(_UNPUBLISH_EARLY, {"early": [(i,) for i in ids if i not in claimed]})
@@ -209,34 +213,38 @@ _FINISH = (
         # A retry is due for the relay to publish.
         published_at=case((_AFTER == Status.RETRYING, None), else_=J.published_at),
     )
-    .returning(J.id, J.status)
+    .returning(J.id, J.attempts, J.status)
 )
 
-# With the status its job went to: the attempt is found by primary key alone.
-_CLOSING = _outcomes("closing", column("job_status", String))
-_CLOSE = (
-    update(ATTEMPTS)
-    .where(
-        A.job_id == _CLOSING.c.id,
-        A.number == _CLOSING.c.number,
-        A.status == AttemptStatus.RUNNING,
+
+def _close_finished(finished: Any) -> Any:
+    """Close the attempts whose jobs were just finished; their jobs' new status says what was
+    decided (a cancel beats a retry)."""
+    outcome = _FINISHING.c
+    return (
+        update(ATTEMPTS)
+        .where(
+            A.job_id == finished.c.id,
+            A.number == finished.c.attempts,
+            A.status == AttemptStatus.RUNNING,
+            outcome.id == finished.c.id,
+        )
+        .values(
+            status=case(
+                (outcome.status == Status.SUCCEEDED, literal(AttemptStatus.SUCCEEDED)),
+                else_=literal(AttemptStatus.FAILED),
+            ),
+            decision=states.decision_for(finished.c.status),
+            error_type=outcome.error_type,
+            error=outcome.error,
+            retry_in_ms=case((finished.c.status == Status.RETRYING, outcome.retry_in_ms)),
+            finished_at=now(),
+            duration_ms=millis_since(A.started_at),
+        )
     )
-    .values(
-        status=_CLOSING.c.status,
-        # The job's new status says what was decided (a cancel beats a retry).
-        decision=states.decision_for(_CLOSING.c.job_status),
-        error_type=_CLOSING.c.error_type,
-        error=_CLOSING.c.error,
-        retry_in_ms=case(
-            (_CLOSING.c.job_status == Status.RETRYING, _CLOSING.c.retry_in_ms), else_=None
-        ),
-        finished_at=now(),
-        duration_ms=case(
-            (_CLOSING.c.status == AttemptStatus.ABANDONED, None),
-            else_=millis_since(A.started_at),
-        ),
-    )
-)
+
+
+_FINISH_AND_CLOSE = Chain(_FINISH, _close_finished, carry=("id", "attempts", "status"))
 
 
 def finish(db: Connection, finishes: Sequence[tuple[Claim, Outcome]]) -> set[uuid.UUID]:
@@ -248,19 +256,7 @@ def finish(db: Connection, finishes: Sequence[tuple[Claim, Outcome]]) -> set[uui
         (c.job_id, c.number, o.job_status, o.error_type, o.error, o.retry_in_ms, o.result)
         for c, o in finishes
     ]
-    written: dict[uuid.UUID, str] = dict(db.execute(_FINISH, {"finishing": rows}).all())
-    closing = [
-        (job_id, number, _attempt_status(status), error_type, error, retry_in_ms, written[job_id])
-        for job_id, number, status, error_type, error, retry_in_ms, _ in rows
-        if job_id in written
-    ]
-    if closing:
-        db.execute(_CLOSE, {"closing": closing})
-    return set(written)
-
-
-def _attempt_status(job_status: Status) -> AttemptStatus:
-    return AttemptStatus.SUCCEEDED if job_status == Status.SUCCEEDED else AttemptStatus.FAILED
+    return {row.id for row in _FINISH_AND_CLOSE.run(db, {"finishing": rows})}
 
 
 # --- leases and the reaper --------------------------------------------------------------
@@ -311,27 +307,36 @@ _REAP = (
 )
 
 
+def _close_reaped(reaped: Any) -> Any:
+    """Mark the reaped jobs' attempts abandoned: they count, with no duration."""
+    return (
+        update(ATTEMPTS)
+        .where(
+            A.job_id == reaped.c.id,
+            A.number == reaped.c.attempts,
+            A.status == AttemptStatus.RUNNING,
+        )
+        .values(
+            status=AttemptStatus.ABANDONED,
+            decision=states.decision_for(reaped.c.status),
+            error_type=states.WORKER_LOST,
+            error=_LOST,
+            retry_in_ms=case((reaped.c.status == Status.RETRYING, 0)),
+            finished_at=now(),
+            duration_ms=None,
+        )
+    )
+
+
+_REAP_AND_CLOSE = Chain(_REAP, _close_reaped, carry=("id", "attempts", "status"))
+
+
 def reap_expired(db: Connection, *, limit: int = 100) -> list[Reaped]:
     """End attempts whose lease expired as `abandoned`; retry their jobs, or bury them when spent.
 
     Rows locked by another reaper are skipped.
     """
-    reaped = [Reaped(*row) for row in db.execute(_REAP, {"limit": limit})]
-    if reaped:
-        closing = [
-            (
-                r.job_id,
-                r.number,
-                AttemptStatus.ABANDONED,
-                states.WORKER_LOST,
-                _LOST,
-                0,
-                r.job_status,
-            )
-            for r in reaped
-        ]
-        db.execute(_CLOSE, {"closing": closing})
-    return reaped
+    return [Reaped(*row) for row in _REAP_AND_CLOSE.run(db, {"limit": limit})]
 
 
 # --- dead letters -----------------------------------------------------------------------
