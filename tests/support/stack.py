@@ -1,9 +1,13 @@
 """An in-process Courier on real PostgreSQL and RabbitMQ: API through falcon's TestClient, workers
-through `dramatiq.Worker`, both wired exactly as the entry points wire them."""
+through `dramatiq.Worker`, both wired exactly as the entry points wire them.
+
+For the real `courier` processes, see `tests.support.deployment`.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +26,11 @@ from courier.settings import Settings
 from courier.wsgi import app_for
 from store import tokens
 from store.models import Attempt, Job
-from tests.support.polling import wait_for
+from tests.support.harness import Harness
 
 
 @dataclass
-class Stack:
+class Stack(Harness):
     """The pieces of a running Courier, plus helpers to drive and inspect it."""
 
     settings: Settings
@@ -41,6 +45,10 @@ class Stack:
         with self.sessions.begin() as session:
             secret = tokens.create(session, tenant=tenant, role=role, name=f"test {role}")
         return {"Authorization": f"Bearer {secret}"}
+
+    def post(self, path: str, body: Any, headers: Mapping[str, str]) -> tuple[int, str]:
+        response = self.client.simulate_post(path, json=body, headers=dict(headers))
+        return response.status_code, response.text
 
     def start_worker(self, *, threads: int = 4, **changes: Any) -> WorkerBroker:
         """Start an in-process worker (its own broker connection and middleware)."""
@@ -74,14 +82,8 @@ class Stack:
                 )
             )
 
-    def wait_status(self, job_id: str, *statuses: str, timeout: float = 20.0) -> Job:
-        """Wait until the job reaches one of `statuses`."""
-        wait_for(
-            lambda: self.job(job_id).status in statuses,
-            timeout=timeout,
-            what=f"job {job_id} to be {'/'.join(statuses)} (is {self.job(job_id).status})",
-        )
-        return self.job(job_id)
+    def status_of(self, job: Job) -> str:
+        return job.status
 
     def close(self) -> None:
         """Stop workers and release connections."""
