@@ -13,16 +13,13 @@ from tests.support.polling import wait_for
 pytestmark = pytest.mark.integration
 
 
-def submit(stack, headers, **body):
-    response = stack.client.simulate_post("/v1/jobs", json=body, headers=headers)
-    assert response.status_code == 202, response.text
-    return response
-
-
 def test_a_customer_sync_copies_the_customer_with_the_contract_headers(stack, upstream):
     stack.start_worker()
     headers = {**stack.token(), "X-Request-ID": "corr-1"}
-    response = submit(stack, headers, type="customer_sync", entity_id="c_1001")
+    response = stack.client.simulate_post(
+        "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_1001"}, headers=headers
+    )
+    assert response.status_code == 202, response.text
     job_id = response.json["id"]
     assert response.headers["Location"] == f"/v1/jobs/{job_id}"
     assert response.json["status_url"] == f"/v1/jobs/{job_id}"
@@ -47,7 +44,7 @@ def test_a_customer_sync_copies_the_customer_with_the_contract_headers(stack, up
 def test_an_invoice_sync_copies_the_invoice(stack, upstream):
     stack.start_worker()
     headers = stack.token()
-    job_id = submit(stack, headers, type="invoice_sync", entity_id="inv_7").json["id"]
+    job_id = stack.submit(headers=headers, type="invoice_sync", entity_id="inv_7")
     stack.wait_status(job_id, "succeeded")
     [write] = upstream.calls(path="/billing/invoices/inv_7", method="PUT")
     assert write["headers"]["Idempotency-Key"] == job_id
@@ -57,7 +54,7 @@ def test_an_invoice_sync_copies_the_invoice(stack, upstream):
 def test_a_directory_sync_pages_through_the_crm_and_reports_progress(stack, upstream):
     stack.start_worker()
     headers = stack.token()
-    job_id = submit(stack, headers, type="directory_sync").json["id"]
+    job_id = stack.submit(headers=headers, type="directory_sync")
     job = stack.wait_status(job_id, "succeeded")
     pages = upstream.calls(path="/crm/customers", method="GET")
     writes = [
@@ -74,8 +71,7 @@ def test_attempts_equal_the_attempt_rows(stack):
     stack.start_worker()
     headers = stack.token()
     ids = [
-        submit(stack, headers, type="customer_sync", entity_id=f"c_{i}").json["id"]
-        for i in range(20)
+        stack.submit(headers=headers, type="customer_sync", entity_id=f"c_{i}") for i in range(20)
     ]
     for job_id in ids:
         stack.wait_status(job_id, "succeeded")
@@ -94,7 +90,7 @@ def test_attempts_equal_the_attempt_rows(stack):
 
 def test_the_same_job_message_delivered_five_times_runs_the_actor_once(stack, upstream):
     headers = stack.token()
-    job_id = submit(stack, headers, type="customer_sync", entity_id="c_dup").json["id"]
+    job_id = stack.submit(headers=headers, type="customer_sync", entity_id="c_dup")
     with stack.sessions() as session:
         pending = outbox.pending_of(session.get_one(Job, stack.job(job_id).id))
     for _ in range(4):
@@ -130,7 +126,7 @@ def test_a_job_accepted_while_publishing_fails_is_published_by_the_relay(stack, 
 
     monkeypatch.setattr(stack.api_broker, "enqueue", refuse)
     headers = stack.token()
-    job_id = submit(stack, headers, type="customer_sync", entity_id="c_outbox").json["id"]
+    job_id = stack.submit(headers=headers, type="customer_sync", entity_id="c_outbox")
     assert stack.job(job_id).published_at is None
     stack.start_worker()
     stack.wait_status(job_id, "succeeded")
@@ -142,9 +138,9 @@ def test_a_job_with_run_at_waits_until_then(stack):
     stack.start_worker()
     headers = stack.token()
     run_at = datetime.now(UTC) + timedelta(seconds=2)
-    job_id = submit(
-        stack, headers, type="customer_sync", entity_id="c_later", run_at=run_at.isoformat()
-    ).json["id"]
+    job_id = stack.submit(
+        headers=headers, type="customer_sync", entity_id="c_later", run_at=run_at.isoformat()
+    )
     job = stack.wait_status(job_id, "succeeded", timeout=15)
     assert job.started_at >= run_at - timedelta(milliseconds=50)
 

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import dramatiq
 from falcon import testing
@@ -84,6 +85,11 @@ class Stack(Harness):
 
     def status_of(self, job: Job) -> str:
         return job.status
+
+    @property
+    def vhost(self) -> str:
+        """The RabbitMQ vhost of this stack (on the shared node)."""
+        return unquote(self.settings.broker_url.rsplit("/", 1)[1])
 
     def close(self) -> None:
         """Stop workers and release connections."""
