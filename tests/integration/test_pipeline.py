@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from dramatiq import Message
 from sqlalchemy import func, select
@@ -97,23 +99,49 @@ def test_the_same_job_message_delivered_five_times_runs_the_actor_once(stack, up
         stack.api_broker.enqueue(outbox.message_for(pending))
     stack.start_worker(threads=8)
     stack.wait_status(job_id, "succeeded")
-    wait_for(lambda: _queue_empty(stack), what="the queue to drain")
+    stack.wait_acknowledged(5)  # the message and its four copies, none dead-lettered
+    assert stack.message_counts() == {"sync": 0, "sync.DQ": 0, "sync.XQ": 0}
     assert len(upstream.calls(path="/billing/customers/c_dup", method="PUT")) == 1
     assert len(stack.attempts(job_id)) == 1
 
 
-def test_a_message_for_an_unknown_job_is_dropped(stack):
+def test_a_message_for_an_unknown_job_is_dropped(stack, upstream, caplog):
+    caplog.set_level(logging.INFO, logger="middleware.ledger")
     stack.start_worker()
-    stack.api_broker.enqueue(
-        Message(
-            queue_name="sync",
-            actor_name="customer_sync",
-            args=("00000000-0000-7000-8000-000000000000",),
-            kwargs={},
-            options={},
-        )
+    unknown = "00000000-0000-7000-8000-000000000000"
+    message = Message(
+        queue_name="sync", actor_name="customer_sync", args=(unknown,), kwargs={}, options={}
     )
-    wait_for(lambda: _queue_empty(stack), what="the queue to drain")
+    stack.api_broker.enqueue(message)
+
+    # The worker took it and found no job to claim...
+    wait_for(
+        lambda: [
+            r
+            for r in caplog.records
+            if "not claimable" in r.getMessage()
+            and unknown in r.getMessage()
+            and message.message_id in r.getMessage()
+        ],
+        what="the worker to refuse the message",
+    )
+    # ...and is still healthy: the next job runs.
+    job_id = stack.submit(type="customer_sync", entity_id="c_after")
+    stack.wait_status(job_id, "succeeded")
+
+    # Both deliveries were acknowledged; nothing is left in the queue, delayed or dead-lettered,
+    # nor held unacknowledged (closing the worker's connection would give it back).
+    stack.wait_acknowledged(2)
+    stack.stop_workers()
+    assert stack.message_counts() == {"sync": 0, "sync.DQ": 0, "sync.XQ": 0}
+    # Nothing was made of it: no job row, no attempt, no upstream call.
+    with stack.sessions() as session:
+        assert [str(i) for i in session.scalars(select(Job.id))] == [job_id]
+        assert [str(a.job_id) for a in session.scalars(select(Attempt))] == [job_id]
+    assert {c["path"] for c in upstream.calls()} == {
+        "/crm/customers/c_after",
+        "/billing/customers/c_after",
+    }
 
 
 def test_a_job_accepted_while_publishing_fails_is_published_by_the_relay(stack, monkeypatch):
@@ -143,8 +171,3 @@ def test_a_job_with_run_at_waits_until_then(stack):
     )
     job = stack.wait_status(job_id, "succeeded", timeout=15)
     assert job.started_at >= run_at - timedelta(milliseconds=50)
-
-
-def _queue_empty(stack) -> bool:
-    ready, unacked, _delayed = stack.workers[0][0].broker.get_queue_message_counts("sync")
-    return ready == 0 and unacked == 0

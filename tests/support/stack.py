@@ -27,7 +27,9 @@ from courier.settings import Settings
 from courier.wsgi import app_for
 from store import tokens
 from store.models import Attempt, Job
+from tests.support import services
 from tests.support.harness import Harness
+from tests.support.polling import wait_for
 
 
 @dataclass
@@ -90,6 +92,36 @@ class Stack(Harness):
     def vhost(self) -> str:
         """The RabbitMQ vhost of this stack (on the shared node)."""
         return unquote(self.settings.broker_url.rsplit("/", 1)[1])
+
+    def wait_acknowledged(self, count: int, queue: str = "sync", timeout: float = 20.0) -> None:
+        """Wait until `queue` has had `count` deliveries acknowledged in all (rejected or
+        dead-lettered ones do not count) and holds nothing ready or unacknowledged.
+
+        RabbitMQ's management API says so; its figures lag by up to a statistics interval.
+        """
+        seen: list[dict | None] = [None]
+
+        def acknowledged() -> bool:
+            seen[0] = info = services.SHARED_RABBITMQ.queue(self.vhost, queue)
+            return (
+                info is not None
+                and info.get("message_stats", {}).get("ack", 0) >= count
+                and info.get("messages_ready") == info.get("messages_unacknowledged") == 0
+            )
+
+        def what() -> str:
+            info = seen[0] or {}
+            figures = {k: info.get(k) for k in ("messages_ready", "messages_unacknowledged")}
+            acked = info.get("message_stats", {}).get("ack", 0)
+            return f"{count} acknowledged on {queue} (seen {acked} acknowledged, {figures})"
+
+        wait_for(acknowledged, timeout=timeout, interval=0.2, what=what)
+
+    def message_counts(self, queue: str = "sync") -> dict[str, int]:
+        """Ready messages in the queue, its delay queue and its dead-letter queue, asked of the
+        queues themselves over AMQP (exact, no statistics lag; unacknowledged ones not counted)."""
+        target = services.SHARED_RABBITMQ
+        return {q: target.ready_now(self.vhost, q) for q in (queue, f"{queue}.DQ", f"{queue}.XQ")}
 
     def close(self) -> None:
         """Stop workers and release connections."""
