@@ -33,7 +33,6 @@ def deployment(
         upstream=upstream,
         settings=E2E_SETTINGS,
     )
-    migrated = d.run("migrate")
-    assert migrated.returncode == 0, migrated.stderr
+    d.migrate()
     yield d
     d.stop_all()

@@ -140,8 +140,7 @@ def deployment_on_private_postgres(
         vhost=vhost,
         upstream=upstream,
     )
-    migrated = d.run("migrate")
-    assert migrated.returncode == 0, migrated.stderr
+    d.migrate()
     yield d
     d.kill_all()
     if not private_postgres.running:

@@ -168,6 +168,11 @@ class ProcessDeployment(Harness):
             timeout=timeout,
         )
 
+    def migrate(self) -> None:
+        """Run `courier migrate`; it must succeed."""
+        done = self.run("migrate")
+        assert done.returncode == 0, done.stderr
+
     def start(self, label: str, *args: str, env: dict[str, str] | None = None) -> Process:
         """Start a long-running `courier` command, its output in test-artifacts/."""
         process = Process(
