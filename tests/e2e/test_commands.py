@@ -31,7 +31,7 @@ def test_migrate_is_idempotent(deployment):
 
 def test_a_job_goes_through_api_and_worker_processes(deployment, upstream):
     deployment.start_api()
-    deployment.start("worker", "worker", "--processes", "1", "--threads", "4")
+    deployment.start_worker(threads=4)
     headers = deployment.token()
     with deployment.http() as http:
         job = run_to_success(http, headers, {"type": "customer_sync", "entity_id": "c_e2e"})
@@ -44,21 +44,19 @@ def test_a_job_goes_through_api_and_worker_processes(deployment, upstream):
 def test_two_worker_processes_run_a_thousand_jobs_once_each(deployment, upstream):
     deployment.start_api()
     headers = deployment.token()
+    ids = []
+    for chunk in range(2):
+        ids += deployment.submit_all(
+            ({"type": "customer_sync", "entity_id": f"c_{chunk}_{i}"} for i in range(500)),
+            headers=headers,
+        )
+    assert len(set(ids)) == 1000
+    # Both start at once, so that both have work to do.
+    groups = [deployment.start_worker(f"worker-{n}", threads=8, wait=False) for n in (1, 2)]
+    for group in groups:
+        group.wait_ready()
+    operator = deployment.token("ops", "operator")
     with deployment.http() as http:
-        ids = []
-        for chunk in range(2):
-            body = {
-                "jobs": [
-                    {"type": "customer_sync", "entity_id": f"c_{chunk}_{i}"} for i in range(500)
-                ]
-            }
-            response = http.post("/v1/jobs/batch", json=body, headers=headers)
-            assert response.status_code == 207, response.text
-            ids += [item["job"]["id"] for item in response.json()["items"]]
-        assert len(set(ids)) == 1000
-        for n in (1, 2):
-            deployment.start(f"worker-{n}", "worker", "--processes", "1", "--threads", "8")
-        operator = deployment.token("ops", "operator")
 
         def all_done() -> bool:
             page = http.get(
@@ -70,7 +68,7 @@ def test_two_worker_processes_run_a_thousand_jobs_once_each(deployment, upstream
     puts = Counter(c["headers"]["Idempotency-Key"] for c in upstream.calls(method="PUT"))
     assert set(puts) == set(ids)
     assert max(puts.values()) == 1, [k for k, v in puts.items() if v > 1][:5]
-    with deployment.run_sql() as sql:
+    with deployment.sql() as sql:
         workers = {w for (w,) in sql.execute("SELECT DISTINCT worker FROM attempts")}
         per_job = sql.execute(
             "SELECT count(*) FROM attempts GROUP BY job_id HAVING count(*) > 1"
@@ -135,7 +133,7 @@ def test_job_types_from_job_modules_run_in_the_api_and_the_workers(deployment):
     deployment.env["COURIER_JOB_MODULES"] = "tests.support.job_types"
     deployment.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     deployment.start_api()
-    deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    deployment.start_worker(threads=2)
     with deployment.http() as http:
         body = {"type": "bug_for_test", "payload": {"a": 1, "b": 2}}
         job = run_to_success(http, deployment.token(), body)

@@ -27,7 +27,7 @@ def shot(browser, name):
 
 def test_an_operator_finds_a_dead_job_and_replays_it_to_success(deployment, upstream, browser):
     deployment.start_api()
-    deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    deployment.start_worker(threads=2)
     upstream.script(
         "GET",
         "/crm/customers/c_broken",
@@ -35,14 +35,12 @@ def test_an_operator_finds_a_dead_job_and_replays_it_to_success(deployment, upst
         repeat_last=True,
     )
     client = deployment.token("acme")
+    job_id = deployment.submit(
+        type="customer_sync", entity_id="c_broken", max_attempts=2, headers=client
+    )
     with deployment.http() as http:
-        job = http.post(
-            "/v1/jobs",
-            json={"type": "customer_sync", "entity_id": "c_broken", "max_attempts": 2},
-            headers=client,
-        ).json()
         wait_for(
-            lambda: http.get(f"/v1/jobs/{job['id']}", headers=client).json()["status"] == "dead",
+            lambda: http.get(f"/v1/jobs/{job_id}", headers=client).json()["status"] == "dead",
             timeout=30,
             what="the job to die",
         )

@@ -17,11 +17,7 @@ def make_dead(deployment, http, headers, entities):
             "GET", f"/crm/customers/{entity}", {"status": 503}, repeat_last=True
         )
     ids = [
-        http.post(
-            "/v1/jobs",
-            json={"type": "customer_sync", "entity_id": e, "max_attempts": 1},
-            headers=headers,
-        ).json()["id"]
+        deployment.submit(type="customer_sync", entity_id=e, max_attempts=1, headers=headers)
         for e in entities
     ]
     for job_id in ids:
@@ -35,7 +31,7 @@ def make_dead(deployment, http, headers, entities):
 
 def test_courier_replay_dry_run_lists_and_replay_replays_with_a_progress_bar(deployment):
     deployment.start_api()
-    deployment.start("worker", "worker", "--processes", "1", "--threads", "4")
+    deployment.start_worker(threads=4)
     headers = deployment.token()
     with deployment.http() as http:
         ids = make_dead(deployment, http, headers, ["c_1", "c_2", "c_3"])
@@ -75,7 +71,7 @@ def test_courier_replay_dry_run_lists_and_replay_replays_with_a_progress_bar(dep
 
 def test_courier_stats_prints_counts_and_queue_depths(deployment):
     deployment.start_api()
-    deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    deployment.start_worker(threads=2)
     headers = deployment.token()
     with deployment.http() as http:
         make_dead(deployment, http, headers, ["c_9"])
@@ -93,16 +89,12 @@ def test_courier_stats_prints_counts_and_queue_depths(deployment):
 
 def test_courier_prune_reports_what_it_deleted(deployment):
     deployment.start_api()
-    deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    deployment.start_worker(threads=2)
     headers = deployment.token()
+    job_id = deployment.submit(type="customer_sync", entity_id="c_p", headers=headers)
     with deployment.http() as http:
-        job = http.post(
-            "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_p"}, headers=headers
-        ).json()
         wait_for(
-            lambda: (
-                http.get(f"/v1/jobs/{job['id']}", headers=headers).json()["status"] == "succeeded"
-            ),
+            lambda: http.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] == "succeeded",
             what="success",
         )
     assert (
@@ -117,18 +109,13 @@ def test_courier_prune_reports_what_it_deleted(deployment):
 
 def test_worker_logs_are_json_lines_with_the_job_fields(deployment):
     deployment.start_api()
-    worker = deployment.start("worker", "worker", "--processes", "1", "--threads", "2")
+    worker = deployment.start_worker(threads=2)
     headers = {**deployment.token(), "X-Request-ID": "corr-log"}
-    with deployment.http() as http:
-        job = http.post(
-            "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_log"}, headers=headers
-        ).json()
-        wait_for(
-            lambda: '"outcome": "succeeded"' in worker.output(), timeout=30, what="the outcome line"
-        )
+    job_id = deployment.submit(type="customer_sync", entity_id="c_log", headers=headers)
+    wait_for(
+        lambda: '"outcome": "succeeded"' in worker.output(), timeout=30, what="the outcome line"
+    )
     lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
-    [outcome] = [
-        entry for entry in lines if entry.get("job_id") == job["id"] and "outcome" in entry
-    ]
+    [outcome] = [entry for entry in lines if entry.get("job_id") == job_id and "outcome" in entry]
     assert outcome["correlation_id"] == "corr-log" and outcome["attempt"] == 1
     assert outcome["message_id"] and outcome["duration_ms"] >= 0 and outcome["level"] == "info"

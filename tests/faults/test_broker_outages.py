@@ -16,39 +16,33 @@ pytestmark = pytest.mark.faults
 
 
 def test_jobs_accepted_while_rabbitmq_is_stopped_are_published_within_10s_of_its_return(
-    courier_private_rabbitmq, private_rabbitmq, upstream
+    deployment_on_private_rabbitmq, private_rabbitmq, upstream
 ):
-    courier = courier_private_rabbitmq
-    courier.start_api()
-    group = courier.start_worker(processes=1, threads=4)
-    before = courier.submit(
+    deployment = deployment_on_private_rabbitmq
+    deployment.start_api()
+    group = deployment.start_worker(processes=1, threads=4)
+    before = deployment.submit_all(
         {"type": "customer_sync", "entity_id": f"c_before_{i}"} for i in range(5)
     )
 
     private_rabbitmq.stop()
     during, slowest = [], 0.0
-    with courier.http() as http:
-        for i in range(20):
-            started = time.monotonic()
-            response = http.post(
-                "/v1/jobs",
-                json={"type": "customer_sync", "entity_id": f"c_during_{i}"},
-                headers=courier.headers,
-            )
-            slowest = max(slowest, elapsed(started))
-            assert response.status_code == 202, response.text
-            during.append(response.json()["id"])
+    for i in range(20):
+        started = time.monotonic()
+        during.append(deployment.submit(type="customer_sync", entity_id=f"c_during_{i}"))
+        slowest = max(slowest, elapsed(started))
+    with deployment.http() as http:
         ready = http.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"] == "unavailable"
     assert slowest < 10, f"an accept took {slowest:.1f}s with the broker down"
     placeholders = ", ".join(["%s"] * len(during))
     unpublished = f"id IN ({placeholders}) AND published_at IS NULL"
-    assert courier.count(unpublished, tuple(during)) == len(during)
+    assert deployment.count(unpublished, tuple(during)) == len(during)
 
     broker_back = private_rabbitmq.start()  # when its AMQP port opened
     wait_for(
-        lambda: courier.count(unpublished, tuple(during)) == 0,
+        lambda: deployment.count(unpublished, tuple(during)) == 0,
         timeout=max(10 - elapsed(broker_back), 0.1),
         interval=0.1,
         what="the relay to publish the jobs accepted during the outage (10 s budget)",
@@ -57,33 +51,35 @@ def test_jobs_accepted_while_rabbitmq_is_stopped_are_published_within_10s_of_its
         f"published {elapsed(broker_back):.1f}s after RabbitMQ came back; accept <= {slowest:.2f}s"
     )
 
-    report = courier.settle_and_check(before + during, timeout=60)
+    report = deployment.settle_and_check(before + during, timeout=60)
     assert report.statuses == {"succeeded": len(before) + len(during)}
     assert group.restarts() == 0
 
 
 def test_rabbitmq_crashing_and_restarting_while_workers_consume_loses_nothing(
-    courier_private_rabbitmq, private_rabbitmq, upstream
+    deployment_on_private_rabbitmq, private_rabbitmq, upstream
 ):
-    courier = courier_private_rabbitmq
+    deployment = deployment_on_private_rabbitmq
     upstream.script("PUT", "/billing/customers/*", slow(0.2), repeat_last=True)
-    courier.start_api()
-    group = courier.start_worker(processes=2, threads=4)
+    deployment.start_api()
+    group = deployment.start_worker(processes=2, threads=4)
     pids = sorted(group.worker_pids())
-    ids = courier.submit({"type": "customer_sync", "entity_id": f"c_rmq_{i}"} for i in range(80))
+    ids = deployment.submit_all(
+        {"type": "customer_sync", "entity_id": f"c_rmq_{i}"} for i in range(80)
+    )
     wait_for(
-        lambda: courier.count("status = 'succeeded'") >= 15,
+        lambda: deployment.count("status = 'succeeded'") >= 15,
         timeout=30,
         what="consumption to be under way",
     )
 
     private_rabbitmq.kill()  # kill -9: what the broker had confirmed is on disk
     ids += [
-        courier.submit_one({"type": "customer_sync", "entity_id": f"c_down_{i}"}) for i in range(5)
+        deployment.submit({"type": "customer_sync", "entity_id": f"c_down_{i}"}) for i in range(5)
     ]
     private_rabbitmq.start()
 
-    report = courier.settle_and_check(ids, timeout=120)
+    report = deployment.settle_and_check(ids, timeout=120)
     assert report.statuses == {"succeeded": len(ids)}
     # The workers reconnected by themselves: no restart, the same processes.
     assert group.restarts() == 0

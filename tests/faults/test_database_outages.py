@@ -20,8 +20,8 @@ pytestmark = pytest.mark.faults
 class Load:
     """Clients submitting jobs one by one, recording every answer."""
 
-    def __init__(self, courier, clients: int = 3) -> None:
-        self.courier = courier
+    def __init__(self, deployment, clients: int = 3) -> None:
+        self.deployment = deployment
         self.answers: list[tuple[float, int, dict]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -40,13 +40,13 @@ class Load:
             thread.join(60)
 
     def _client(self, n: int) -> None:
-        with self.courier.http(timeout=60) as http:
+        with self.deployment.http(timeout=60) as http:
             i = 0
             while not self._stop.is_set():
                 response = http.post(
                     "/v1/jobs",
                     json={"type": "customer_sync", "entity_id": f"c_load_{n}_{i}"},
-                    headers=self.courier.headers,
+                    headers=self.deployment.headers,
                 )
                 with self._lock:
                     self.answers.append((time.monotonic(), response.status_code, response.json()))
@@ -58,14 +58,14 @@ class Load:
 
 
 def test_the_api_answers_503_while_postgresql_is_down_and_never_202_without_a_committed_row(
-    courier_private_postgres, private_postgres, upstream
+    deployment_on_private_postgres, private_postgres, upstream
 ):
-    courier = courier_private_postgres
-    courier.start_api()
-    courier.start_worker(processes=1, threads=4)
-    assert courier.headers  # the token is made while the database is up
+    deployment = deployment_on_private_postgres
+    deployment.start_api()
+    deployment.start_worker(processes=1, threads=4)
+    assert deployment.headers  # the token is made while the database is up
 
-    with Load(courier) as load:
+    with Load(deployment) as load:
         wait_for(lambda: load.count(202) >= 20, timeout=30, what="accepted jobs")
         private_postgres.stop("fast")
         wait_for(lambda: load.count(503) >= 20, timeout=30, what="503s during the outage")
@@ -83,21 +83,26 @@ def test_the_api_answers_503_while_postgresql_is_down_and_never_202_without_a_co
     assert {body["title"] for body in refusals} == {"Database unavailable"}
     assert all(body["description"] for body in refusals)
     accepted = [body["id"] for _, s, body in load.answers if s == 202]
-    report = courier.settle_and_check(accepted, timeout=90)
+    report = deployment.settle_and_check(accepted, timeout=90)
     assert report.statuses == {"succeeded": len(accepted)}, statuses
 
 
 def test_workers_ride_out_a_postgresql_outage_and_recover_by_themselves(
-    courier_private_postgres, private_postgres, upstream
+    deployment_on_private_postgres, private_postgres, upstream
 ):
-    courier = courier_private_postgres
+    deployment = deployment_on_private_postgres
     upstream.script("PUT", "/billing/customers/*", slow(1), repeat_last=True)
-    courier.start_api()
-    group = courier.start_worker(processes=2, threads=4)
+    deployment.start_api()
+    group = deployment.start_worker(processes=2, threads=4)
     pids = sorted(group.worker_pids())
-    ids = courier.submit({"type": "customer_sync", "entity_id": f"c_pg_{i}"} for i in range(40))
+    ids = deployment.submit_all(
+        {"type": "customer_sync", "entity_id": f"c_pg_{i}"} for i in range(40)
+    )
     wait_for(
-        lambda: courier.count("status = 'succeeded'") >= 8 and len(courier.running_attempts()) >= 4,
+        lambda: (
+            deployment.count("status = 'succeeded'") >= 8
+            and len(deployment.running_attempts()) >= 4
+        ),
         timeout=30,
         what="work under way",
     )
@@ -107,7 +112,7 @@ def test_workers_ride_out_a_postgresql_outage_and_recover_by_themselves(
     holds_for(lambda: sorted(group.worker_pids()) == pids, 5, what="the worker processes")
     private_postgres.start()
 
-    report = courier.settle_and_check(ids, timeout=90)
+    report = deployment.settle_and_check(ids, timeout=90)
     assert report.statuses == {"succeeded": len(ids)}
     assert group.restarts() == 0
     assert sorted(group.worker_pids()) == pids

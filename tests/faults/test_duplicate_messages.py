@@ -15,12 +15,14 @@ pytestmark = pytest.mark.faults
 
 
 def test_the_same_job_message_published_five_times_concurrently_runs_the_job_once(
-    courier, upstream
+    deployment, upstream
 ):
     upstream.script("PUT", "/billing/customers/*", slow(0.2), repeat_last=True)
-    courier.start_api()
-    ids = courier.submit({"type": "customer_sync", "entity_id": f"c_dup_{i}"} for i in range(12))
-    messages = [courier.message_for(job_id).encode() for job_id in ids]
+    deployment.start_api()
+    ids = deployment.submit_all(
+        {"type": "customer_sync", "entity_id": f"c_dup_{i}"} for i in range(12)
+    )
+    messages = [deployment.message_for(job_id).encode() for job_id in ids]
 
     # Five publishers send the same messages at the same moment, each on its own connection.
     start = threading.Barrier(5)
@@ -28,10 +30,10 @@ def test_the_same_job_message_published_five_times_concurrently_runs_the_job_onc
 
     def publisher() -> None:
         try:
-            with courier.broker.channel(courier.vhost) as channel:
+            with deployment.broker.channel(deployment.vhost) as channel:
                 start.wait(10)
                 for body in messages:
-                    courier.broker.send(channel, "sync", body)
+                    deployment.broker.send(channel, "sync", body)
         except BaseException as e:
             failures.append(e)
 
@@ -41,42 +43,44 @@ def test_the_same_job_message_published_five_times_concurrently_runs_the_job_onc
     for thread in threads:
         thread.join(30)
     assert failures == []
-    assert courier.broker.ready_now(courier.vhost, "sync") == 6 * len(ids)  # the API's + 5
+    assert deployment.broker.ready_now(deployment.vhost, "sync") == 6 * len(ids)  # the API's + 5
 
-    group = courier.start_worker(processes=2, threads=8)
-    report = courier.settle_and_check(ids, timeout=60, effects_exactly_once=True)
+    group = deployment.start_worker(processes=2, threads=8)
+    report = deployment.settle_and_check(ids, timeout=60, effects_exactly_once=True)
     assert report.statuses == {"succeeded": len(ids)}
     assert all(job["attempts"] == 1 for job in report.jobs.values())
     # Every duplicate was refused at the claim and acknowledged, none dead-lettered.
     assert len(group.log_lines("not claimable")) == 5 * len(ids)
-    assert courier.broker.peek(courier.vhost, "sync.XQ") == []
+    assert deployment.broker.peek(deployment.vhost, "sync.XQ") == []
 
 
-def test_a_relay_killed_between_publish_and_mark_leaves_duplicates_that_run_once(courier, upstream):
+def test_a_relay_killed_between_publish_and_mark_leaves_duplicates_that_run_once(
+    deployment, upstream
+):
     upstream.script("GET", "/crm/customers/*", slow(0.5, body={"id": "c"}), repeat_last=True)
-    courier.start_api()
+    deployment.start_api()
     # One job due now: the API publishes it, which declares the queues.
-    first = courier.submit_one({"type": "customer_sync", "entity_id": "c_relay_first"})
+    first = deployment.submit({"type": "customer_sync", "entity_id": "c_relay_first"})
     run_at = datetime.now(UTC) + timedelta(seconds=2)
-    ids = courier.submit(
+    ids = deployment.submit_all(
         {"type": "customer_sync", "entity_id": f"c_relay_{i}", "run_at": run_at.isoformat()}
         for i in range(12)
     )
     placeholders = ", ".join(["%s"] * len(ids))
     unmarked = f"id IN ({placeholders}) AND published_at IS NULL"
-    assert courier.count(unmarked, tuple(ids)) == len(ids)  # scheduled: left to the relay
+    assert deployment.count(unmarked, tuple(ids)) == len(ids)  # scheduled: left to the relay
     wait_for(lambda: datetime.now(UTC) > run_at, timeout=10, what="the jobs to be due")
 
     # What a relay killed after its publish and before its mark leaves behind: due jobs whose
     # messages are in the queue while SQL still says they are unpublished.
-    with courier.broker.channel(courier.vhost) as channel:
+    with deployment.broker.channel(deployment.vhost) as channel:
         for job_id in ids:
-            courier.broker.send(channel, "sync", courier.message_for(job_id).encode())
-    assert courier.count(unmarked, tuple(ids)) == len(ids)
+            deployment.broker.send(channel, "sync", deployment.message_for(job_id).encode())
+    assert deployment.count(unmarked, tuple(ids)) == len(ids)
 
     # A real relay now publishes them again; the duplicates are harmless.
-    group = courier.start_worker(processes=1, threads=4)
-    report = courier.settle_and_check([first, *ids], timeout=60, effects_exactly_once=True)
+    group = deployment.start_worker(processes=1, threads=4)
+    report = deployment.settle_and_check([first, *ids], timeout=60, effects_exactly_once=True)
     assert report.statuses == {"succeeded": 1 + len(ids)}
     assert all(job["attempts"] == 1 for job in report.jobs.values())
     assert group.log_lines("relay published")  # it did publish duplicates...

@@ -12,15 +12,15 @@ import pytest
 pytestmark = pytest.mark.faults
 
 
-def test_poison_messages_and_jobs_end_recorded_with_a_reason_and_never_loop(courier, upstream):
+def test_poison_messages_and_jobs_end_recorded_with_a_reason_and_never_loop(deployment, upstream):
     # The CRM directory lists an item the job cannot sync: every attempt fails on it.
     upstream.script(
         "GET", "/crm/customers", {"body": {"items": [42], "next_page": None}}, repeat_last=True
     )
-    courier.start_api()
-    group = courier.start_worker(processes=1, threads=4)
+    deployment.start_api()
+    group = deployment.start_worker(processes=1, threads=4)
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    [retired, invalid, crashing] = courier.submit(
+    [retired, invalid, crashing] = deployment.submit_all(
         [
             # Scheduled for later, so only the message below (for a retired job type) names it.
             {"type": "customer_sync", "entity_id": "c_retired", "run_at": later},
@@ -30,12 +30,12 @@ def test_poison_messages_and_jobs_end_recorded_with_a_reason_and_never_loop(cour
     )
     ghost = str(uuid.uuid4())
     undecodable = b"\xff\xfe this is not a message"
-    courier.publish(undecodable)
-    courier.publish(courier.message_for(retired, actor="retired_sync").encode())
-    courier.publish(courier.message_for(ghost).encode())
-    courier.publish(courier.message_for("not-a-job-id").encode())
+    deployment.publish(undecodable)
+    deployment.publish(deployment.message_for(retired, actor="retired_sync").encode())
+    deployment.publish(deployment.message_for(ghost).encode())
+    deployment.publish(deployment.message_for("not-a-job-id").encode())
 
-    report = courier.settle_and_check([retired, invalid, crashing], timeout=60)
+    report = deployment.settle_and_check([retired, invalid, crashing], timeout=60)
 
     # A job type no worker knows: dead without running, and its message dead-lettered.
     job = report.jobs[retired]
@@ -53,7 +53,7 @@ def test_poison_messages_and_jobs_end_recorded_with_a_reason_and_never_loop(cour
     assert len(upstream.calls(path="/crm/customers")) == 3
 
     # The dead-letter queue holds exactly the undecodable body and the two dead jobs' copies.
-    dead_letters = courier.broker.peek(courier.vhost, "sync.XQ")
+    dead_letters = deployment.broker.peek(deployment.vhost, "sync.XQ")
     raw = [
         base64.b64decode(m["payload"]) for m in dead_letters if m["payload_encoding"] == "base64"
     ]
@@ -71,4 +71,4 @@ def test_poison_messages_and_jobs_end_recorded_with_a_reason_and_never_loop(cour
     assert len([line for line in group.log_lines(ghost) if "not claimable" in line]) == 1
     assert len(group.log_lines("names no job")) == 1
     assert report.queue["ready"] == report.queue["unacked"] == 0
-    assert courier.count("true") == 3  # no job rows made up for poison
+    assert deployment.count("true") == 3  # no job rows made up for poison

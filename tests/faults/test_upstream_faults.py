@@ -12,9 +12,9 @@ CUSTOMER = {"id": "c", "name": "Customer", "email": "c@example.com"}
 
 
 def test_hung_and_slow_upstreams_are_timed_out_retried_or_buried_and_never_block_the_workers(
-    courier, upstream
+    deployment, upstream
 ):
-    courier.env["COURIER_UPSTREAM_TIMEOUT_S"] = "2"
+    deployment.env["COURIER_UPSTREAM_TIMEOUT_S"] = "2"
     # Slow but within the timeout: succeeds first time.
     upstream.script("PUT", "/billing/customers/c_slow_*", slow(0.5), repeat_last=True)
     # Hangs (past the 2 s timeout) twice, then answers.
@@ -30,10 +30,10 @@ def test_hung_and_slow_upstreams_are_timed_out_retried_or_buried_and_never_block
     upstream.script(
         "PUT", "/billing/customers/c_limited", {"status": 429, "headers": {"Retry-After": "1"}}, OK
     )
-    courier.start_api()
-    courier.start_worker(processes=1, threads=4)
+    deployment.start_api()
+    deployment.start_worker(processes=1, threads=4)
 
-    [hung, forever, over_time, limited] = courier.submit(
+    [hung, forever, over_time, limited] = deployment.submit_all(
         [
             {"type": "customer_sync", "entity_id": "c_hung", "max_attempts": 4},
             {"type": "customer_sync", "entity_id": "c_hung_forever", "max_attempts": 2},
@@ -46,10 +46,12 @@ def test_hung_and_slow_upstreams_are_timed_out_retried_or_buried_and_never_block
             {"type": "customer_sync", "entity_id": "c_limited"},
         ]
     )
-    slow_ones = courier.submit(
+    slow_ones = deployment.submit_all(
         {"type": "customer_sync", "entity_id": f"c_slow_{i}"} for i in range(12)
     )
-    report = courier.settle_and_check([hung, forever, over_time, limited, *slow_ones], timeout=90)
+    report = deployment.settle_and_check(
+        [hung, forever, over_time, limited, *slow_ones], timeout=90
+    )
 
     def trail(job_id):
         return [(a["status"], a["error_type"]) for a in report.attempts[job_id]]

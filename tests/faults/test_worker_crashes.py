@@ -14,18 +14,20 @@ pytestmark = pytest.mark.faults
 
 
 def test_a_worker_process_killed_mid_job_loses_nothing_and_its_attempts_count_as_abandoned(
-    courier, upstream
+    deployment, upstream
 ):
     # Billing is slow, so attempts are caught with their write in flight.
     upstream.script("PUT", "/billing/customers/*", slow(2), repeat_last=True)
-    courier.start_api()
-    group = courier.start_worker(processes=2, threads=4)
-    ids = courier.submit({"type": "customer_sync", "entity_id": f"c_kill_{i}"} for i in range(16))
+    deployment.start_api()
+    group = deployment.start_worker(processes=2, threads=4)
+    ids = deployment.submit_all(
+        {"type": "customer_sync", "entity_id": f"c_kill_{i}"} for i in range(16)
+    )
 
     # Pick a worker process with writes in flight, and kill it.
     def victim_with_writes_in_flight():
         in_flight = {c["headers"]["Idempotency-Key"] for c in upstream.calls(method="PUT")}
-        for attempt in courier.running_attempts():
+        for attempt in deployment.running_attempts():
             if str(attempt["job_id"]) in in_flight:
                 return worker_pid(attempt["worker"])
         return None
@@ -36,12 +38,12 @@ def test_a_worker_process_killed_mid_job_loses_nothing_and_its_attempts_count_as
     os.kill(victim, signal.SIGKILL)
     # What it was running when it died (its leases have not run out yet: nobody reaped them).
     its_jobs = {
-        str(a["job_id"]) for a in courier.running_attempts() if worker_pid(a["worker"]) == victim
+        str(a["job_id"]) for a in deployment.running_attempts() if worker_pid(a["worker"]) == victim
     }
     assert its_jobs
     group.wait_ready(after=ready_before)  # the supervisor brought the group back
 
-    report = courier.settle_and_check(ids, timeout=90)
+    report = deployment.settle_and_check(ids, timeout=90)
     assert report.statuses == {"succeeded": len(ids)}
     for job_id in its_jobs:
         first = report.attempts[job_id][0]
@@ -60,20 +62,24 @@ def test_a_worker_process_killed_mid_job_loses_nothing_and_its_attempts_count_as
     assert group.restarts() == 1
 
 
-def test_killing_the_whole_worker_group_with_prefetched_messages_loses_nothing(courier, upstream):
+def test_killing_the_whole_worker_group_with_prefetched_messages_loses_nothing(
+    deployment, upstream
+):
     upstream.script("PUT", "/billing/customers/*", slow(0.5), repeat_last=True)
-    courier.start_api()
-    group = courier.start_worker(processes=2, threads=4)
-    ids = courier.submit({"type": "customer_sync", "entity_id": f"c_group_{i}"} for i in range(60))
+    deployment.start_api()
+    group = deployment.start_worker(processes=2, threads=4)
+    ids = deployment.submit_all(
+        {"type": "customer_sync", "entity_id": f"c_group_{i}"} for i in range(60)
+    )
 
     # Each process holds more messages than it has threads (prefetch): queued jobs whose
     # message is no longer ready in the queue are held, unacknowledged, by a worker.
     def prefetched() -> int:
-        queued = courier.count("status = 'queued'")
-        return queued - courier.broker.ready_now(courier.vhost, "sync")
+        queued = deployment.count("status = 'queued'")
+        return queued - deployment.broker.ready_now(deployment.vhost, "sync")
 
     wait_for(
-        lambda: len(courier.running_attempts()) > 0 and prefetched() > 0,
+        lambda: len(deployment.running_attempts()) > 0 and prefetched() > 0,
         timeout=30,
         what="messages prefetched beyond the running attempts",
     )
@@ -82,20 +88,22 @@ def test_killing_the_whole_worker_group_with_prefetched_messages_loses_nothing(c
     assert len(killed) >= 3  # Dramatiq's main process and both worker processes
     group.wait_ready(after=ready_before)
 
-    report = courier.settle_and_check(ids, timeout=120)
+    report = deployment.settle_and_check(ids, timeout=120)
     assert report.statuses == {"succeeded": len(ids)}
     assert group.restarts() == 1
 
 
 def test_a_job_whose_worker_dies_every_time_ends_dead_after_max_attempts_instead_of_looping(
-    courier, upstream
+    deployment, upstream
 ):
     # The CRM never answers in time for this one entity: every attempt is still running when
     # its worker process is killed, as with a job that crashes its worker each time.
     upstream.script("GET", "/crm/customers/c_crash", slow(60), repeat_last=True)
-    courier.start_api()
-    groups = [courier.start_worker(f"worker-{n}", processes=1, threads=2) for n in (1, 2)]
-    [crash] = courier.submit([{"type": "customer_sync", "entity_id": "c_crash", "max_attempts": 3}])
+    deployment.start_api()
+    groups = [deployment.start_worker(f"worker-{n}", processes=1, threads=2) for n in (1, 2)]
+    [crash] = deployment.submit_all(
+        [{"type": "customer_sync", "entity_id": "c_crash", "max_attempts": 3}]
+    )
     victims = []
     for number in (1, 2, 3):
 
@@ -103,17 +111,17 @@ def test_a_job_whose_worker_dies_every_time_ends_dead_after_max_attempts_instead
             # Running, and its call to the CRM made (and hanging).
             if len(upstream.calls(path="/crm/customers/c_crash")) < number:
                 return None
-            return next((a for a in courier.attempts(crash) if a["number"] == number), None)
+            return next((a for a in deployment.attempts(crash) if a["number"] == number), None)
 
         attempt = wait_for(attempt_running, timeout=40, what=f"attempt {number} to run")
         assert attempt["status"] == "running"
         victims.append(worker_pid(attempt["worker"]))
         os.kill(victims[-1], signal.SIGKILL)
 
-    others = courier.submit(
+    others = deployment.submit_all(
         {"type": "customer_sync", "entity_id": f"c_after_{i}"} for i in range(6)
     )  # the workers still do other work
-    report = courier.settle_and_check([crash, *others], timeout=60)
+    report = deployment.settle_and_check([crash, *others], timeout=60)
 
     job = report.jobs[crash]
     assert job["status"] == "dead"

@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LATER = "2099-01-01T00:00:00Z"
 
 
-def submit(stack, headers, **body):
-    return stack.client.simulate_post(
-        "/v1/jobs", json={"type": "customer_sync", **body}, headers=headers
-    )
-
-
 def new_job(entity_id: str | None = None) -> NewJob:
     return NewJob(
         tenant="acme",
@@ -45,18 +39,24 @@ def test_a_revoked_token_is_refused_by_the_next_request(stack):
     with stack.sessions.begin() as session:
         secret = tokens.create(session, tenant="acme")
     headers = {"Authorization": f"Bearer {secret}"}
-    job_id = submit(stack, headers, entity_id="c_rev", run_at=LATER).json["id"]
+    job_id = stack.submit(type="customer_sync", entity_id="c_rev", run_at=LATER, headers=headers)
     assert stack.client.simulate_get(f"/v1/jobs/{job_id}", headers=headers).status_code == 200
     with stack.sessions.begin() as session:
         assert tokens.revoke(session, secret)
     assert stack.client.simulate_get(f"/v1/jobs/{job_id}", headers=headers).status_code == 401
-    assert submit(stack, headers, entity_id="c_rev2").status_code == 401
+    refused = stack.client.simulate_post(
+        "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_rev2"}, headers=headers
+    )
+    assert refused.status_code == 401
 
 
 def test_reading_a_job_is_fenced_by_tenant_and_open_to_operators(stack):
     acme, globex = stack.token("acme"), stack.token("globex")
     operator = stack.token("ops", role="operator")
-    created = submit(stack, acme, entity_id="c_read", payload={"n": 1}, run_at=LATER).json
+    body = {"type": "customer_sync", "entity_id": "c_read", "payload": {"n": 1}, "run_at": LATER}
+    response = stack.client.simulate_post("/v1/jobs", json=body, headers=acme)
+    assert response.status_code == 202, response.text
+    created = response.json
     path = f"/v1/jobs/{created['id']}"
     assert stack.client.simulate_get(path, headers=acme).json == created
     assert stack.client.simulate_get(path, headers=operator).json == created
@@ -67,7 +67,7 @@ def test_reading_a_job_is_fenced_by_tenant_and_open_to_operators(stack):
 
 def test_an_accepted_job_is_marked_published_shortly_after(stack):
     headers = stack.token()
-    job_id = submit(stack, headers, entity_id="c_mark").json["id"]
+    job_id = stack.submit(type="customer_sync", entity_id="c_mark", headers=headers)
     wait_for(lambda: stack.job(job_id).published_at is not None, timeout=5, what="the mark")
 
 

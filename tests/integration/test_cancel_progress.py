@@ -13,12 +13,6 @@ pytestmark = pytest.mark.integration
 LATER = "2099-01-01T00:00:00Z"
 
 
-def submit(stack, headers, **body):
-    response = stack.client.simulate_post("/v1/jobs", json=body, headers=headers)
-    assert response.status_code == 202, response.text
-    return response.json["id"]
-
-
 def cancel(stack, job_id, headers, **body):
     return stack.client.simulate_post(
         f"/v1/jobs/{job_id}/cancel", json=body or None, headers=headers
@@ -37,17 +31,12 @@ def audit_actions(stack, job_id):
 
 def test_a_queued_job_is_cancelled_at_once_and_never_runs(stack, upstream):
     headers = stack.token()
-    job_id = submit(
-        stack, headers, type="customer_sync", entity_id="c_1"
-    )  # published, no worker yet
+    job_id = stack.submit(headers=headers, type="customer_sync", entity_id="c_1")  # published
     response = cancel(stack, job_id, headers, reason="wrong customer")
     assert response.status_code == 200 and response.json["status"] == "cancelled"
     assert response.json["finished_at"]
     stack.start_worker()
-    wait_for(
-        lambda: stack.workers[0][0].broker.get_queue_message_counts("sync")[:2] == (0, 0),
-        what="the queue to drain",
-    )
+    stack.wait_acknowledged(1)  # the worker took the job's message and let it go
     assert stack.job(job_id).status == "cancelled" and stack.job(job_id).attempts == 0
     assert upstream.calls() == []
     assert audit_actions(stack, job_id) == [("cancel", "wrong customer")]
@@ -55,7 +44,7 @@ def test_a_queued_job_is_cancelled_at_once_and_never_runs(stack, upstream):
 
 def test_a_scheduled_job_is_cancelled_before_its_time(stack, upstream):
     headers = stack.token()
-    job_id = submit(stack, headers, type="customer_sync", entity_id="c_2", run_at=LATER)
+    job_id = stack.submit(headers=headers, type="customer_sync", entity_id="c_2", run_at=LATER)
     assert cancel(stack, job_id, headers).json["status"] == "cancelled"
 
 
@@ -63,7 +52,7 @@ def test_a_retrying_job_is_cancelled_and_never_calls_upstream_again(stack, upstr
     upstream.script("GET", "/crm/customers/c_3", {"status": 503}, repeat_last=True)
     stack.start_worker(min_backoff_ms=1500, max_backoff_ms=1500)
     headers = stack.token()
-    job_id = submit(stack, headers, type="customer_sync", entity_id="c_3")
+    job_id = stack.submit(headers=headers, type="customer_sync", entity_id="c_3")
     stack.wait_status(job_id, "retrying")
     assert cancel(stack, job_id, headers).json["status"] == "cancelled"
     calls = len(upstream.calls())
@@ -78,7 +67,7 @@ def test_a_running_directory_sync_stops_at_its_next_checkpoint(stack, upstream):
     )
     stack.start_worker()
     headers = stack.token()
-    job_id = submit(stack, headers, type="directory_sync")
+    job_id = stack.submit(headers=headers, type="directory_sync")
     stack.wait_status(job_id, "running")
     wait_for(lambda: len(upstream.calls(method="PUT")) >= 3, what="a few items")
     response = cancel(stack, job_id, headers)
@@ -98,7 +87,7 @@ def test_cancelling_a_finished_job_is_409(stack, upstream, final):
         upstream.script("GET", "/crm/customers/c_4", {"status": 404})
     stack.start_worker()
     headers = stack.token()
-    job_id = submit(stack, headers, type="customer_sync", entity_id="c_4")
+    job_id = stack.submit(headers=headers, type="customer_sync", entity_id="c_4")
     stack.wait_status(job_id, final)
     response = cancel(stack, job_id, headers)
     assert response.status_code == 409 and final in response.json["description"]
@@ -108,8 +97,8 @@ def test_cancelling_a_finished_job_is_409(stack, upstream, final):
 def test_a_client_replays_its_own_failed_job_with_a_corrected_payload(stack, upstream):
     stack.start_worker()
     headers = stack.token()
-    job_id = submit(
-        stack, headers, type="directory_sync", payload={"start_page": 99, "bogus": True}
+    job_id = stack.submit(
+        headers=headers, type="directory_sync", payload={"start_page": 99, "bogus": True}
     )
     stack.wait_status(job_id, "failed")
     response = stack.client.simulate_post(
@@ -126,7 +115,7 @@ def test_a_client_replays_its_own_failed_job_with_a_corrected_payload(stack, ups
 
 def test_a_cancelled_job_can_be_replayed_but_an_active_one_cannot(stack):
     headers = stack.token()
-    job_id = submit(stack, headers, type="customer_sync", entity_id="c_5", run_at=LATER)
+    job_id = stack.submit(headers=headers, type="customer_sync", entity_id="c_5", run_at=LATER)
     active = stack.client.simulate_post(f"/v1/jobs/{job_id}/replay", headers=headers)
     assert active.status_code == 409
     cancel(stack, job_id, headers)
@@ -144,7 +133,7 @@ def test_progress_moves_while_a_directory_sync_runs(stack, upstream):
     )
     stack.start_worker()
     headers = stack.token()
-    job_id = submit(stack, headers, type="directory_sync")
+    job_id = stack.submit(headers=headers, type="directory_sync")
     seen = set()
 
     def finished() -> bool:
@@ -171,7 +160,7 @@ def test_progress_writes_are_throttled(stack, upstream, sessions):
     event.listen(stack.engine, "before_cursor_execute", count)
     stack.start_worker(progress_interval_s=10)
     headers = stack.token()
-    job_id = submit(stack, headers, type="directory_sync")
+    job_id = stack.submit(headers=headers, type="directory_sync")
     stack.wait_status(job_id, "succeeded")
     assert stack.job(job_id).progress["current"] == 25
     assert len(writes) <= 3  # the first report and the last, not one per item
@@ -180,10 +169,10 @@ def test_progress_writes_are_throttled(stack, upstream, sessions):
 def test_higher_priority_jobs_run_first(stack, upstream):
     headers = stack.token()
     low = [
-        submit(stack, headers, type="customer_sync", entity_id=f"low_{i}", priority=0)
+        stack.submit(headers=headers, type="customer_sync", entity_id=f"low_{i}", priority=0)
         for i in range(30)
     ]
-    high = submit(stack, headers, type="customer_sync", entity_id="high", priority=9)
+    high = stack.submit(headers=headers, type="customer_sync", entity_id="high", priority=9)
     stack.start_worker(threads=1)
     stack.wait_status(high, "succeeded")
     for job_id in low:

@@ -64,58 +64,43 @@ def test_pages_need_a_login(stack):
 
 
 def test_every_value_is_escaped(stack):
-    headers = stack.token("acme")
-    job = stack.client.simulate_post(
-        "/v1/jobs",
-        json={
-            "type": "customer_sync",
-            "entity_id": "<script>alert(1)</script>",
-            "run_at": "2099-01-01T00:00:00Z",
-            "payload": {"note": "<img src=x onerror=alert(2)>"},
-        },
-        headers=headers,
-    ).json
+    job_id = stack.submit(
+        type="customer_sync",
+        entity_id="<script>alert(1)</script>",
+        run_at="2099-01-01T00:00:00Z",
+        payload={"note": "<img src=x onerror=alert(2)>"},
+    )
     cookie = secret(stack.token("ops", "operator"))
     listing = page(stack, "/ui/jobs", cookie).text
     assert (
         "<script>alert(1)</script>" not in listing
         and "&lt;script&gt;alert(1)&lt;/script&gt;" in listing
     )
-    detail = page(stack, f"/ui/jobs/{job['id']}", cookie)
+    detail = page(stack, f"/ui/jobs/{job_id}", cookie)
     assert detail.status_code == 200
     assert "<img src=x" not in detail.text and "&lt;img src=x" in detail.text
     assert detail.headers["X-Frame-Options"] == "DENY"
 
 
 def test_state_changing_forms_need_the_csrf_token(stack):
-    headers = stack.token("acme")
-    job = stack.client.simulate_post(
-        "/v1/jobs",
-        json={"type": "customer_sync", "entity_id": "c_1", "run_at": "2099-01-01T00:00:00Z"},
-        headers=headers,
-    ).json
+    job_id = stack.submit(type="customer_sync", entity_id="c_1", run_at="2099-01-01T00:00:00Z")
     cookie = secret(stack.token("ops", "operator"))
-    forged = post_form(stack, f"/ui/jobs/{job['id']}/cancel", cookie, reason="x")
+    forged = post_form(stack, f"/ui/jobs/{job_id}/cancel", cookie, reason="x")
     assert forged.status_code == 403
-    wrong = post_form(stack, f"/ui/jobs/{job['id']}/cancel", cookie, reason="x", csrf="0" * 64)
+    wrong = post_form(stack, f"/ui/jobs/{job_id}/cancel", cookie, reason="x", csrf="0" * 64)
     assert wrong.status_code == 403
-    assert stack.job(job["id"]).status == "queued"
-    token = csrf_of(page(stack, f"/ui/jobs/{job['id']}", cookie).text)
-    done = post_form(stack, f"/ui/jobs/{job['id']}/cancel", cookie, reason="from+ui", csrf=token)
+    assert stack.job(job_id).status == "queued"
+    token = csrf_of(page(stack, f"/ui/jobs/{job_id}", cookie).text)
+    done = post_form(stack, f"/ui/jobs/{job_id}/cancel", cookie, reason="from+ui", csrf=token)
     assert done.status_code == 303
-    assert stack.job(job["id"]).status == "cancelled"
+    assert stack.job(job_id).status == "cancelled"
     audit = page(stack, "/ui/audit", cookie).text
     assert "cancel" in audit and "from ui" in audit
 
 
 def test_filters_and_paging_on_the_job_list(stack):
-    headers = stack.token("acme")
     for i in range(60):
-        stack.client.simulate_post(
-            "/v1/jobs",
-            json={"type": "customer_sync", "entity_id": f"c_{i}", "run_at": "2099-01-01T00:00:00Z"},
-            headers=headers,
-        )
+        stack.submit(type="customer_sync", entity_id=f"c_{i}", run_at="2099-01-01T00:00:00Z")
     cookie = secret(stack.token("ops", "operator"))
     first = page(stack, "/ui/jobs?tenant=acme&status=queued", cookie).text
     assert first.count('href="/ui/jobs/') == 50

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
-
 import pika
 import pytest
 from dramatiq import Message
@@ -16,12 +14,8 @@ from tests.support.polling import wait_for
 pytestmark = pytest.mark.integration
 
 
-def vhost_of(stack) -> str:
-    return unquote(stack.settings.broker_url.rsplit("/", 1)[1])
-
-
 def xq(stack) -> list[dict]:
-    return services.queue_messages(vhost_of(stack), "sync.XQ")
+    return services.queue_messages(stack.vhost, "sync.XQ")
 
 
 def xq_job_ids(stack) -> set[str]:
@@ -31,15 +25,10 @@ def xq_job_ids(stack) -> set[str]:
 def make_dead(stack, upstream, entity_ids, headers=None):
     for entity_id in entity_ids:
         upstream.script("GET", f"/crm/customers/{entity_id}", {"status": 503}, repeat_last=True)
-    headers = headers or stack.token()
-    ids = []
-    for entity_id in entity_ids:
-        response = stack.client.simulate_post(
-            "/v1/jobs",
-            json={"type": "customer_sync", "entity_id": entity_id, "max_attempts": 2},
-            headers=headers,
-        )
-        ids.append(response.json["id"])
+    ids = [
+        stack.submit(type="customer_sync", entity_id=entity_id, max_attempts=2, headers=headers)
+        for entity_id in entity_ids
+    ]
     for job_id in ids:
         stack.wait_status(job_id, "dead")
     return ids
@@ -131,18 +120,9 @@ def test_only_operators_replay_dead_jobs(stack, upstream):
 
 def test_bulk_replay_of_hundreds_of_dead_jobs(stack, upstream):
     upstream.script("GET", "/crm/customers/*", {"status": 503}, repeat_last=True)
-    headers = stack.token()
-    body = {
-        "jobs": [
-            {"type": "customer_sync", "entity_id": f"c_{i}", "max_attempts": 1} for i in range(300)
-        ]
-    }
-    ids = [
-        item["job"]["id"]
-        for item in stack.client.simulate_post("/v1/jobs/batch", json=body, headers=headers).json[
-            "items"
-        ]
-    ]
+    ids = stack.submit_all(
+        {"type": "customer_sync", "entity_id": f"c_{i}", "max_attempts": 1} for i in range(300)
+    )
     stack.start_worker(threads=8)
     wait_for(
         lambda: all(stack.job(i).status == "dead" for i in ids[-5:]), timeout=60, what="jobs to die"
@@ -209,12 +189,7 @@ def test_a_message_moved_from_xq_back_to_the_queue_does_not_rewrite_history(stac
 
 def test_a_job_for_a_type_no_worker_knows_ends_dead_in_xq(stack):
     stack.start_worker()
-    headers = stack.token()
-    job_id = stack.client.simulate_post(
-        "/v1/jobs",
-        json={"type": "customer_sync", "entity_id": "c_x", "run_at": "2099-01-01T00:00:00Z"},
-        headers=headers,
-    ).json["id"]
+    job_id = stack.submit(type="customer_sync", entity_id="c_x", run_at="2099-01-01T00:00:00Z")
     stack.api_broker.enqueue(
         Message(queue_name="sync", actor_name="retired_sync", args=(job_id,), kwargs={}, options={})
     )

@@ -15,12 +15,6 @@ from tests.support.processes import free_port
 pytestmark = pytest.mark.integration
 
 
-def submit(stack, headers=None, **body):
-    response = stack.client.simulate_post("/v1/jobs", json=body, headers=headers or stack.token())
-    assert response.status_code == 202, response.text
-    return response.json["id"]
-
-
 def decisions(stack, job_id):
     return [(a.status, a.decision, a.error_type) for a in stack.attempts(job_id)]
 
@@ -39,7 +33,7 @@ def test_a_5xx_is_retried_until_max_attempts_then_dead(stack, upstream, status, 
         "GET", "/crm/customers/c_1", {"status": status, "body": {"error": "down"}}, repeat_last=True
     )
     stack.start_worker()
-    job_id = submit(stack, type="customer_sync", entity_id="c_1", max_attempts=3)
+    job_id = stack.submit(type="customer_sync", entity_id="c_1", max_attempts=3)
     job = stack.wait_status(job_id, "dead")
     assert job.attempts == 3 and job.error_type == error_type
     assert f"{status} from CRM GET /customers/c_1" in job.error
@@ -58,7 +52,7 @@ def test_a_5xx_is_retried_until_max_attempts_then_dead(stack, upstream, status, 
 def test_a_transient_5xx_recovers_on_the_next_attempt(stack, upstream):
     upstream.script("GET", "/crm/customers/c_2", {"status": 503})
     stack.start_worker()
-    job_id = submit(stack, type="customer_sync", entity_id="c_2")
+    job_id = stack.submit(type="customer_sync", entity_id="c_2")
     job = stack.wait_status(job_id, "succeeded")
     assert job.attempts == 2
     assert decisions(stack, job_id) == [
@@ -72,7 +66,7 @@ def test_a_retrying_job_shows_when_it_will_run_next(stack, upstream):
     upstream.script("GET", "/crm/customers/c_3", {"status": 503}, repeat_last=True)
     stack.start_worker(min_backoff_ms=5000, max_backoff_ms=5000)
     headers = stack.token()
-    job_id = submit(stack, headers, type="customer_sync", entity_id="c_3")
+    job_id = stack.submit(headers=headers, type="customer_sync", entity_id="c_3")
     stack.wait_status(job_id, "retrying")
     job = stack.client.simulate_get(f"/v1/jobs/{job_id}", headers=headers).json
     assert (
@@ -89,7 +83,7 @@ def test_a_retrying_job_shows_when_it_will_run_next(stack, upstream):
 def test_a_rate_limit_honours_retry_after(stack, upstream):
     upstream.script("GET", "/crm/customers/c_4", {"status": 429, "headers": {"Retry-After": "1"}})
     stack.start_worker(max_backoff_ms=5000)
-    job_id = submit(stack, type="customer_sync", entity_id="c_4")
+    job_id = stack.submit(type="customer_sync", entity_id="c_4")
     stack.wait_status(job_id, "succeeded")
     first, second = stack.attempts(job_id)
     assert (first.decision, first.error_type, first.retry_in_ms) == (
@@ -105,7 +99,7 @@ def test_retry_after_is_capped_at_the_maximum_backoff(stack, upstream):
         "GET", "/crm/customers/c_5", {"status": 429, "headers": {"Retry-After": "3600"}}
     )
     stack.start_worker()
-    job_id = submit(stack, type="customer_sync", entity_id="c_5")
+    job_id = stack.submit(type="customer_sync", entity_id="c_5")
     stack.wait_status(job_id, "succeeded")
     assert stack.attempts(job_id)[0].retry_in_ms == 200
 
@@ -128,16 +122,16 @@ def test_a_4xx_skips_the_job_after_one_attempt_without_a_dead_letter(
 ):
     upstream.script("PUT", "/billing/customers/c_6", {"status": status, "body": {"why": "no"}})
     stack.start_worker()
-    job_id = submit(stack, type="customer_sync", entity_id="c_6", max_attempts=4)
+    job_id = stack.submit(type="customer_sync", entity_id="c_6", max_attempts=4)
     job = stack.wait_status(job_id, "failed")
     assert job.attempts == 1 and job.error_type == error_type
     assert decisions(stack, job_id) == [("failed", "skip", error_type)]
-    assert services.queue_messages(_vhost(stack), "sync.XQ") == []
+    assert services.queue_messages(stack.vhost, "sync.XQ") == []
 
 
 def test_an_unreachable_upstream_is_retried(stack):
     stack.start_worker(crm_url=f"http://127.0.0.1:{free_port()}/crm")
-    job_id = submit(stack, type="customer_sync", entity_id="c_7", max_attempts=2)
+    job_id = stack.submit(type="customer_sync", entity_id="c_7", max_attempts=2)
     job = stack.wait_status(job_id, "dead")
     assert job.error_type == "UpstreamUnavailable" and "cannot reach CRM" in job.error
 
@@ -147,7 +141,7 @@ def test_a_hung_upstream_times_out_and_is_retried(stack, upstream):
         "GET", "/crm/customers/c_8", {"status": 200, "body": {"id": "c_8"}, "delay_s": 1.5}
     )
     stack.start_worker(upstream_timeout_s=0.3)
-    job_id = submit(stack, type="customer_sync", entity_id="c_8")
+    job_id = stack.submit(type="customer_sync", entity_id="c_8")
     stack.wait_status(job_id, "succeeded")
     assert decisions(stack, job_id)[0] == ("failed", "retry", "UpstreamUnavailable")
     assert "timeout" in stack.attempts(job_id)[0].error
@@ -159,7 +153,7 @@ def test_an_attempt_over_its_time_limit_is_retried(stack, upstream):
         "GET", "/crm/customers/c_9", {"status": 200, "body": {"id": "c_9"}, "delay_s": 2}
     )
     stack.start_worker(upstream_timeout_s=10)
-    job_id = submit(stack, type="customer_sync", entity_id="c_9", timeout_s=1)
+    job_id = stack.submit(type="customer_sync", entity_id="c_9", timeout_s=1)
     stack.wait_status(job_id, "succeeded", timeout=30)
     first = stack.attempts(job_id)[0]
     assert (first.decision, first.error_type) == ("retry", "TimeLimitExceeded")
@@ -181,7 +175,7 @@ def test_an_attempt_over_its_time_limit_is_retried(stack, upstream):
 )
 def test_an_invalid_payload_fails_without_calling_upstream(stack, upstream, body, message):
     stack.start_worker()
-    job_id = submit(stack, **body)
+    job_id = stack.submit(body)
     job = stack.wait_status(job_id, "failed")
     assert job.error_type == "InvalidPayload" and message in job.error
     assert decisions(stack, job_id) == [("failed", "skip", "InvalidPayload")]
@@ -190,7 +184,7 @@ def test_an_invalid_payload_fails_without_calling_upstream(stack, upstream, body
 
 def test_a_bug_in_job_code_is_retried_under_its_class_name(stack):
     stack.start_worker()
-    job_id = submit(stack, type="bug_for_test", max_attempts=2)
+    job_id = stack.submit(type="bug_for_test", max_attempts=2)
     job = stack.wait_status(job_id, "dead")
     assert job.error_type == "ZeroDivisionError"
     assert [d[1] for d in decisions(stack, job_id)] == ["retry", "dead"]
@@ -204,17 +198,11 @@ def test_a_crm_page_with_an_item_without_id_is_retried_as_unavailable(stack, ups
         repeat_last=True,
     )
     stack.start_worker()
-    job_id = submit(stack, type="directory_sync", max_attempts=1)
+    job_id = stack.submit(type="directory_sync", max_attempts=1)
     job = stack.wait_status(job_id, "dead")
     assert job.error_type == "UpstreamUnavailable" and "without an id" in job.error
 
 
 def test_max_attempts_defaults_to_the_configuration(stack):
-    job_id = submit(stack, type="customer_sync", entity_id="c_11", run_at="2099-01-01T00:00:00Z")
+    job_id = stack.submit(type="customer_sync", entity_id="c_11", run_at="2099-01-01T00:00:00Z")
     assert stack.job(job_id).max_attempts == 4
-
-
-def _vhost(stack) -> str:
-    from urllib.parse import unquote
-
-    return unquote(stack.settings.broker_url.rsplit("/", 1)[1])

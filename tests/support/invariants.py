@@ -20,7 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from tests.support.polling import holds_for, wait_for
-from tests.support.private_services import RabbitTarget
+from tests.support.services import RabbitTarget
 from tests.support.upstream import ScriptableUpstream
 
 TERMINAL = frozenset({"succeeded", "failed", "dead", "cancelled"})

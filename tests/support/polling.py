@@ -12,16 +12,22 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""
+    condition: Callable[[], T],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str | Callable[[], str] = "",
 ) -> T:
-    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
+    """Poll `condition` until it returns something truthy; fail with `what` at the deadline
+    (a callable `what` is asked then, so it can tell what was seen last)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {said or condition}")
         time.sleep(interval)
 
 

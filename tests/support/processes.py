@@ -1,13 +1,16 @@
-"""Running the real `courier` commands as subprocesses, with their output kept for post-mortems."""
+"""Child processes for tests: started with their output kept for post-mortems, and the process
+tree below them read from /proc."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -30,7 +33,11 @@ def courier_command(*args: str) -> list[str]:
 
 
 class Process:
-    """A child process whose output goes to a log file under test-artifacts/."""
+    """A child process in a session of its own, its output going to test-artifacts/NAME.log.
+
+    `append` keeps what earlier processes of the same name wrote (a server restarted by a test);
+    `user` runs it as another user (PostgreSQL refuses to run as root).
+    """
 
     def __init__(
         self,
@@ -39,17 +46,22 @@ class Process:
         env: dict[str, str],
         cwd: str | None = None,
         unset: tuple[str, ...] = (),
+        *,
+        user: str | None = None,
+        append: bool = False,
     ):
         ARTIFACTS.mkdir(exist_ok=True)
         self.name = name
         self.log_path = ARTIFACTS / f"{name}.log"
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab" if append else "wb")
+        self._start = self._log.tell()
         self.popen = subprocess.Popen(
             args,
             env={k: v for k, v in {**os.environ, **env}.items() if k not in unset},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            user=user,
             start_new_session=True,
         )
 
@@ -57,10 +69,25 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
     def output(self) -> str:
-        """Everything the process printed so far."""
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        """Everything this process printed so far."""
+        with self.log_path.open("rb") as f:
+            f.seek(self._start)
+            return f.read().decode(errors="replace")
+
+    def lines(self, needle: str) -> list[str]:
+        """The lines of its output that contain `needle`."""
+        return [line for line in self.output().splitlines() if needle in line]
+
+    def exited_early(self) -> AssertionError:
+        """The error to fail with when it exited while it should be running."""
+        return AssertionError(
+            f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-3000:]}"
+        )
 
     def send(self, signum: int) -> None:
         """Send a signal to the process (not its children)."""
@@ -72,28 +99,78 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signum)
 
-    def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM, then SIGKILL the whole group if it does not exit in time."""
-        self.send(signal.SIGTERM)
+    def wait(self, timeout: float) -> int:
+        """Wait until it exits (`subprocess.TimeoutExpired` if it does not); its exit code."""
+        code = self.popen.wait(timeout)
+        self._log.close()
+        return code
+
+    def stop(self, timeout: float = 20, signum: int = signal.SIGTERM) -> int | None:
+        """Send `signum`, then SIGKILL the whole group if it does not exit in time."""
+        self.send(signum)
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill_group()
             self.popen.wait(5)
         self.kill_group()
-        self._log.close()
-        return self.popen.returncode
+        return self.wait(0)
 
 
 def wait_http(url: str, *, timeout: float = 30, process: Process | None = None) -> None:
     """Wait until `url` answers 200 (failing early if the process died)."""
 
     def up() -> bool:
-        if process is not None and process.popen.poll() is not None:
-            raise AssertionError(f"{process.name} exited early:\n{process.output()[-3000:]}")
+        if process is not None and not process.running:
+            raise process.exited_early()
         try:
             return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
     wait_for(up, timeout=timeout, interval=0.2, what=url)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of a process (empty if it is gone)."""
+    found = []
+    for task in glob.glob(f"/proc/{pid}/task/*/children"):
+        with contextlib.suppress(OSError), open(task) as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, parents before children."""
+    found, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop(0)):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a running (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def cmdline(pid: int) -> list[str]:
+    """A process's command line (empty if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def signal_all(pids: Iterable[int], signum: int) -> None:
+    """Send a signal to each process that is still there."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)

@@ -1,11 +1,16 @@
 """An in-process Courier on real PostgreSQL and RabbitMQ: API through falcon's TestClient, workers
-through `dramatiq.Worker`, both wired exactly as the entry points wire them."""
+through `dramatiq.Worker`, both wired exactly as the entry points wire them.
+
+For the real `courier` processes, see `tests.support.deployment`.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import dramatiq
 from falcon import testing
@@ -22,11 +27,13 @@ from courier.settings import Settings
 from courier.wsgi import app_for
 from store import tokens
 from store.models import Attempt, Job
+from tests.support import services
+from tests.support.harness import Harness
 from tests.support.polling import wait_for
 
 
 @dataclass
-class Stack:
+class Stack(Harness):
     """The pieces of a running Courier, plus helpers to drive and inspect it."""
 
     settings: Settings
@@ -41,6 +48,10 @@ class Stack:
         with self.sessions.begin() as session:
             secret = tokens.create(session, tenant=tenant, role=role, name=f"test {role}")
         return {"Authorization": f"Bearer {secret}"}
+
+    def post(self, path: str, body: Any, headers: Mapping[str, str]) -> tuple[int, str]:
+        response = self.client.simulate_post(path, json=body, headers=dict(headers))
+        return response.status_code, response.text
 
     def start_worker(self, *, threads: int = 4, **changes: Any) -> WorkerStack:
         """Start an in-process worker (its own broker connection and middleware)."""
@@ -74,14 +85,43 @@ class Stack:
                 )
             )
 
-    def wait_status(self, job_id: str, *statuses: str, timeout: float = 20.0) -> Job:
-        """Wait until the job reaches one of `statuses`."""
-        wait_for(
-            lambda: self.job(job_id).status in statuses,
-            timeout=timeout,
-            what=f"job {job_id} to be {'/'.join(statuses)} (is {self.job(job_id).status})",
-        )
-        return self.job(job_id)
+    def status_of(self, job: Job) -> str:
+        return job.status
+
+    @property
+    def vhost(self) -> str:
+        """The RabbitMQ vhost of this stack (on the shared node)."""
+        return unquote(self.settings.broker_url.rsplit("/", 1)[1])
+
+    def wait_acknowledged(self, count: int, queue: str = "sync", timeout: float = 20.0) -> None:
+        """Wait until `queue` has had `count` deliveries acknowledged in all (rejected or
+        dead-lettered ones do not count) and holds nothing ready or unacknowledged.
+
+        RabbitMQ's management API says so; its figures lag by up to a statistics interval.
+        """
+        seen: list[dict | None] = [None]
+
+        def acknowledged() -> bool:
+            seen[0] = info = services.SHARED_RABBITMQ.queue(self.vhost, queue)
+            return (
+                info is not None
+                and info.get("message_stats", {}).get("ack", 0) >= count
+                and info.get("messages_ready") == info.get("messages_unacknowledged") == 0
+            )
+
+        def what() -> str:
+            info = seen[0] or {}
+            figures = {k: info.get(k) for k in ("messages_ready", "messages_unacknowledged")}
+            acked = info.get("message_stats", {}).get("ack", 0)
+            return f"{count} acknowledged on {queue} (seen {acked} acknowledged, {figures})"
+
+        wait_for(acknowledged, timeout=timeout, interval=0.2, what=what)
+
+    def message_counts(self, queue: str = "sync") -> dict[str, int]:
+        """Ready messages in the queue, its delay queue and its dead-letter queue, asked of the
+        queues themselves over AMQP (exact, no statistics lag; unacknowledged ones not counted)."""
+        target = services.SHARED_RABBITMQ
+        return {q: target.ready_now(self.vhost, q) for q in (queue, f"{queue}.DQ", f"{queue}.XQ")}
 
     def close(self) -> None:
         """Stop workers and release connections."""

@@ -19,20 +19,15 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import httpx
-import pika
 import psycopg
-from pika.adapters.blocking_connection import BlockingChannel
 from psycopg import sql
 
-from tests.support import services
 from tests.support.polling import wait_for
-from tests.support.processes import ARTIFACTS, free_port
+from tests.support.processes import Process, alive, children, free_port
+from tests.support.services import RabbitTarget
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -40,25 +35,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True
     return False
-
-
-def children(pid: int) -> list[int]:
-    """The direct children of a process (empty if it is gone)."""
-    found = []
-    for task in glob.glob(f"/proc/{pid}/task/*/children"):
-        with contextlib.suppress(OSError), open(task) as f:
-            found += [int(p) for p in f.read().split()]
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` is a running (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def _wait_gone(pid: int, timeout: float, what: str) -> None:
@@ -81,10 +57,7 @@ class PrivatePostgres:
         if self.user is not None:
             entry = pwd.getpwnam(self.user)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / "faults-private-postgres.log"
-        self._log = self.log_path.open("ab")
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.server: Process | None = None
         initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust"]
         self._run([*initdb, "-U", "postgres", "--no-sync", "-E", "UTF8"])
 
@@ -95,27 +68,27 @@ class PrivatePostgres:
 
     @property
     def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        return self.server is not None and self.server.running
 
     def start(self, timeout: float = 30) -> None:
         """Start the server and wait until it accepts connections."""
         assert not self.running, "already running"
-        self.popen = subprocess.Popen(
+        server = self.server = Process(
+            "faults-private-postgres",
             [
                 *(str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port)),
                 *("-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
                 *("-c", "max_connections=200"),
             ],
+            {},
+            cwd=str(self.root),
             user=self.user,
-            cwd=self.root,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            append=True,
         )
 
         def accepting() -> bool:
-            if self.popen is not None and self.popen.poll() is not None:
-                raise AssertionError(f"postgres exited; see {self.log_path}")
+            if not server.running:
+                raise server.exited_early()
             try:
                 with self.admin():
                     return True
@@ -128,10 +101,10 @@ class PrivatePostgres:
         """Shut the server down: `smart`, `fast` (disconnect clients) or `immediate` (crash)."""
         if not self.running:
             return
-        assert self.popen is not None
+        assert self.server is not None
         signum = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-        self.popen.send_signal(signum[mode])
-        self.popen.wait(timeout)
+        self.server.send(signum[mode])
+        self.server.wait(timeout)
 
     def url(self, database: str) -> str:
         """A SQLAlchemy URL for a database on this server."""
@@ -163,15 +136,8 @@ class PrivatePostgres:
 
     def close(self) -> None:
         """Stop the server at once and remove its files."""
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGQUIT)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        self._log.close()
+        if self.server is not None:
+            self.server.stop(timeout=15, signum=signal.SIGQUIT)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -186,101 +152,6 @@ def _postgres_bindir() -> str:
     if found:
         return str(Path(found).parent)
     raise FileNotFoundError("no PostgreSQL server binaries (postgres, initdb) found")
-
-
-class RabbitTarget:
-    """A RabbitMQ node as tests see it: AMQP for publishing, the management API for looking."""
-
-    def __init__(self, amqp_base: str, api_url: str) -> None:
-        self.amqp_base = amqp_base.rstrip("/")
-        self.api_url = api_url.rstrip("/")
-
-    def amqp_url(self, vhost: str) -> str:
-        """The broker URL of a vhost."""
-        return f"{self.amqp_base}/{quote(vhost, safe='')}"
-
-    def api(self) -> httpx.Client:
-        """A client for the management API."""
-        base = httpx.URL(self.api_url)
-        return httpx.Client(
-            base_url=str(base.copy_with(username=None, password=None)),
-            auth=(base.username or "guest", base.password or "guest"),
-            timeout=10,
-        )
-
-    def create_vhost(self) -> str:
-        """A fresh vhost that guest may use; returns its name."""
-        name = f"courier-fault-{uuid.uuid4().hex[:12]}"
-        with self.api() as api:
-            api.put(f"/api/vhosts/{quote(name, safe='')}").raise_for_status()
-            api.put(
-                f"/api/permissions/{quote(name, safe='')}/guest",
-                json={"configure": ".*", "write": ".*", "read": ".*"},
-            ).raise_for_status()
-        return name
-
-    def delete_vhost(self, name: str) -> None:
-        """Delete a vhost and everything in it (best effort)."""
-        with contextlib.suppress(httpx.HTTPError), self.api() as api:
-            api.delete(f"/api/vhosts/{quote(name, safe='')}")
-
-    def queue(self, vhost: str, name: str) -> dict | None:
-        """The management API's view of a queue (its counts lag by a statistics interval)."""
-        with self.api() as api:
-            response = api.get(f"/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
-            if response.status_code == 404:
-                return None
-            response.raise_for_status()
-            return response.json()
-
-    def peek(self, vhost: str, name: str) -> list[dict]:
-        """A queue's ready messages, requeued so nothing changes."""
-        return services.queue_messages(vhost, name, api_client=self.api)
-
-    def ready_now(self, vhost: str, name: str) -> int:
-        """Ready messages in a queue, asked of the queue itself over AMQP (no statistics lag)."""
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url(vhost)))
-        try:
-            channel = connection.channel()
-            return channel.queue_declare(name, passive=True).method.message_count
-        finally:
-            with contextlib.suppress(Exception):
-                connection.close()
-
-    @contextlib.contextmanager
-    def channel(self, vhost: str) -> Iterator[BlockingChannel]:
-        """A channel with publisher confirms on a connection of its own."""
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url(vhost)))
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            yield channel
-        finally:
-            with contextlib.suppress(Exception):
-                connection.close()
-
-    @staticmethod
-    def send(
-        channel: BlockingChannel,
-        queue: str,
-        body: bytes,
-        *,
-        priority: int | None = 0,
-        headers: dict | None = None,
-    ) -> None:
-        """Publish raw bytes to a queue, persistent and confirmed, as any client could."""
-        channel.basic_publish(
-            exchange="",
-            routing_key=queue,
-            body=body,
-            properties=pika.BasicProperties(delivery_mode=2, priority=priority, headers=headers),
-            mandatory=True,
-        )
-
-    def publish(self, vhost: str, queue: str, body: bytes, **kwargs: Any) -> None:
-        """Publish one message on a connection of its own."""
-        with self.channel(vhost) as channel:
-            self.send(channel, queue, body, **kwargs)
 
 
 class PrivateRabbitMQ:
@@ -325,10 +196,7 @@ class PrivateRabbitMQ:
             "RABBITMQ_PID_FILE": str(self.root / "rabbitmq.pid"),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
         }
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / "faults-private-rabbitmq.log"
-        self._log = self.log_path.open("ab")
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.server: Process | None = None
         self.target = RabbitTarget(
             f"amqp://guest:guest@127.0.0.1:{self.amqp_port}",
             f"http://guest:guest@127.0.0.1:{self.api_port}",
@@ -336,24 +204,19 @@ class PrivateRabbitMQ:
 
     @property
     def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        return self.server is not None and self.server.running
 
     def start(self, timeout: float = 120) -> float:
         """Start the node, wait until AMQP and the management API answer; returns when AMQP did."""
         assert not self.running, "already running"
-        self.popen = subprocess.Popen(
-            [self.SERVER],
-            env=self.env,
-            cwd=self.root,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        server = self.server = Process(
+            "faults-private-rabbitmq", [self.SERVER], self.env, cwd=str(self.root), append=True
         )
         amqp_up: list[float] = []
 
         def up() -> bool:
-            if self.popen is not None and self.popen.poll() is not None:
-                raise AssertionError(f"rabbitmq-server exited; see {self.log_path}")
+            if not server.running:
+                raise server.exited_early()
             if not amqp_up and port_open(self.amqp_port):
                 amqp_up.append(time.monotonic())
             if not amqp_up:
@@ -368,9 +231,9 @@ class PrivateRabbitMQ:
         return amqp_up[0]
 
     def _beam(self) -> int | None:
-        if self.popen is None:
+        if self.server is None:
             return None
-        for pid in children(self.popen.pid):
+        for pid in children(self.server.pid):
             with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as f:
                 if f.read().strip().startswith("beam"):
                     return pid
@@ -390,19 +253,17 @@ class PrivateRabbitMQ:
             return
         os.kill(beam, signum)
         _wait_gone(beam, timeout, f"RabbitMQ node {self.node} to stop")
-        assert self.popen is not None
+        assert self.server is not None
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(10)
+            self.server.wait(10)
         wait_for(lambda: not port_open(self.amqp_port), timeout=10, what="the AMQP port to close")
 
     def close(self) -> None:
         """Kill the node and remove its files."""
         with contextlib.suppress(Exception):
             self.kill()
-        if self.popen is not None and self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
+        if self.server is not None:
+            self.server.kill_group()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(5)
-        self._log.close()
+                self.server.wait(5)
         shutil.rmtree(self.root, ignore_errors=True)
