@@ -132,11 +132,11 @@ def prune(older_than: str, include_dead: bool, dry_run: bool) -> None:
     """Delete finished jobs (and their attempts) older than that; the audit log is kept."""
     from store import retention
     from store.db import make_engine, make_sessionmaker
-    from store.types import utcnow
 
-    cutoff = utcnow() - _age(older_than)
+    age = _age(older_than)
     sessions = make_sessionmaker(make_engine(settings_from_env().database_url))
     with sessions() as session:
+        cutoff = retention.cutoff(session, age)
         counts = retention.count_prunable(session, cutoff, include_dead=include_dead)
     detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
     before = f"finished before {cutoff:%Y-%m-%d %H:%M} UTC"

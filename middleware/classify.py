@@ -57,7 +57,6 @@ DEFAULT_RULES = (
     Rule(errors.Permanent, SKIP),
     Rule(errors.Retryable, RETRY),
     Rule(TimeLimitExceeded, RETRY),
-    Rule(errors.UnknownJob, SKIP),
 )
 
 DEFAULT = Classifier(DEFAULT_RULES)

@@ -56,7 +56,3 @@ class InvalidPayload(Permanent):
 
 class Cancelled(JobError):
     """The job was cancelled while it ran; it stopped at a checkpoint."""
-
-
-class UnknownJob(JobError):
-    """A message names a job that does not exist in SQL."""

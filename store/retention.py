@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.models import Job
+from store.sql import now_plus
+from store.states import Status
 
-PRUNABLE = ("succeeded", "failed", "cancelled")
+PRUNABLE: tuple[str, ...] = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
 
-def _candidates(cutoff: datetime, statuses: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def cutoff(session: Session, age: timedelta) -> datetime:
+    """The moment `age` ago, by the database's clock."""
+    moment = session.scalar(select(now_plus(-age.total_seconds())))
+    assert moment is not None
+    return moment
+
+
+def _candidates(cutoff: datetime, statuses: tuple[str, ...]) -> Select[Any]:
     return select(Job.id).where(Job.status.in_(statuses), Job.finished_at < cutoff)
 
 
 def count_prunable(session: Session, cutoff: datetime, *, include_dead: bool) -> dict[str, int]:
     """How many jobs of each status a prune would delete."""
-    statuses = PRUNABLE + (("dead",) if include_dead else ())
+    statuses = PRUNABLE + ((Status.DEAD,) if include_dead else ())
     rows = session.execute(
         select(Job.status, func.count())
         .where(Job.status.in_(statuses), Job.finished_at < cutoff)
@@ -41,7 +51,7 @@ def prune(
     Dead jobs are kept unless `include_dead`: they wait for an operator. Each batch is its
     own short transaction. Returns how many jobs were deleted.
     """
-    statuses = PRUNABLE + (("dead",) if include_dead else ())
+    statuses = PRUNABLE + ((Status.DEAD,) if include_dead else ())
     deleted = 0
     while True:
         with sessions.begin() as session:
