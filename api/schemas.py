@@ -126,8 +126,8 @@ class AttemptOut(BaseModel):
     """One attempt of a job."""
 
     number: int
-    status: Literal["running", "succeeded", "failed", "abandoned"]
-    decision: Literal["retry", "skip", "dead"] | None
+    status: Literal[states.ATTEMPT_VALUES]  # type: ignore[valid-type]
+    decision: Literal[states.DECISION_VALUES] | None  # type: ignore[valid-type]
     error_type: str | None
     error: str | None
     retry_in_ms: int | None

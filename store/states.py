@@ -200,3 +200,5 @@ def replayable(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
 
 #: Every status's name, in lifecycle order (for listings, filters and schemas).
 VALUES = tuple(str(s) for s in ALL)
+ATTEMPT_VALUES = tuple(str(s) for s in AttemptStatus)
+DECISION_VALUES = tuple(str(d) for d in Decision)

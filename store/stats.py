@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from store import states
 from store.models import Attempt, Job
+from store.states import Status
 
 #: Buckets of the attempt duration histogram, in seconds (Prometheus convention).
 DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
@@ -44,7 +45,7 @@ def summary(session: Session) -> Summary:
     for (job_type, status), n in by_pair.items():
         jobs[status] = jobs.get(status, 0) + n
         by_type.setdefault(job_type, dict.fromkeys(states.VALUES, 0))[status] = n
-    finished = jobs["succeeded"] + jobs["failed"] + jobs["dead"]
+    finished = jobs[Status.SUCCEEDED] + jobs[Status.FAILED] + jobs[Status.DEAD]
     retries, avg = session.execute(
         select(
             func.count(case((Attempt.decision == "retry", 1))),
@@ -55,7 +56,7 @@ def summary(session: Session) -> Summary:
     return Summary(
         jobs=jobs,
         by_type=by_type,
-        success_rate=round(jobs["succeeded"] / finished, 4) if finished else None,
+        success_rate=round(jobs[Status.SUCCEEDED] / finished, 4) if finished else None,
         retry_count=retries or 0,
         dead_letters=dead_letters or 0,
         avg_duration_ms=None if avg is None else round(float(avg), 1),
@@ -65,10 +66,7 @@ def summary(session: Session) -> Summary:
 
 def summary_dead_letters(session: Session) -> int:
     """Dead jobs not yet replayed."""
-    return (
-        session.scalar(select(func.count()).where(Job.status == "dead", Job.replayed_by.is_(None)))
-        or 0
-    )
+    return session.scalar(select(func.count()).where(states.dead_letter(Job.__table__.c))) or 0
 
 
 def _p95(session: Session) -> float | None:

@@ -26,7 +26,7 @@ from api.schemas import (
     ReplayRequest,
 )
 from api.spec import operation
-from store import actions, errors, models, queries, submissions
+from store import actions, errors, models, queries, states, submissions
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,256}$")
 
@@ -201,13 +201,13 @@ class Job:
         who = auth.principal(req)
         with self._intake.sessions.begin() as session:
             old = queries.get_job(session, job_id, tenant=auth.scope(req))
-            if old.status == "dead" and not who.is_operator:
+            if old.status == states.Status.DEAD and not who.is_operator:
                 raise Problem(falcon.HTTP_403, "Forbidden", "dead jobs are replayed by operators")
             new = actions.replay(
                 session, old, actor=who.label, payload=request.payload, reason=request.reason
             )
         self._intake.publish([new])
-        if old.status == "dead":
+        if old.status == states.Status.DEAD:
             self._intake.forget_dead_letters([old])
         resp.status = falcon.HTTP_202
         resp.location = f"/v1/jobs/{new.id}"

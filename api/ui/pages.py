@@ -147,7 +147,7 @@ class Dashboard:
                 session, old, actor=who.label, payload=payload, reason=_reason(form), via="ui"
             )
         self._intake.publish([new])
-        if old.status == "dead":
+        if old.status == states.Status.DEAD:
             self._intake.forget_dead_letters([old])
         raise falcon.HTTPSeeOther(f"/ui/jobs/{new.id}")
 
