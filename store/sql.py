@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     ColumnElement,
     Connection,
     Row,
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnClause, FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from store.types import UtcDateTime
@@ -141,21 +143,66 @@ class Batch(TableClause):
         super().__init__(name, *columns)
         self.rows = bindparam(name, type_=_Rows())
 
+    def has(self, key: ColumnElement[Any], column: str = "id") -> ColumnElement[bool]:
+        """`key` is one of the batch's `column` values, as a condition the planner answers
+        from `key`'s index: the batch's rows are looked up by key, never scanned for."""
+        return _InBatch(key, self, column)
+
+
+class _InBatch(ColumnElement[bool]):
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [
+        ("lookup", InternalTraversal.dp_clauseelement),
+        ("batch", InternalTraversal.dp_clauseelement),
+        ("position", InternalTraversal.dp_plain_obj),
+    ]
+
+    def __init__(self, key: ColumnElement[Any], batch: Batch, column: str) -> None:
+        self.lookup = key
+        self.batch = batch
+        self.position = [c.name for c in batch.columns].index(column)
+        self.column_type = batch.columns[column].type
+
+
+def _pg_value(i: int, type_: TypeEngine[Any], compiler: SQLCompiler) -> str:
+    if _is_json(type_):
+        return f"nullif(r->{i}, 'null')"
+    return f"CAST(r->>{i} AS {compiler.dialect.type_compiler_instance.process(type_)})"
+
+
+def _pg_rows(batch: Batch, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"jsonb_array_elements(CAST({compiler.process(batch.rows, **kw)} AS JSONB)) AS r"
+
+
+@compiles(_InBatch, "postgresql")
+def _in_batch_pg(element: _InBatch, compiler: SQLCompiler, **kw: Any) -> str:
+    value = _pg_value(element.position, element.column_type, compiler)
+    rows = _pg_rows(element.batch, compiler, **kw)
+    return f"{compiler.process(element.lookup, **kw)} = ANY(ARRAY(SELECT {value} FROM {rows}))"
+
+
+@compiles(_InBatch, "sqlite")
+def _in_batch_sqlite(element: _InBatch, compiler: SQLCompiler, **kw: Any) -> str:
+    rows = compiler.process(element.batch.rows, **kw)
+    return (
+        f"{compiler.process(element.lookup, **kw)} IN "
+        f"(SELECT json_extract(value, '$[{element.position}]') FROM json_each({rows}))"
+    )
+
 
 @compiles(Batch, "postgresql")
 def _batch_pg(element: Batch, compiler: SQLCompiler, asfrom: bool = False, **kw: Any) -> str:
     name = compiler.preparer.quote(element.name)
     if not asfrom:
         return name
-    type_of = compiler.dialect.type_compiler_instance.process
     values = ", ".join(
-        f"nullif(r->{i}, 'null') AS {compiler.preparer.quote(c.name)}"
-        if _is_json(c.type)
-        else f"CAST(r->>{i} AS {type_of(c.type)}) AS {compiler.preparer.quote(c.name)}"
+        f"{_pg_value(i, c.type, compiler)} AS {compiler.preparer.quote(c.name)}"
         for i, c in enumerate(element.columns)
     )
-    rows = compiler.process(element.rows, **kw)
-    return f"(SELECT {values} FROM jsonb_array_elements(CAST({rows} AS JSONB)) AS r) AS {name}"
+    # Materialized: a plan that reads the batch once per job it looks up rereads stored
+    # rows instead of parsing the JSON again.
+    return f"(SELECT {values} FROM {_pg_rows(element, compiler, **kw)}) AS {name}"
 
 
 @compiles(Batch, "sqlite")

@@ -102,6 +102,7 @@ def _unlocked(batch: Batch, *rules: Callable[[Any], Any]) -> Any:
     return (
         select(locked.c.id)
         .where(
+            batch.has(locked.c.id),
             locked.c.id == batch.c.id,
             locked.c.attempts == batch.c.number,
             *(rule(locked.c) for rule in rules),
@@ -116,7 +117,7 @@ def _unlocked(batch: Batch, *rules: Callable[[Any], Any]) -> Any:
 _CLAIMING = _ids("claiming")
 _CLAIM = (
     update(JOBS)
-    .where(J.id == _CLAIMING.c.id, states.claimable_now(J))
+    .where(_CLAIMING.has(J.id), J.id == _CLAIMING.c.id, states.claimable_now(J))
     .values(
         status=Status.RUNNING,
         attempts=J.attempts + 1,
@@ -156,7 +157,9 @@ def _open(claimed: Any) -> Any:
 _CLAIM_AND_OPEN = Chain(_CLAIM, _open, carry=("id", "attempts"), name="claimed")
 _EARLY = _ids("early")
 _UNPUBLISH_EARLY = (
-    update(JOBS).where(J.id == _EARLY.c.id, states.waiting_not_due(J)).values(published_at=None)
+    update(JOBS)
+    .where(_EARLY.has(J.id), J.id == _EARLY.c.id, states.waiting_not_due(J))
+    .values(published_at=None)
 )
 
 
@@ -198,7 +201,11 @@ _FINISHING = _outcomes("finishing", column("result", JSON))
 _AFTER = states.status_after_attempt(J, _FINISHING.c.status)
 _FINISH = (
     update(JOBS)
-    .where(J.id == _FINISHING.c.id, states.running_attempt(J, _FINISHING.c.number))
+    .where(
+        _FINISHING.has(J.id),
+        J.id == _FINISHING.c.id,
+        states.running_attempt(J, _FINISHING.c.number),
+    )
     .values(
         status=_AFTER,
         lease_expires_at=None,
@@ -224,6 +231,7 @@ def _close_finished(finished: Any) -> Any:
     return (
         update(ATTEMPTS)
         .where(
+            _FINISHING.has(A.job_id),
             A.job_id == finished.c.id,
             A.number == finished.c.attempts,
             A.status == AttemptStatus.RUNNING,
@@ -281,17 +289,20 @@ def renew_leases(
 
 _REAPED_STATUS = states.status_after_reap(J)
 _EXPIRED = JOBS.alias("expired")
+# A CTE, planned once: as `id IN (subquery)` PostgreSQL reran the subquery per row and
+# reaped past the limit.
+_EXPIRED_IDS = (
+    select(_EXPIRED.c.id)
+    .where(states.lease_expired(_EXPIRED.c))
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+    .cte("expired_ids")
+)
 _LOST = "the worker running this attempt stopped renewing its lease"
 _REAP = (
     update(JOBS)
     .where(
-        J.id.in_(
-            select(_EXPIRED.c.id)
-            .where(states.lease_expired(_EXPIRED.c))
-            .limit(bindparam("limit"))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        ),
+        J.id == _EXPIRED_IDS.c.id,
         states.lease_expired(J),
     )
     .values(
@@ -344,7 +355,7 @@ def reap_expired(db: Connection, *, limit: int = 100) -> list[Reaped]:
 _DEAD_LETTERED = _ids("dead_lettered")
 _MARK_DEAD_LETTERED = (
     update(JOBS)
-    .where(J.id == _DEAD_LETTERED.c.id, J.status == Status.DEAD)
+    .where(_DEAD_LETTERED.has(J.id), J.id == _DEAD_LETTERED.c.id, J.status == Status.DEAD)
     .values(dead_lettered_at=now())
 )
 
@@ -359,7 +370,11 @@ def mark_dead_lettered(db: Connection, job_ids: Iterable[uuid.UUID]) -> None:
 _BURYING = _ids("burying")
 _BURY = (
     update(JOBS)
-    .where(J.id == _BURYING.c.id, one_of(states.status_of(J), states.CLAIMABLE))
+    .where(
+        _BURYING.has(J.id),
+        J.id == _BURYING.c.id,
+        one_of(states.status_of(J), states.CLAIMABLE),
+    )
     .values(
         status=Status.DEAD,
         error_type=bindparam("error_type", type_=String),
@@ -424,7 +439,7 @@ _CANCELLING = _ids("cancelling")
 _AT_ONCE = states.cancellable_at_once(J)
 _CANCEL = (
     update(JOBS)
-    .where(J.id == _CANCELLING.c.id, one_of(J.status, states.ACTIVE))
+    .where(_CANCELLING.has(J.id), J.id == _CANCELLING.c.id, one_of(J.status, states.ACTIVE))
     .values(
         status=case((_AT_ONCE, Status.CANCELLED), else_=J.status),
         finished_at=case((_AT_ONCE, now()), else_=J.finished_at),
@@ -490,7 +505,7 @@ _INSERT_REPLAYS = (
             _OLD.c.id,
             now(),
         )
-        .where(_OLD.c.id == _REPLAYING.c.old_id)
+        .where(_REPLAYING.has(_OLD.c.id, "old_id"), _OLD.c.id == _REPLAYING.c.old_id)
         .order_by(_REPLAYING.c.n),
     )
     .on_conflict_do_nothing()
@@ -498,7 +513,11 @@ _INSERT_REPLAYS = (
 )
 _LINK_REPLAYS = (
     update(JOBS)
-    .where(J.id == _REPLAYING.c.old_id, states.replayable(J))
+    .where(
+        _REPLAYING.has(J.id, "old_id"),
+        J.id == _REPLAYING.c.old_id,
+        states.replayable(J),
+    )
     .values(replayed_by=_REPLAYING.c.new_id)
     .returning(J.id)
 )

@@ -510,18 +510,12 @@ def test_the_reaper_ends_expired_attempts_as_abandoned(db_engine):
     assert claim_now(db_engine, retried)[retried].number == 2
 
 
-# PostgreSQL runs `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` as a nested-loop semi
-# join that runs the locking subquery again for every row, each time past the rows already
-# updated, so the limit caps nothing. Selecting the ids in a CTE (run once) and updating
-# FROM it keeps the limit on both engines.
-REAP_LIMIT_IGNORED = pytest.mark.xfail(
-    strict=True, reason="store/transitions.py _REAP: the limit is ignored on PostgreSQL"
-)
-
-
+# PostgreSQL ran `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` as a nested-loop semi
+# join that reran the locking subquery for every row, so the limit capped nothing; the ids
+# are now selected in a CTE, run once.
 @pytest.mark.parametrize(
     "db_engine",
-    [pytest.param("postgresql", marks=REAP_LIMIT_IGNORED), "sqlite"],
+    ["postgresql", "sqlite"],
     indirect=True,
 )
 def test_the_reaper_takes_at_most_its_limit_and_leaves_the_rest_for_next_time(db_engine):
@@ -752,11 +746,10 @@ def test_rows_are_found_through_the_primary_key_whatever_the_statistics_say(
         assert "Seq Scan on jobs" not in plan and "Seq Scan on attempts" not in plan, plan
 
 
-# Joined to a batch (jsonb_array_elements, which the planner takes for 100 rows), the generic
-# plan reads the whole of pk_jobs or pk_attempts with only a Join Filter on the id, for every
-# batch: with 3000 queued jobs a claim of one takes 6.7 ms, against 0.5 ms when the statement
-# also says `jobs.id = ANY(ARRAY(SELECT id FROM <batch>))`, which the primary key answers.
-@pytest.mark.xfail(strict=True, reason="store/sql.py Batch: the batch's rows are not probed by key")
+# Joined to a batch alone (jsonb_array_elements, which the planner takes for 100 rows), the
+# generic plan read the whole of pk_jobs or pk_attempts with only a join filter on the id:
+# with 3000 queued jobs a claim of one took 6.7 ms. `Batch.has` gives the primary key an
+# index condition (`id = ANY(ARRAY(SELECT id FROM <batch>))`).
 @pytest.mark.parametrize("transition", sorted(TRANSITIONS))
 @pytest.mark.parametrize("table", TABLES)
 def test_rows_are_looked_up_by_primary_key_not_scanned(engine, transition, table):
