@@ -107,7 +107,7 @@ def test_the_same_job_message_delivered_five_times_runs_the_actor_once(stack, up
 
 
 def test_a_message_for_an_unknown_job_is_dropped(stack, upstream, caplog):
-    caplog.set_level(logging.INFO, logger="middleware.ledger")
+    caplog.set_level(logging.INFO, logger="middleware.attempts")
     stack.start_worker()
     unknown = "00000000-0000-7000-8000-000000000000"
     message = Message(
