@@ -1,8 +1,8 @@
 """The fault tier's deployment and the tools to break it.
 
 `FaultDeployment` is a `ProcessDeployment` (the real `courier` processes) that can also
-publish raw messages to its vhost and check the promises (docs/design.md) once the system has settled;
-`frozen` stops processes with SIGSTOP for a while. The private RabbitMQ and PostgreSQL
+publish raw messages to its vhost and check the promises (docs/design.md) once the system
+has settled; `frozen` stops processes with SIGSTOP for a while. The private RabbitMQ and PostgreSQL
 nodes a test may take down are in `tests.faults.private_services`.
 """
 
