@@ -118,7 +118,7 @@ def _actor_body(jt: JobType, upstreams: Upstreams) -> Callable[[str], None]:
                 jt.payload_model.model_validate(job.payload)
             except ValidationError as e:
                 raise errors.InvalidPayload(_first_error(e)) from None
-        # The result goes to the ledger through the job, not as a Dramatiq return value.
+        # The result goes to the SQL record through the job, not as a Dramatiq return value.
         job.result = jt.run(job, upstreams)
 
     run.__name__ = jt.name

@@ -1,6 +1,6 @@
 """Requests from many threads, served in batches by one thread of the process.
 
-The worker's ledger writes and the API's publishes each cost one round trip (a commit, a
+The worker's claims and finishes and the API's publishes each cost one round trip (a commit, a
 publisher confirm) whatever their size. A thread asks and waits; one serving thread takes
 everything waiting, serves it with one round trip and then wakes every asker, so each
 still returns only once its own request is done.

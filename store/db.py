@@ -20,7 +20,7 @@ def make_engine(
     `pg_settings` are PostgreSQL session settings for every connection of the engine.
 
     No pre-ping: it costs a round trip per transaction. After a database restart the first
-    use of a stale connection fails (the API answers 503, the Ledger retries) and
+    use of a stale connection fails (the API answers 503, the worker retries its write) and
     SQLAlchemy then discards the whole pool.
     """
     if url.startswith("sqlite"):
