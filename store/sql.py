@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     String,
     TableClause,
+    and_,
     bindparam,
     column,
     literal_column,
@@ -145,9 +146,12 @@ class Batch(TableClause):
         self.rows = bindparam(name, type_=_Rows())
 
     def has(self, key: ColumnElement[Any], column: str = "id") -> ColumnElement[bool]:
-        """`key` is one of the batch's `column` values, as a condition the planner answers
-        from `key`'s index: the batch's rows are looked up by key, never scanned for."""
-        return _InBatch(key, self, column)
+        """Join on `key = <batch>.column`, with the batch's keys also given to `key`'s index.
+
+        Joined to the batch alone, a plan made on a fresh table may scan the table once per
+        batch row; `key = ANY(ARRAY(SELECT column FROM batch))` is answered by the index.
+        """
+        return and_(_InBatch(key, self, column), key == self.c[column])
 
 
 class _InBatch(ColumnElement[bool]):

@@ -91,7 +91,7 @@ def _attempts(name: str) -> Batch:
 
 
 def _unlocked(batch: Batch, *rules: Callable[[Any], Any]) -> Any:
-    """Ids of the batch's `(id, number)` attempts that meet `conditions`, locked; rows
+    """Ids of the batch's `(id, number)` attempts that meet `rules`, locked; rows
     another transaction holds are skipped, not waited for.
 
     For bookkeeping the group commit may overtake (published marks, lease renewals): the
@@ -103,7 +103,6 @@ def _unlocked(batch: Batch, *rules: Callable[[Any], Any]) -> Any:
         select(locked.c.id)
         .where(
             batch.has(locked.c.id),
-            locked.c.id == batch.c.id,
             locked.c.attempts == batch.c.number,
             *(rule(locked.c) for rule in rules),
         )
@@ -117,7 +116,7 @@ def _unlocked(batch: Batch, *rules: Callable[[Any], Any]) -> Any:
 _CLAIMING = _ids("claiming")
 _CLAIM = (
     update(JOBS)
-    .where(_CLAIMING.has(J.id), J.id == _CLAIMING.c.id, states.claimable_now(J))
+    .where(_CLAIMING.has(J.id), states.claimable_now(J))
     .values(
         status=Status.RUNNING,
         attempts=J.attempts + 1,
@@ -157,9 +156,7 @@ def _open(claimed: Any) -> Any:
 _CLAIM_AND_OPEN = Chain(_CLAIM, _open, carry=("id", "attempts"), name="claimed")
 _EARLY = _ids("early")
 _UNPUBLISH_EARLY = (
-    update(JOBS)
-    .where(_EARLY.has(J.id), J.id == _EARLY.c.id, states.waiting_not_due(J))
-    .values(published_at=None)
+    update(JOBS).where(_EARLY.has(J.id), states.waiting_not_due(J)).values(published_at=None)
 )
 
 
@@ -203,7 +200,6 @@ _FINISH = (
     update(JOBS)
     .where(
         _FINISHING.has(J.id),
-        J.id == _FINISHING.c.id,
         states.running_attempt(J, _FINISHING.c.number),
     )
     .values(
@@ -355,7 +351,7 @@ def reap_expired(db: Connection, *, limit: int = 100) -> list[Reaped]:
 _DEAD_LETTERED = _ids("dead_lettered")
 _MARK_DEAD_LETTERED = (
     update(JOBS)
-    .where(_DEAD_LETTERED.has(J.id), J.id == _DEAD_LETTERED.c.id, J.status == Status.DEAD)
+    .where(_DEAD_LETTERED.has(J.id), J.status == Status.DEAD)
     .values(dead_lettered_at=now())
 )
 
@@ -372,7 +368,6 @@ _BURY = (
     update(JOBS)
     .where(
         _BURYING.has(J.id),
-        J.id == _BURYING.c.id,
         one_of(states.status_of(J), states.CLAIMABLE),
     )
     .values(
@@ -439,7 +434,7 @@ _CANCELLING = _ids("cancelling")
 _AT_ONCE = states.cancellable_at_once(J)
 _CANCEL = (
     update(JOBS)
-    .where(_CANCELLING.has(J.id), J.id == _CANCELLING.c.id, one_of(J.status, states.ACTIVE))
+    .where(_CANCELLING.has(J.id), one_of(J.status, states.ACTIVE))
     .values(
         status=case((_AT_ONCE, Status.CANCELLED), else_=J.status),
         finished_at=case((_AT_ONCE, now()), else_=J.finished_at),
@@ -505,7 +500,7 @@ _INSERT_REPLAYS = (
             _OLD.c.id,
             now(),
         )
-        .where(_REPLAYING.has(_OLD.c.id, "old_id"), _OLD.c.id == _REPLAYING.c.old_id)
+        .where(_REPLAYING.has(_OLD.c.id, "old_id"))
         .order_by(_REPLAYING.c.n),
     )
     .on_conflict_do_nothing()
@@ -515,7 +510,6 @@ _LINK_REPLAYS = (
     update(JOBS)
     .where(
         _REPLAYING.has(J.id, "old_id"),
-        J.id == _REPLAYING.c.old_id,
         states.replayable(J),
     )
     .values(replayed_by=_REPLAYING.c.new_id)
