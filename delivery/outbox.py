@@ -88,13 +88,6 @@ class Outbox:
             write_marks(self.engine, states)
         return len(jobs)
 
-    def close(self) -> None:
-        """Stop the background threads once what they hold is sent and written."""
-        if self._group is not None:
-            self._group.stop()
-        if self._marks is not None:
-            self._marks.close()
-
 
 def write_marks(engine: Engine, states: Sequence[tuple[Any, int]]) -> None:
     """Mark published in a transaction of their own; a failure only costs a second message."""
