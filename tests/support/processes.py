@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,11 +21,19 @@ from tests.support.polling import wait_for
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
+# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768 and up by default):
+# a port from that range can be taken as the source port of any outgoing connection while a
+# test has its server down, and the restarted server then fails to listen on it.
+_TEST_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nobody listens on right now, outside the ephemeral range."""
+    for port in random.sample(_TEST_PORTS, 200):
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return port
+    raise OSError(f"no free port in {_TEST_PORTS}")
 
 
 def courier_command(*args: str) -> list[str]:
