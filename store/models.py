@@ -1,4 +1,4 @@
-"""The schema: jobs (also the outbox), attempts, API tokens and the audit log."""
+"""The schema: jobs (also the outbox), attempts, API tokens, dashboard sessions, the audit log."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ Timestamp = UtcDateTime
 
 _ACTIVE_SQL = states.in_sql(states.ACTIVE)
 _DUE_SQL = "published_at IS NULL AND " + states.in_sql(states.CLAIMABLE)
+_WAITING_IN_BROKER_SQL = "published_at IS NOT NULL AND " + states.in_sql(states.CLAIMABLE)
 
 
 class Base(DeclarativeBase):
@@ -115,6 +116,14 @@ class Job(Base):
             postgresql_where=text(_DUE_SQL),
             sqlite_where=text(_DUE_SQL),
         ),
+        # Reconciler: published and unclaimed, per queue, oldest first.
+        Index(
+            "ix_jobs_waiting_in_broker",
+            "queue",
+            "published_at",
+            postgresql_where=text(_WAITING_IN_BROKER_SQL),
+            sqlite_where=text(_WAITING_IN_BROKER_SQL),
+        ),
         # Reaper: running attempts by lease expiry.
         Index(
             "ix_jobs_lease",
@@ -166,6 +175,27 @@ class ApiToken(Base):
     name: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class DashboardSession(Base):
+    """A dashboard login: the cookie holds a random id whose SHA-256 is stored here.
+
+    Ended by logout, by revoking the operator's token, or by expiry.
+    """
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("api_tokens.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    ended_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_dashboard_sessions_token_id", "token_id"),)
 
 
 class AuditEntry(Base):
