@@ -14,8 +14,9 @@ from store import tokens
 class Authenticate:
     """Falcon middleware: every resource not marked `public` needs a live bearer token.
 
-    The token is looked up on every request (a revocation applies at once) on an autocommit
-    connection: one round trip, no transaction. The connection then stays with the request
+    The token is looked up on every request (a revocation or an expiry applies at once) on an
+    autocommit connection: one round trip, no transaction (a second one, once a minute per
+    token, records its last use). The connection then stays with the request
     as `req.context.db` (see `connection`) and goes back to the pool with the response.
     """
 
@@ -42,7 +43,7 @@ class Authenticate:
             raise
         if principal is None:
             db.close()
-            raise unauthorized("the token is unknown or revoked")
+            raise unauthorized("the token is unknown, revoked or expired")
         req.context.principal = principal
         req.context.db = db
 
