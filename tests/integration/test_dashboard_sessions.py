@@ -4,10 +4,17 @@ revocation or expiry end it, and the login form itself is CSRF-protected and siz
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 
 import pytest
+from dramatiq.brokers.stub import StubBroker
+from falcon import testing
 from sqlalchemy import text
 
+from courier.settings import Settings
+from courier.wsgi import app_for
+from store import tokens
+from store.db import make_sessionmaker
 from tests.support.dashboard import (
     FORM,
     csrf_of,
@@ -130,3 +137,18 @@ def test_a_login_form_over_64_kib_is_refused_with_413(stack):
     )
     assert response.status_code == 413
     assert response.json["title"] == "Payload Too Large"
+
+
+def test_sessions_work_the_same_on_the_embedded_store(sqlite_engine):
+    """`courier dev` keeps its sessions in SQLite: log in, use a page, log out."""
+    sessions = make_sessionmaker(sqlite_engine)
+    settings = Settings(database_url=str(sqlite_engine.url), broker_url="memory://")
+    app = app_for(settings, broker=StubBroker(), sessions=sessions)
+    stack = SimpleNamespace(client=testing.TestClient(app))
+    with sessions.begin() as session:
+        token = tokens.create(session, tenant="ops", role="operator")
+    cookie = session_of(stack, token)
+    assert logged_in(stack, cookie)
+    csrf = csrf_of(page(stack, "/ui/jobs", cookie).text)
+    assert post_form(stack, "/ui/logout", cookie, csrf=csrf).status_code == 303
+    assert not logged_in(stack, cookie)
