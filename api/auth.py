@@ -35,9 +35,10 @@ class Authenticate:
         db = self._engine.connect()
         try:
             principal = tokens.authenticate(db, token.strip())
-            # Ends the transaction SQLite opens even here: writes on other connections need
-            # not wait for this one, and the request may begin its own on it.
-            db.rollback()
+            # Ends the transaction SQLite opens even here, keeping the last use if it was
+            # recorded: writes on other connections need not wait for this one, and the
+            # request may begin its own on it.
+            db.commit()
         except BaseException:
             db.close()
             raise

@@ -7,12 +7,8 @@ import hashlib
 from types import SimpleNamespace
 
 import pytest
-from dramatiq.brokers.stub import StubBroker
-from falcon import testing
 from sqlalchemy import text
 
-from courier.settings import Settings
-from courier.wsgi import app_for
 from store import tokens
 from store.db import make_sessionmaker
 from tests.support.dashboard import (
@@ -25,6 +21,7 @@ from tests.support.dashboard import (
     secret,
     session_of,
 )
+from tests.support.stack import embedded_client
 
 pytestmark = pytest.mark.integration
 
@@ -141,11 +138,8 @@ def test_a_login_form_over_64_kib_is_refused_with_413(stack):
 
 def test_sessions_work_the_same_on_the_embedded_store(sqlite_engine):
     """`courier dev` keeps its sessions in SQLite: log in, use a page, log out."""
-    sessions = make_sessionmaker(sqlite_engine)
-    settings = Settings(database_url=str(sqlite_engine.url), broker_url="memory://")
-    app = app_for(settings, broker=StubBroker(), sessions=sessions)
-    stack = SimpleNamespace(client=testing.TestClient(app))
-    with sessions.begin() as session:
+    stack = SimpleNamespace(client=embedded_client(sqlite_engine))
+    with make_sessionmaker(sqlite_engine).begin() as session:
         token = tokens.create(session, tenant="ops", role="operator")
     cookie = session_of(stack, token)
     assert logged_in(stack, cookie)

@@ -9,6 +9,7 @@ from store import tokens
 from store.db import make_sessionmaker
 from store.models import ApiToken
 from store.sql import now_plus
+from tests.support.stack import embedded_client
 
 pytestmark = pytest.mark.integration
 
@@ -91,8 +92,10 @@ def test_last_use_is_recorded_at_most_once_a_minute(any_engine):
     assert column(any_engine, token, "last_used_at") >= first_use
 
 
-def test_the_api_records_last_use(stack):
-    token = make_token(stack.engine)
-    headers = {"Authorization": f"Bearer {token}"}
-    assert stack.client.simulate_get("/v1/jobs", headers=headers).status_code == 200
-    assert column(stack.engine, token, "last_used_at") is not None
+def test_the_api_records_last_use(stack, sqlite_engine):
+    embedded = embedded_client(sqlite_engine)
+    for engine, client in ((stack.engine, stack.client), (sqlite_engine, embedded)):
+        token = make_token(engine)
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.simulate_get("/v1/jobs", headers=headers).status_code == 200
+        assert column(engine, token, "last_used_at") is not None, engine.dialect.name
