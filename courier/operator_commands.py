@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from courier.cli_support import session_scope, settings_from_env
+from courier.cli_support import duration, session_scope, settings_from_env
 
 
 @click.command()
@@ -133,7 +133,7 @@ def prune(older_than: str, include_dead: bool, dry_run: bool) -> None:
     from store import retention
     from store.db import make_engine, make_sessionmaker
 
-    age = _age(older_than)
+    age = duration(older_than, option="--older-than")
     sessions = make_sessionmaker(make_engine(settings_from_env().database_url))
     with sessions() as session:
         cutoff = retention.cutoff(session, age)
@@ -145,16 +145,3 @@ def prune(older_than: str, include_dead: bool, dry_run: bool) -> None:
         return
     deleted = retention.prune(sessions, cutoff, include_dead=include_dead)
     click.echo(f"deleted {deleted} job(s) {before} ({detail}); the audit log is kept")
-
-
-def _age(text: str) -> Any:
-    from datetime import timedelta
-
-    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-    try:
-        amount, unit = int(text[:-1]), units[text[-1]]
-    except (ValueError, KeyError, IndexError):
-        raise click.BadParameter("use a number and a unit: 30d, 12h, 90m or 45s") from None
-    if amount < 0:
-        raise click.BadParameter("must not be negative")
-    return timedelta(**{unit: amount})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -119,3 +121,62 @@ def test_worker_logs_are_json_lines_with_the_job_fields(deployment):
     [outcome] = [entry for entry in lines if entry.get("job_id") == job_id and "outcome" in entry]
     assert outcome["correlation_id"] == "corr-log" and outcome["attempt"] == 1
     assert outcome["message_id"] and outcome["duration_ms"] >= 0 and outcome["level"] == "info"
+
+
+def created_secret(deployment, *args):
+    done = deployment.run("token", "create", *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def token_rows(deployment, *args):
+    """`courier token list` as dicts, by the table's headings (columns are 2+ spaces apart)."""
+    done = deployment.run("token", "list", *args)
+    assert done.returncode == 0, done.stderr
+    heading, *lines = done.stdout.strip().splitlines()
+    names = re.split(r"\s{2,}", heading)
+    assert names == ["id", "tenant", "role", "name", "created", "last used", "expires", "revoked"]
+    return [dict(zip(names, re.split(r"\s{2,}", line), strict=True)) for line in lines]
+
+
+def test_courier_token_list_shows_every_token_and_revoke_takes_its_id(deployment):
+    deployment.start_api()
+    client = created_secret(deployment, "--tenant", "acme", "--name", "billing sync")
+    created_secret(deployment, "--tenant", "ops", "--role", "operator", "--expires-in", "90d")
+    headers = {"Authorization": f"Bearer {client}"}
+    with deployment.http() as http:
+        assert http.get("/v1/jobs", headers=headers).status_code == 200
+        listing = deployment.run("token", "list").stdout
+        assert client not in listing  # secrets are never shown
+        acme, ops = token_rows(deployment)
+        assert (acme["tenant"], acme["role"], acme["name"]) == ("acme", "client", "billing sync")
+        assert acme["last used"].endswith("Z") and acme["expires"] == acme["revoked"] == "-"
+        assert (ops["tenant"], ops["role"], ops["name"], ops["last used"]) == (
+            "ops", "operator", "-", "-"
+        )  # fmt: skip
+        in_90_days = datetime.now(UTC) + timedelta(days=90)
+        assert ops["expires"].startswith(f"{in_90_days:%Y-%m-%d}")
+        assert token_rows(deployment, "--tenant", "ops") == [ops]
+
+        assert deployment.run("token", "revoke", acme["id"]).stdout.strip() == "revoked"
+        assert http.get("/v1/jobs", headers=headers).status_code == 401
+        assert token_rows(deployment, "--tenant", "acme")[0]["revoked"].endswith("Z")
+        again = deployment.run("token", "revoke", acme["id"])
+        assert again.returncode == 1 and "no live token" in again.stderr
+
+
+def test_a_token_made_to_expire_stops_working_and_a_bad_span_exits_2(deployment):
+    for bad in ("soon", "90", "0d", "-5m"):
+        done = deployment.run("token", "create", "--tenant", "acme", "--expires-in", bad)
+        assert done.returncode == 2, (bad, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "--expires-in" in done.stderr
+    deployment.start_api()
+    short = created_secret(deployment, "--tenant", "acme", "--expires-in", "2s")
+    headers = {"Authorization": f"Bearer {short}"}
+    with deployment.http() as http:
+        wait_for(
+            lambda: http.get("/v1/jobs", headers=headers).status_code == 401,
+            timeout=15,
+            what="the token to expire",
+        )
+    assert token_rows(deployment, "--tenant", "acme")[0]["expires"].endswith("(expired)")
