@@ -192,7 +192,7 @@ def test_the_same_slow_clients_straight_at_gunicorn_starve_it(
     wait_for(lambda: answers(f"{deployment.api_url}/healthz"), timeout=30, interval=0.5)
 
 
-def test_a_body_over_the_limit_is_refused_in_the_apis_error_shape(
+def test_nginxs_own_refusals_come_in_the_apis_error_shape(
     deployment: ProcessDeployment, proxy: tuple[Process, str]
 ) -> None:
     headers = {**deployment.token(), "Content-Type": "application/json"}
@@ -201,7 +201,10 @@ def test_a_body_over_the_limit_is_refused_in_the_apis_error_shape(
 
     by_api = httpx.post(f"{url}/v1/jobs", content=over_api_limit, headers=headers, timeout=10)
     by_nginx = httpx.post(f"{url}/v1/jobs", content=b"x" * 300_000, headers=headers, timeout=10)
+    deployment.stop_all()  # the API goes; nginx stays
+    api_gone = httpx.get(f"{url}/v1/jobs", headers=headers, timeout=10)
 
-    for refused in (by_api, by_nginx):
-        assert refused.status_code == 413, refused.text
+    for refused, status in ((by_api, 413), (by_nginx, 413), (api_gone, 503)):
+        assert refused.status_code == status, refused.text
         assert set(refused.json()) >= {"title", "description"}
+    assert api_gone.headers["Retry-After"] == "5"
