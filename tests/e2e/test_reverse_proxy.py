@@ -9,6 +9,7 @@ listening port differ from what docker-compose.yml mounts.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -17,11 +18,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.faults.private_services import port_open
 from tests.support.deployment import ProcessDeployment
 from tests.support.polling import wait_for
 from tests.support.processes import Process, free_port, wait_http
@@ -80,23 +83,35 @@ def small_api(deployment: ProcessDeployment) -> str:
     return bind
 
 
-@pytest.fixture
-def proxy(small_api: str, nginx_root: tuple[Path, str | None]) -> Iterator[tuple[Process, str]]:
-    """nginx in front of the small API, in the foreground: the process and its base URL."""
+@contextlib.contextmanager
+def running_nginx(
+    nginx_root: tuple[Path, str | None], upstream: str
+) -> Iterator[tuple[Process, str]]:
+    """nginx in front of `upstream`, in the foreground: the process and its base URL."""
     root, user = nginx_root
     port = free_port()
     conf = root / "nginx.conf"
-    conf.write_text(render(small_api, port, root))
+    conf.write_text(render(upstream, port, root))
     command = [str(NGINX), "-e", "stderr", "-p", str(root), "-c", str(conf)]
     check = Process("e2e-reverse-proxy-nginx-check", [*command, "-t"], {}, user=user)
     assert check.wait(30) == 0, check.output()
     nginx = Process("e2e-reverse-proxy-nginx", command, {}, cwd=str(root), user=user)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/healthz", process=nginx, timeout=30)
+        wait_for(lambda: port_open(port) or not nginx.running, timeout=30, what="nginx")
+        if not nginx.running:
+            raise nginx.exited_early()
         yield nginx, url
     finally:
         nginx.stop(timeout=10)
+
+
+@pytest.fixture
+def proxy(nginx_root: tuple[Path, str | None], small_api: str) -> Iterator[tuple[Process, str]]:
+    """nginx in front of the small API."""
+    with running_nginx(nginx_root, small_api) as (nginx, url):
+        wait_http(f"{url}/healthz", process=nginx, timeout=30)
+        yield nginx, url
 
 
 SLOW_HEADERS = b"GET /healthz HTTP/1.1\r\nHost: courier\r\n"
@@ -208,3 +223,45 @@ def test_nginxs_own_refusals_come_in_the_apis_error_shape(
         assert refused.status_code == status, refused.text
         assert set(refused.json()) >= {"title", "description"}
     assert api_gone.headers["Retry-After"] == "5"
+
+
+class EchoHeaders(BaseHTTPRequestHandler):
+    """Answers every GET with the request's headers as JSON."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_forwarded_headers_the_api_believes_come_from_nginx_alone(
+    nginx_root: tuple[Path, str | None],
+) -> None:
+    echo = ThreadingHTTPServer(("127.0.0.1", free_port()), EchoHeaders)
+    threading.Thread(target=echo.serve_forever, daemon=True).start()
+    spoofed = {
+        "Host": "courier.example:8443",
+        "Forwarded": "for=10.0.0.1;proto=https;host=evil.example",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-For": "10.0.0.1",
+    }
+    try:
+        with running_nginx(nginx_root, f"127.0.0.1:{echo.server_port}") as (_, url):
+            seen = httpx.get(f"{url}/anything", headers=spoofed, timeout=10).json()
+    finally:
+        echo.shutdown()
+        echo.server_close()
+
+    assert "forwarded" not in seen
+    assert seen["host"] == seen["x-forwarded-host"] == "courier.example:8443"
+    assert seen["x-forwarded-proto"] == "http"  # nginx's own scheme, not the client's claim
+    # The client's claim is kept but the address nginx saw is appended: the last hop is true.
+    assert seen["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+    assert seen["x-real-ip"] == "127.0.0.1"
