@@ -14,9 +14,8 @@ from delivery import replays
 from delivery.outbox import Outbox
 from store import actions, bulk_replay, errors
 from store.db import make_engine, make_sessionmaker
-from store.ids import new_id
 from store.models import AuditEntry, Job
-from store.types import utcnow
+from tests.support.dead_jobs import add_dead, add_job
 from tests.support.polling import lock_waits, wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,34 +35,6 @@ def db(request) -> sessionmaker[Session]:
         "pg_engine" if request.param == "postgresql" else "sqlite_engine"
     )
     return make_sessionmaker(engine)
-
-
-def add_job(sessions, *, tenant="acme", entity_id=None, status="dead", type="customer_sync"):
-    now = utcnow()
-    job = Job(
-        id=new_id(),
-        tenant=tenant,
-        type=type,
-        queue="sync",
-        entity_id=entity_id,
-        payload={"entity": entity_id},
-        status=status,
-        priority=3,
-        attempts=1 if status == "dead" else 0,
-        max_attempts=1,
-        timeout_s=30,
-        correlation_id=f"corr-{entity_id}",
-        created_at=now,
-        finished_at=now if status == "dead" else None,
-        error_type="UpstreamUnavailable" if status == "dead" else None,
-    )
-    with sessions.begin() as session:
-        session.add(job)
-    return job.id
-
-
-def add_dead(sessions, count, **kwargs):
-    return [add_job(sessions, entity_id=f"c_{i}", **kwargs) for i in range(count)]
 
 
 def bulk(sessions, selection=None, **kwargs):
