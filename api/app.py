@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import errors
 from api.auth import Authenticate
 from api.intake import Defaults, Intake
+from api.no_store import NoStore
 from api.request_id import RequestId
 from api.resources.dead_letters import DeadLetters
 from api.resources.docs import OpenApi
@@ -36,7 +37,7 @@ def create_app(
     intake = Intake(queues=queues, defaults=defaults, broker=broker, sessions=sessions)
     # Naming the request and response types lets the middleware list be checked against them.
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
-        middleware=[RequestId(), Authenticate(sessions.kw["bind"])]
+        middleware=[NoStore(), RequestId(), Authenticate(sessions.kw["bind"])]
     )
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)

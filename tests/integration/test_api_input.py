@@ -220,3 +220,27 @@ def test_a_batch_must_hold_1_to_1000_jobs(stack, size):
     response = post(stack, body, stack.token(), path="/v1/jobs/batch")
     assert response.status_code in (413, 422)
     assert job_count(stack) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "with_token"),
+    [
+        ("GET", "/v1/jobs", True),
+        ("GET", "/v1/jobs", False),  # 401
+        ("POST", "/v1/jobs", True),  # 400: no body
+        ("GET", "/v1/jobs/00000000-0000-0000-0000-000000000000", True),  # 404
+        ("GET", "/v2/nothing", True),  # no such route
+        ("GET", "/healthz", False),
+        ("GET", "/metrics", False),
+        ("GET", "/openapi.json", False),
+        ("GET", "/ui/login", False),
+        ("GET", "/ui/jobs", False),  # redirect to the login
+        ("GET", "/ui/static/courier.css", False),
+    ],
+)
+def test_every_answer_is_marked_not_to_be_stored_or_sniffed(stack, method, path, with_token):
+    response = stack.client.simulate_request(
+        method, path, headers=stack.token() if with_token else {}
+    )
+    assert response.headers.get("Cache-Control") == "no-store", (response.status, response.headers)
+    assert response.headers.get("X-Content-Type-Options") == "nosniff"
