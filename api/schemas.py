@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from store import states
 
@@ -74,7 +74,7 @@ class CancelRequest(Strict):
 
 
 class DeadLetterReplayRequest(Strict):
-    """Replay dead jobs by id or by filter."""
+    """Replay dead jobs by id or by filter; with neither, only with `all` set."""
 
     job_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] | None = None
     type: Name | None = None
@@ -82,6 +82,12 @@ class DeadLetterReplayRequest(Strict):
     tenant: Name | None = None
     limit: Annotated[int, Field(ge=1, le=1000), WHOLE] = 1000
     reason: Reason | None = None
+    all: StrictBool = Field(
+        False, description="Replay dead jobs of every type and tenant (no ids, no filter)."
+    )
+    dry_run: StrictBool = Field(
+        False, description="Only count the jobs and show the first ids; replay nothing."
+    )
 
 
 Status = Literal[states.VALUES]  # type: ignore[valid-type]
@@ -180,6 +186,14 @@ class BulkReplayResult(BaseModel):
     replayed: list[Replayed]
     count: int
     skipped: list[Skipped]
+
+
+class BulkReplayPreview(BaseModel):
+    """What a bulk replay would take (a dry run: nothing was replayed)."""
+
+    dry_run: Literal[True]
+    count: int = Field(description="How many dead jobs the replay would take.")
+    job_ids: list[uuid.UUID] = Field(description="The first (newest) of them, up to 20.")
 
 
 class FieldError(BaseModel):

@@ -13,6 +13,12 @@ class Fail(click.ClickException):
     """An error reported as one line on stderr with exit status 1."""
 
 
+class Misuse(click.ClickException):
+    """A request the command refuses as given: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
 def settings_from_env(*, dev: bool = False) -> Settings:
     """The settings, or a one-line error naming the bad variable."""
     try:

@@ -157,7 +157,7 @@ def test_bulk_replay_respects_ids_and_limit(stack, upstream):
     ).json
     assert [r["job_id"] for r in by_id["replayed"]] == [ids[0]]
     limited = stack.client.simulate_post(
-        "/v1/dead-letters/replay", json={"limit": 1}, headers=operator
+        "/v1/dead-letters/replay", json={"limit": 1, "all": True}, headers=operator
     ).json
     assert limited["count"] == 1
     assert api_dead_letter_ids(stack, operator) == set(ids) - {
