@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+)
 
 from store import states
 
@@ -29,7 +37,22 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
+#: How far from now a job may be scheduled, either way.
+RUN_AT_WINDOW = timedelta(days=365)
+
+
+def _within_the_window(value: datetime) -> datetime:
+    # Far dates with offsets (9999-12-31T23:00:00-05:00) leave Python's datetime range once
+    # in UTC, and would break every listing that reads them back. The API host's clock is
+    # close enough for a window of a year.
+    now = datetime.now(UTC)
+    if not now - RUN_AT_WINDOW <= value <= now + RUN_AT_WINDOW:
+        raise ValueError("must lie within one year of now")
+    return value
+
+
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+RunAt = Annotated[Timestamp, AfterValidator(_within_the_window)]
 WHOLE = BeforeValidator(_whole_number)
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Reason = Annotated[str, Field(max_length=1000)]
@@ -48,7 +71,7 @@ class JobRequest(Strict):
     entity_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     priority: Annotated[int, Field(ge=0, le=9), WHOLE] = 0
-    run_at: Timestamp | None = None
+    run_at: RunAt | None = Field(None, description="When to run; within one year of now.")
     max_attempts: Annotated[int, Field(ge=1, le=20), WHOLE] | None = None
     # Well below RabbitMQ's 30-minute delivery acknowledgement timeout.
     timeout_s: Annotated[int, Field(ge=1, le=1500), WHOLE] | None = None

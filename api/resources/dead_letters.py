@@ -6,7 +6,7 @@ import falcon
 
 from api import auth
 from api.intake import Intake
-from api.resources.jobs import COMMON, WITH_BODY, page
+from api.resources.jobs import COMMON, WITH_BODY, send_page
 from api.schemas import (
     BulkReplayPreview,
     BulkReplayResult,
@@ -45,7 +45,7 @@ class DeadLetters:
                 limit=query.limit,
                 before=query.cursor,
             )
-            resp.media = page(rows, next_id)
+            send_page(resp, rows, next_id)
 
     @operation(
         request=DeadLetterReplayRequest,

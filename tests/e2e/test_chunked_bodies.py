@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from store.db import make_engine, make_sessionmaker
-from tests.support.dead_jobs import add_dead, add_job
+from tests.support.records import add_dead, add_job
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from store.db import make_engine, make_sessionmaker
-from tests.support.dead_jobs import add_dead
 from tests.support.polling import wait_for
+from tests.support.records import add_dead
 
 pytestmark = pytest.mark.e2e
 

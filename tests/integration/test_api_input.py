@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from store.models import Job
-from tests.support.dead_jobs import add_dead, add_job
+from tests.support.records import add_dead, add_job
 
 pytestmark = pytest.mark.integration
 

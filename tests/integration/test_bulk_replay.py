@@ -16,8 +16,8 @@ from store import actions, bulk_replay, errors
 from store.db import make_engine, make_sessionmaker
 from store.models import AuditEntry, Job
 from tests.support import services
-from tests.support.dead_jobs import add_dead, add_job
 from tests.support.polling import lock_waits, wait_for
+from tests.support.records import add_dead, add_job
 
 pytestmark = pytest.mark.integration
 

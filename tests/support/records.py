@@ -1,13 +1,17 @@
-"""Dead jobs written straight into the record, for tests of replay that need no worker."""
+"""Jobs written straight into the record, past the API: dead ones for tests of replay that
+need no worker, queued ones the API would refuse."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from store import submissions
 from store.ids import new_id
 from store.models import Job
+from store.submissions import NewJob
 from store.types import utcnow
 
 
@@ -46,3 +50,15 @@ def add_job(
 def add_dead(sessions: sessionmaker[Session], count: int, **kwargs: str) -> list[uuid.UUID]:
     """`count` dead jobs of entities c_0, c_1, ... (oldest first)."""
     return [add_job(sessions, entity_id=f"c_{i}", **kwargs) for i in range(count)]
+
+
+def add_queued(sessions: sessionmaker[Session], **fields: Any) -> uuid.UUID:
+    """A queued job of tenant acme as a submission stores it, unchecked (the relay publishes
+    it): `fields` are NewJob's (type and any others)."""
+    new = NewJob(
+        **{"tenant": "acme", "queue": "sync", "max_attempts": 4, "timeout_s": 60, **fields}
+    )
+    with sessions.begin() as session:
+        [job] = submissions.create_jobs(session, [new])
+    assert isinstance(job, Job), job
+    return job.id
