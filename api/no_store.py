@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon
 
-# Answers hold tenants' jobs and tokens' pages: no shared or browser cache may keep them,
+# Answers hold tenants' jobs and operators' pages: no shared or browser cache may keep them,
 # and a browser must not sniff a JSON or text answer into something it would run.
 HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
