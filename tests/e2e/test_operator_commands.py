@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from store.db import make_engine, make_sessionmaker
 from tests.support.polling import wait_for
+from tests.support.records import add_dead
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +71,33 @@ def test_courier_replay_dry_run_lists_and_replay_replays_with_a_progress_bar(dep
                 timeout=30,
                 what="replay to succeed",
             )
+
+
+def test_courier_replay_names_its_jobs_or_says_all_and_a_dry_run_shows_the_first_ids(
+    deployment, database_url
+):
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    old = add_dead(sessions, 23) + add_dead(sessions, 2, tenant="globex")
+    engine.dispose()
+    newest_first = [str(i) for i in reversed(old)]
+    for unnamed in (("replay",), ("replay", "--dry-run"), ("replay", "--limit", "5")):
+        refused = deployment.run(*unnamed)
+        assert refused.returncode == 2, (unnamed, refused.stdout, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1 and "--all" in refused.stderr
+    dry = deployment.run("replay", "--all", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.strip().splitlines()
+    assert lines == [*newest_first[:20], "would replay 25 dead job(s) (the first 20 above)"]
+    filtered = deployment.run("replay", "--tenant", "globex", "--dry-run")
+    assert filtered.stdout.strip().splitlines() == [*newest_first[:2], "would replay 2 dead job(s)"]
+    with deployment.sql() as sql:
+        assert sql.execute("SELECT count(*) FROM audit_log").fetchone()[0] == 0
+    assert deployment.count("replay_of IS NOT NULL") == 0
+    done = deployment.run("replay", "--all", "--reason", "CRM back", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "replayed 25 dead job(s), skipped 0" in done.stdout
+    assert deployment.count("replay_of IS NOT NULL") == 25
 
 
 def test_courier_stats_prints_counts_and_queue_depths(deployment):

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from tests.support.dashboard import csrf_of, log_in, page, post_form, secret, session_of
+from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +38,9 @@ def test_pages_need_a_login(stack):
 
 def test_every_value_is_escaped(stack):
     job_id = stack.submit(
-        type="customer_sync",
+        type="bug_for_test",  # a type whose payload may hold any field
         entity_id="<script>alert(1)</script>",
-        run_at="2099-01-01T00:00:00Z",
+        run_at=LATER,
         payload={"note": "<img src=x onerror=alert(2)>"},
     )
     cookie = session_of(stack, secret(stack.token("ops", "operator")))
@@ -55,7 +56,7 @@ def test_every_value_is_escaped(stack):
 
 
 def test_state_changing_forms_need_the_csrf_token(stack):
-    job_id = stack.submit(type="customer_sync", entity_id="c_1", run_at="2099-01-01T00:00:00Z")
+    job_id = stack.submit(type="customer_sync", entity_id="c_1", run_at=LATER)
     cookie = session_of(stack, secret(stack.token("ops", "operator")))
     forged = post_form(stack, f"/ui/jobs/{job_id}/cancel", cookie, reason="x")
     assert forged.status_code == 403
@@ -72,7 +73,7 @@ def test_state_changing_forms_need_the_csrf_token(stack):
 
 def test_filters_and_paging_on_the_job_list(stack):
     for i in range(60):
-        stack.submit(type="customer_sync", entity_id=f"c_{i}", run_at="2099-01-01T00:00:00Z")
+        stack.submit(type="customer_sync", entity_id=f"c_{i}", run_at=LATER)
     cookie = session_of(stack, secret(stack.token("ops", "operator")))
     first = page(stack, "/ui/jobs?tenant=acme&status=queued", cookie).text
     assert first.count('href="/ui/jobs/') == 50

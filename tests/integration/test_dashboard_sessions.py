@@ -22,6 +22,7 @@ from tests.support.dashboard import (
     session_of,
 )
 from tests.support.stack import embedded_client
+from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ def test_a_session_expires_by_the_database_clock(stack):
 
 
 def test_csrf_tokens_derive_from_the_session(stack):
-    job_id = stack.submit(type="customer_sync", entity_id="c_1", run_at="2099-01-01T00:00:00Z")
+    job_id = stack.submit(type="customer_sync", entity_id="c_1", run_at=LATER)
     token = operator_token(stack)
     first, second = session_of(stack, token), session_of(stack, token)
     first_csrf = csrf_of(page(stack, "/ui/jobs", first).text)
