@@ -78,8 +78,10 @@ def _wait_exit(group: WorkerGroup, timeout: float) -> int:
 def test_one_stop_request_lets_the_running_attempt_finish_and_exits_0(deployment, upstream, stop):
     group, job_id = _running_long_job(deployment, upstream, "c_graceful")
 
+    stopped = time.monotonic()
     stop(group)
     assert _wait_exit(group, timeout=JOB_S + 15) == 0, group.output()[-3000:]
+    print(f"{stop.__name__}: exited 0 {elapsed(stopped):.1f}s after the signal")
 
     [attempt] = deployment.attempts(job_id)
     assert attempt["status"] == "succeeded", group.output()[-3000:]
