@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from actors.registry import Upstreams, declare_all
 from actors.upstream import UpstreamClient
 from courier.settings import Settings
+from delivery import publisher
 from delivery.outbox import Outbox
 from middleware.attempts import Attempts
 from middleware.heartbeat import Heartbeat
@@ -28,9 +29,11 @@ def publishing_broker(settings: Settings) -> dramatiq.Broker:
     """A broker for publishing only (the API): no worker middleware, confirms on."""
     if settings.uses_memory_broker:
         return StubBroker(middleware=[])
-    return RabbitmqBroker(
+    broker = RabbitmqBroker(
         url=settings.broker_url, confirm_delivery=True, max_priority=MAX_PRIORITY, middleware=[]
     )
+    publisher.bound_blocked_waits(broker)
+    return broker
 
 
 @dataclass

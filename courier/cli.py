@@ -69,9 +69,11 @@ def worker(processes: int, threads: int, no_restart: bool) -> None:
     from courier import supervise
     from courier.logs import configure_logging
 
-    configure_logging(settings_from_env().log_format)
+    settings = settings_from_env()
+    configure_logging(settings.log_format)
     command = [sys.executable, "-m", "dramatiq", "courier.worker"]
     command += ["--processes", str(processes), "--threads", str(threads)]
+    command += ["--worker-shutdown-timeout", str(round(settings.drain_timeout_s * 1000))]
     if no_restart:
         os.execv(sys.executable, command)
     sys.exit(supervise.run(command))

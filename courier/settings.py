@@ -44,6 +44,8 @@ class Settings:
     reaper_interval_s: float = 10.0
     relay_interval_s: float = 0.5
     progress_interval_s: float = 1.0
+    # How long a stopping worker lets its running attempts finish before it exits anyway.
+    drain_timeout_s: float = 30.0
     # Modules that register more job types (comma-separated), imported by the API and workers.
     job_modules: tuple[str, ...] = ()
 
@@ -146,6 +148,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "reaper_interval_s": _positive_float,
     "relay_interval_s": _positive_float,
     "progress_interval_s": _positive_float,
+    "drain_timeout_s": _positive_float,
     "job_modules": _module_names,
 }
 

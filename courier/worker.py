@@ -1,7 +1,8 @@
 """The module Dramatiq's worker loads: `dramatiq courier.worker` (what `courier worker` runs).
 
 Importing it reads the settings from the environment, connects the store and declares
-every job type on a RabbitMQ broker with Courier's middleware.
+every job type on a RabbitMQ broker with Courier's middleware. It also makes the worker
+process take the copies of one stop signal as one request (courier.stop_requests).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from courier.broker import worker_stack
 from courier.logs import configure_logging
 from courier.process import freeze_long_lived_objects
 from courier.settings import Settings
+from courier.stop_requests import coalesce_stop_signals
 from store.db import make_engine
 
+coalesce_stop_signals()
 settings = Settings.from_env()
 configure_logging(settings.log_format)
 engine = make_engine(settings.database_url)

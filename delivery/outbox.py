@@ -65,8 +65,8 @@ class Outbox:
     def publish(self, jobs: Sequence[JobMessage], *, db: Connection | None = None) -> int:
         """Send the jobs' messages, then mark them published; returns how many were sent.
 
-        With `db`, the marks are written in that transaction (the relay's, which holds the
-        rows locked). Never raises for a broker outage: the jobs wait in SQL for the relay.
+        With `db`, the marks are written in that (the caller's) transaction. Never raises
+        for a broker outage or a blocked broker: the jobs wait in SQL for the relay.
         """
         if not jobs:
             return 0

@@ -5,11 +5,18 @@ each). A batch is instead published on a channel in AMQP transaction mode and co
 once: `tx.commit` returns only after RabbitMQ has taken every persistent message, so the
 batch is as safe as confirmed one by one, and either all of it is taken or none.
 `GroupPublisher` does the same for the messages of concurrent requests.
+
+RabbitMQ blocks publishers while a memory or disk alarm lasts: it takes a message and then
+answers nothing. A publish waits at most `BLOCKED_TIMEOUT_S` on a blocked connection, and
+for `BLOCKED_BACKOFF_S` after that every publish fails at once: the jobs are safe in SQL
+and the relay publishes them when the alarm is over.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,20 +35,49 @@ _channels = threading.local()
 #: queue gone is tried again once, on a new connection or after declaring the queue again.
 _ATTEMPTS = 2
 
+#: The longest a publish waits on a connection RabbitMQ has blocked; then pika closes it.
+BLOCKED_TIMEOUT_S = 2.0
+#: After a publish was blocked, publishes to that broker fail at once for this long.
+BLOCKED_BACKOFF_S = 5.0
+
+_blocked_until: weakref.WeakKeyDictionary[Broker, float] = weakref.WeakKeyDictionary()
+
+
+class BrokerBlocked(ConnectionClosed):
+    """RabbitMQ blocks publishers (a memory or disk alarm); the messages were not taken."""
+
+
+def bound_blocked_waits(broker: Broker) -> None:
+    """Make the broker's connections give up on a blocked publish after `BLOCKED_TIMEOUT_S`
+    (unless its URL sets `blocked_connection_timeout` itself)."""
+    if not isinstance(broker, RabbitmqBroker):
+        return
+    parameters = broker.parameters
+    for each in parameters if isinstance(parameters, list) else [parameters]:
+        if each.blocked_connection_timeout is None:
+            each.blocked_connection_timeout = BLOCKED_TIMEOUT_S
+
 
 def send(broker: Broker, messages: Sequence[Message[Any]]) -> None:
     """Publish `messages`; raises a Dramatiq BrokerConnectionError if they were not all taken."""
     if not messages:
         return
-    if not isinstance(broker, RabbitmqBroker) or len(messages) == 1:
+    if not isinstance(broker, RabbitmqBroker):
         for message in messages:
             broker.enqueue(message)
         return
+    if time.monotonic() < _blocked_until.get(broker, 0.0):
+        raise BrokerBlocked("RabbitMQ blocked the last publish (a memory or disk alarm)")
     for attempt in range(1, _ATTEMPTS + 1):
         for queue in {m.queue_name for m in messages}:
             broker.declare_queue(queue, ensure=True)
         try:
             unroutable = _publish_in_transaction(broker, messages)
+        except pika.exceptions.ConnectionBlockedTimeout as e:
+            # Another connection would be blocked too: the alarm is the broker's.
+            _forget_channel(broker)
+            _blocked_until[broker] = time.monotonic() + BLOCKED_BACKOFF_S
+            raise BrokerBlocked(e) from None
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
             _forget_channel(broker)
             if attempt == _ATTEMPTS:

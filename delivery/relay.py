@@ -1,25 +1,32 @@
 """The relay's two rounds: publish due jobs, and copy missing dead letters, from SQL.
 
-Rows are locked with SKIP LOCKED, so the relays of many processes share the work.
+No transaction is open while the broker is asked: RabbitMQ may keep a publisher waiting
+(a memory or disk alarm), and rows locked meanwhile would hold up the workers' claims.
+The relays of many processes take turns instead (`store.turns`).
 """
 
 from __future__ import annotations
 
 import logging
 
+from dramatiq.errors import BrokerConnectionError
 from sqlalchemy import Engine
 
 from delivery import dead_letters
 from delivery.outbox import Outbox, message_for
-from store import outbox, transitions
+from store import outbox, transitions, turns
 
 log = logging.getLogger(__name__)
 
 
 def publish_due(engine: Engine, out: Outbox, *, limit: int) -> int:
     """Publish one batch of due jobs; returns how many were published."""
-    with engine.begin() as db:
-        published = out.publish(outbox.lock_due(db, limit=limit), db=db)
+    with turns.turn(engine, "relay") as db:
+        if db is None:
+            return 0
+        with db.begin():
+            due = outbox.read_due(db, limit=limit)
+        published = out.publish(due)
     if published:
         log.info("relay published %d jobs", published)
     return published
@@ -27,11 +34,21 @@ def publish_due(engine: Engine, out: Outbox, *, limit: int) -> int:
 
 def copy_missing_dead_letters(engine: Engine, out: Outbox, *, limit: int = 100) -> int:
     """Put copies of dead jobs that are missing from their dead-letter queues there."""
-    with engine.begin() as db:
-        missing = outbox.lock_missing_dead_letters(db, limit=limit)
+    with turns.turn(engine, "relay") as db:
+        if db is None:
+            return 0
+        with db.begin():
+            missing = outbox.read_missing_dead_letters(db, limit=limit)
+        copied = []
         for dead in missing:
             job = dead.message
             headers = dead_letters.headers_for(str(job.job_id), dead.error_type, job.attempts)
-            dead_letters.publish(out.broker, message_for(job), headers)
-        transitions.mark_dead_lettered(db, [dead.message.job_id for dead in missing])
-    return len(missing)
+            try:
+                dead_letters.publish(out.broker, message_for(job), headers)
+            except BrokerConnectionError:
+                log.warning("broker unavailable; dead letters left for the next round")
+                break
+            copied.append(job.job_id)
+        with db.begin():
+            transitions.mark_dead_lettered(db, copied)
+    return len(copied)

@@ -1,6 +1,6 @@
 """The outbox relay: publishes due jobs and missing dead letters from SQL to the broker.
 
-It runs in every worker process; relays share the work through SKIP LOCKED, and a
+It runs in every worker process; relays take turns (one process at a time), and a
 message published twice is harmless: the claim lets only one run.
 """
 

@@ -54,16 +54,15 @@ class JobMessage:
 
 _COLUMNS = (J.id, J.type, J.queue, J.priority, J.timeout_s, J.correlation_id, J.attempts)
 
-_DUE = (
-    select(*_COLUMNS)
-    .where(states.due_for_publishing(J))
-    .order_by(J.next_attempt_at)
-    .with_for_update(skip_locked=True)
-)
+_DUE = select(*_COLUMNS).where(states.due_for_publishing(J)).order_by(J.next_attempt_at)
 
 
-def lock_due(db: Connection, *, limit: int) -> list[JobMessage]:
-    """Lock a batch of due, unpublished jobs; other relays skip the locked rows."""
+def read_due(db: Connection, *, limit: int) -> list[JobMessage]:
+    """A batch of due, unpublished jobs, oldest first.
+
+    Nothing is locked: the relay publishes them with no transaction open (the broker may
+    keep it waiting), and relays take turns instead (`store.turns`).
+    """
     return [JobMessage(*row) for row in db.execute(_DUE.limit(limit))]
 
 
@@ -75,14 +74,10 @@ class DeadLetter:
     error_type: str | None
 
 
-_MISSING_DEAD_LETTERS = (
-    select(*_COLUMNS, J.error_type)
-    .where(states.dead_letter_missing(J))
-    .with_for_update(skip_locked=True)
-)
+_MISSING_DEAD_LETTERS = select(*_COLUMNS, J.error_type).where(states.dead_letter_missing(J))
 
 
-def lock_missing_dead_letters(db: Connection, *, limit: int) -> Sequence[DeadLetter]:
-    """Lock dead, unreplayed jobs whose copy is not in the dead-letter queue yet."""
+def read_missing_dead_letters(db: Connection, *, limit: int) -> Sequence[DeadLetter]:
+    """Dead, unreplayed jobs whose copy is not in the dead-letter queue yet (locks nothing)."""
     rows = db.execute(_MISSING_DEAD_LETTERS.limit(limit))
     return [DeadLetter(JobMessage(*row[:7]), row[7]) for row in rows]

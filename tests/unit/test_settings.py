@@ -37,6 +37,7 @@ def test_environment_overrides_defaults():
         ("COURIER_MAX_ATTEMPTS", "21"),
         ("COURIER_MIN_BACKOFF_MS", "-5"),
         ("COURIER_UPSTREAM_TIMEOUT_S", "0"),
+        ("COURIER_DRAIN_TIMEOUT_S", "0"),
         ("COURIER_LOG_FORMAT", "xml"),
         ("COURIER_DATABASE_URL", "mysql://x"),
         ("COURIER_BROKER_URL", "redis://x"),
