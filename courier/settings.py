@@ -42,6 +42,8 @@ class Settings:
     reaper_interval_s: float = 10.0
     relay_interval_s: float = 0.5
     progress_interval_s: float = 1.0
+    # How long past its job's time limit an attempt may run before it counts as hung.
+    stuck_grace_s: float = 60.0
     # Modules that register more job types (comma-separated), imported by the API and workers.
     job_modules: tuple[str, ...] = ()
 
@@ -143,6 +145,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "reaper_interval_s": _positive_float,
     "relay_interval_s": _positive_float,
     "progress_interval_s": _positive_float,
+    "stuck_grace_s": _positive_float,
     "job_modules": _module_names,
 }
 
