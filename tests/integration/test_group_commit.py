@@ -527,6 +527,33 @@ def test_the_reaper_ends_expired_attempts_as_abandoned(db_engine):
     assert claim_now(db_engine, retried)[retried].number == 2
 
 
+def test_the_reaper_abandons_an_attempt_past_its_time_limit_and_grace_though_its_lease_holds(
+    db_engine,
+):
+    hung, within_grace, fresh = add_jobs(db_engine, 3, timeout_s=10)
+    claim_now(db_engine, hung, within_grace, fresh)
+    started = {hung: 10 + GRACE_S + 5, within_grace: 10 + GRACE_S - 5, fresh: 0}
+    for job_id, seconds_ago in started.items():  # leases renewed just now, all three
+        with db_engine.begin() as db:
+            db.execute(
+                update(ATTEMPTS)
+                .where(ATTEMPTS.c.job_id == job_id)
+                .values(started_at=db.scalar(select(now())) - timedelta(seconds=seconds_ago))
+            )
+    with db_engine.begin() as db:
+        reaped = transitions.reap_expired(db, stuck_grace_s=GRACE_S)
+    assert reaped == [transitions.Reaped(hung, 1, "retrying", "TimeLimitExceeded")]
+    row, [attempt] = job(db_engine, hung), attempts(db_engine, hung)
+    assert (row.status, row.error_type, row.published_at) == ("retrying", "TimeLimitExceeded", None)
+    assert (attempt.status, attempt.decision, attempt.error_type) == (
+        AttemptStatus.ABANDONED,
+        Decision.RETRY,
+        "TimeLimitExceeded",
+    )
+    assert "time limit" in attempt.error
+    assert {job(db_engine, i).status for i in (within_grace, fresh)} == {"running"}
+
+
 # PostgreSQL ran `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` as a nested-loop semi
 # join that reran the locking subquery for every row, so the limit capped nothing; the ids
 # are now selected in a CTE, run once.
