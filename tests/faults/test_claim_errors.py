@@ -1,0 +1,74 @@
+"""A claim the database refuses without being down: PostgreSQL turned read-only, as a
+primary demoted by a failover is. No job runs unclaimed, no message is acked away, the
+workers wait quietly, and once writes are back every job runs exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.harness import FaultDeployment
+from tests.support.polling import holds_for, wait_for
+
+pytestmark = pytest.mark.faults
+
+JOBS = 6
+THREADS = 4
+#: Long enough for the management API's figures to describe the held messages.
+READ_ONLY_S = 6
+
+
+def set_read_only(deployment: FaultDeployment, on: bool) -> None:
+    """Make the deployment's database refuse writes in new sessions (or take them again)."""
+    with deployment.sql() as conn:
+        # A session started while the database was read-only is read-only itself.
+        conn.execute("SET default_transaction_read_only = off")
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        setting = "SET default_transaction_read_only = on" if on else "RESET ALL"
+        conn.execute(f'ALTER DATABASE "{name}" {setting}')
+        if on:  # sessions already open keep writing: end them, as a failover does
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+def test_claims_refused_by_a_read_only_database_hold_their_messages_until_writes_are_back(
+    deployment, upstream
+):
+    deployment.start_api()
+    ids = deployment.submit_all(
+        {"type": "customer_sync", "entity_id": f"c_ro_{i}"} for i in range(JOBS)
+    )
+    set_read_only(deployment, True)
+    group = deployment.start_worker(processes=1, threads=THREADS)
+
+    def queue() -> dict:
+        return deployment.broker.queue(deployment.vhost, "sync") or {}
+
+    def held() -> bool:
+        acked = queue().get("message_stats", {}).get("ack", 0)
+        return acked == 0 and queue().get("messages", 0) == JOBS
+
+    def refused() -> list[str]:
+        return group.log_lines("claim not written")
+
+    wait_for(lambda: queue().get("consumers", 0) >= 1, timeout=20, what="the worker to consume")
+
+    def untouched() -> bool:
+        return (
+            deployment.count("status = 'queued' AND attempts = 0") == JOBS
+            and not upstream.calls()
+            and held()
+        )
+
+    holds_for(untouched, READ_ONLY_S, what="jobs unclaimed, unrun and their messages held")
+    # One line per held message, not one per try: no hot loop.
+    assert len(refused()) == THREADS
+    assert not group.log_lines("no job is running in this thread")
+
+    set_read_only(deployment, False)
+    report = deployment.settle_and_check(ids, timeout=60, effects_exactly_once=True)
+    assert report.statuses == {"succeeded": JOBS}
+    assert all(job["attempts"] == 1 for job in report.jobs.values())
+    assert len(group.log_lines("claim written after")) == THREADS
+    assert group.restarts() == 0
