@@ -58,6 +58,8 @@ ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
 CLAIMABLE = (Status.QUEUED, Status.RETRYING)
 #: Finished for good: written once, never left.
 TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.DEAD, Status.CANCELLED)
+#: What a retryable failure asks for, retries left or not: a cancel request beats either.
+RETRYABLE_ENDS = (Status.RETRYING, Status.DEAD)
 #: Finished jobs a replay may start again (as a new, linked job).
 REPLAYABLE = (Status.FAILED, Status.DEAD, Status.CANCELLED)
 
@@ -120,14 +122,19 @@ def running_attempt(j: ColumnCollection[str, Any], number: Any) -> ColumnElement
 
 
 def status_after_attempt(j: ColumnCollection[str, Any], asked: Any) -> ColumnElement[str]:
-    """Finish: the status an attempt's outcome asks for, except that a cancel beats a failure.
+    """Finish: the status an attempt's outcome asks for, except that a cancel beats a
+    retryable failure.
 
-    A job someone asked to stop ends cancelled whether its attempt then failed with a retry,
-    a dead letter or a skip to follow: the request is read in the statement that writes the
-    outcome, so a cancel recorded while the attempt was failing is never overtaken by it.
+    A job someone asked to stop ends cancelled whether its failed attempt asked for a retry
+    or, its attempts spent, a dead letter. The request is read by the statement that writes
+    the outcome, so a cancel recorded while the attempt was failing is never overtaken. A
+    success or a skip is the job's own verdict and stands.
     """
     return case(
-        (and_(asked != Status.SUCCEEDED, j.cancel_requested_at.is_not(None)), Status.CANCELLED),
+        (
+            and_(one_of(asked, RETRYABLE_ENDS), j.cancel_requested_at.is_not(None)),
+            Status.CANCELLED,
+        ),
         else_=asked,
     )
 
@@ -160,8 +167,8 @@ def reapable(
 
 
 def status_after_reap(j: ColumnCollection[str, Any]) -> ColumnElement[str]:
-    """Reap: a failed attempt too, so crashes count and a job whose worker dies every time
-    ends dead; a cancel beats that as it beats any failure."""
+    """Reap: a retryable failure, so crashes count and a job whose worker dies every time
+    ends dead; a cancel beats that as it beats any retryable failure."""
     spent = case(
         (j.attempts >= j.max_attempts, literal(Status.DEAD)), else_=literal(Status.RETRYING)
     )

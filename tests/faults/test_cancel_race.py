@@ -23,7 +23,7 @@ pytestmark = pytest.mark.faults
 
 JOBS, ATTEMPTS = Job.__table__, Attempt.__table__
 
-#: What a failing attempt may ask for its job; a cancel request beats every one of them.
+#: What a failing attempt may ask for its job; a cancel request beats the retryable ones.
 FAILURES = {
     "retry": Outcome(
         job_status=Status.RETRYING, error_type="UpstreamUnavailable", error="503", retry_in_ms=50
@@ -140,19 +140,23 @@ def test_a_cancel_and_a_failing_finish_racing_for_the_row_end_cancelled(engine, 
     then = "finish" if first == "cancel" else "cancel"
     first_holds_the_row_then_second(engine, steps[first], steps[then])
     final, requested = status(engine, claim.job_id)
-    if first == "finish" and asked != "retry":
-        # Finished before the cancel came: there was nothing left to stop.
+    if asked == "skip" or (first == "finish" and asked == "dead letter"):
+        # A skip is the job's own verdict; a job already dead has nothing left to stop.
         expected = str(FAILURES[asked].job_status)
-        assert (written, final, requested) == ({claim.job_id: expected}, expected, None)
+        assert (written, final) == ({claim.job_id: expected}, expected)
+        assert (requested is None) == (first == "finish")
     else:  # the cancel request beat the failure, or stopped the waiting retry at once
         assert final == "cancelled"
         assert written == {claim.job_id: "cancelled" if first == "cancel" else "retrying"}
 
 
-def test_a_success_written_after_a_cancel_request_is_kept(engine):
-    # The work was done: the record says so.
+@pytest.mark.parametrize("kept", ["succeeded", "failed"])
+def test_a_success_or_a_skip_written_after_a_cancel_request_is_kept(engine, kept):
+    # The work was done, or can never be: the record says so.
     claim = add_running_job(engine)
+    outcome = Outcome(job_status=Status.SUCCEEDED, result={"ok": True})
+    if kept == "failed":
+        outcome = FAILURES["skip"]
     with engine.begin() as db:
         transitions.cancel(db, [claim.job_id])
-        done = Outcome(job_status=Status.SUCCEEDED, result={"ok": True})
-        assert transitions.finish(db, [(claim, done)]) == {claim.job_id: "succeeded"}
+        assert transitions.finish(db, [(claim, outcome)]) == {claim.job_id: kept}
