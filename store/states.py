@@ -113,6 +113,15 @@ def waiting_not_due(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
     )
 
 
+def cancel_pending(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Claim: waiting, yet someone asked it to stop; the claim refuses it and cancels it.
+
+    A cancel ends a waiting job at once, so this only holds for a row written otherwise;
+    left waiting, every copy of its message would be refused and it would never end.
+    """
+    return and_(one_of(status_of(j), CLAIMABLE), j.cancel_requested_at.is_not(None))
+
+
 def running_attempt(j: ColumnCollection[str, Any], number: Any) -> ColumnElement[bool]:
     """The fence of every write after a claim: the job still runs this very attempt.
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
     column,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -158,9 +159,19 @@ def _open(claimed: Any) -> Any:
 
 
 _CLAIM_AND_OPEN = Chain(_CLAIM, _open, carry=("id", "attempts"), name="claimed")
-_EARLY = _ids("early")
-_UNPUBLISH_EARLY = (
-    update(JOBS).where(_EARLY.has(J.id), states.waiting_not_due(J)).values(published_at=None)
+_REFUSED = _ids("refused")
+_EARLY, _CANCEL_ASKED = states.waiting_not_due(J), states.cancel_pending(J)
+# One statement for both kinds of refused job that need something: an early message's
+# job is handed back to the relay; a waiting job with a cancel request ends cancelled, so
+# no copy of its message, however often published, leaves it waiting forever.
+_SETTLE_REFUSED = (
+    update(JOBS)
+    .where(_REFUSED.has(J.id), or_(_EARLY, _CANCEL_ASKED))
+    .values(
+        published_at=case((_EARLY, None), else_=J.published_at),
+        status=case((_CANCEL_ASKED, Status.CANCELLED), else_=J.status),
+        finished_at=case((_CANCEL_ASKED, now()), else_=J.finished_at),
+    )
 )
 
 
@@ -170,14 +181,15 @@ def claim(
     """Move the due jobs among `job_ids` to running and open their next attempts.
 
     A job left out is a duplicate or stale message (running elsewhere, finished,
-    cancelled, not due). One that is waiting but not due yet is handed back to the relay.
+    cancelled, not due). One that is waiting but not due yet is handed back to the relay;
+    one waiting with a cancel request is cancelled.
     """
     ids = list(dict.fromkeys(job_ids))
     params = {"claiming": [(i,) for i in ids], "lease_s": lease_s, "worker": worker}
     rows = _CLAIM_AND_OPEN.run(db, params)
     claimed = {row.id for row in rows}
     if len(claimed) < len(ids):
-        db.execute(_UNPUBLISH_EARLY, {"early": [(i,) for i in ids if i not in claimed]})
+        db.execute(_SETTLE_REFUSED, {"refused": [(i,) for i in ids if i not in claimed]})
     return {row.id: Claim(*row) for row in rows}
 
 

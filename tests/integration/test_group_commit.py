@@ -294,14 +294,23 @@ def test_an_early_message_is_refused_and_handed_back_to_the_relay(any_writer, db
 
 
 def test_a_message_for_a_cancelled_or_finished_job_is_refused(any_writer, db_engine):
-    asked, finished = add_jobs(db_engine, 2)
+    asked, retrying, finished = add_jobs(db_engine, 3)
+    # Waiting with a cancel request: no transition leaves a job so, but a row written
+    # otherwise would be refused by every copy of its message and never end.
     set_columns(db_engine, asked, cancel_requested_at=utcnow())
+    set_columns(
+        db_engine, retrying, status=Status.RETRYING, attempts=1, cancel_requested_at=utcnow()
+    )
     set_columns(db_engine, finished, status=Status.SUCCEEDED, finished_at=utcnow())
-    assert any_writer.claim(asked) is None and any_writer.claim(finished) is None
-    # Not handed back to the relay: nothing is due for them.
-    assert job(db_engine, asked).published_at is not None
-    assert job(db_engine, finished).published_at is not None
-    assert attempts(db_engine, asked) == attempts(db_engine, finished) == []
+    for job_id in (asked, retrying, finished):
+        assert any_writer.claim(job_id) is None
+        # Not handed back to the relay: nothing is due for them.
+        assert job(db_engine, job_id).published_at is not None
+        assert attempts(db_engine, job_id) == []
+    for job_id in (asked, retrying):
+        row = job(db_engine, job_id)
+        assert (row.status, row.finished_at is not None) == ("cancelled", True)
+    assert job(db_engine, finished).status == "succeeded"
 
 
 def check_a_bad_row_fails_alone(
