@@ -19,8 +19,7 @@ class NoPayload(BaseModel):
 
 
 def _copy_record(job: RunningJob, upstreams: Upstreams, collection: str) -> dict[str, Any]:
-    if not job.entity_id:
-        raise errors.InvalidPayload("entity_id is required")
+    assert job.entity_id  # the job type needs one: checked before the code runs
     path = f"/{collection}/{segment(job.entity_id)}"
     record = upstreams.crm.get_json(path, correlation_id=job.correlation_id)
     job.checkpoint()
@@ -30,13 +29,13 @@ def _copy_record(job: RunningJob, upstreams: Upstreams, collection: str) -> dict
     return {"billing_status": status}
 
 
-@job_type("customer_sync", payload=NoPayload)
+@job_type("customer_sync", payload=NoPayload, entity=True)
 def customer_sync(job: RunningJob, upstreams: Upstreams) -> dict[str, Any]:
     """GET the customer from the CRM and PUT it to Billing."""
     return _copy_record(job, upstreams, "customers")
 
 
-@job_type("invoice_sync", payload=NoPayload)
+@job_type("invoice_sync", payload=NoPayload, entity=True)
 def invoice_sync(job: RunningJob, upstreams: Upstreams) -> dict[str, Any]:
     """GET the invoice from the CRM and PUT it to Billing."""
     return _copy_record(job, upstreams, "invoices")

@@ -34,13 +34,30 @@ Run = Callable[[RunningJob, Upstreams], dict[str, Any] | None]
 
 @dataclass(frozen=True)
 class JobType:
-    """A kind of job: its name (the actor's name), queue, code, payload model and error rules."""
+    """A kind of job: its name (the actor's name), queue, code, what its input must be and its
+    error rules."""
 
     name: str
     queue: str
     run: Run
     payload_model: type[BaseModel] | None = None
     rules: Sequence[Rule] = field(default_factory=tuple)
+    needs_entity: bool = False
+
+    def input_problem(self, entity_id: str | None, payload: Mapping[str, Any]) -> str | None:
+        """What makes this input unfit for the job type, in one line; None if nothing.
+
+        The API asks at submission (422) and the worker again before the code runs, for
+        jobs that reached the record another way.
+        """
+        if self.needs_entity and not entity_id:
+            return "entity_id is required"
+        if self.payload_model is not None:
+            try:
+                self.payload_model.model_validate(payload)
+            except ValidationError as e:
+                return _first_error(e)
+        return None
 
 
 _REGISTRY: dict[str, JobType] = {}
@@ -52,17 +69,19 @@ def job_type(
     queue: str = "sync",
     payload: type[BaseModel] | None = None,
     rules: Sequence[Rule] = (),
+    entity: bool = False,
 ) -> Callable[[Run], Run]:
     """Register the decorated function as the code of job type `name`.
 
-    `payload` validates the job's payload before the code runs (failures are
-    `InvalidPayload`, a skip); `rules` add to or override the default classification.
+    `payload` validates the job's payload and `entity` requires an `entity_id`: the API
+    refuses other input with 422, and a worker fails it with `InvalidPayload` (a skip).
+    `rules` add to or override the default classification.
     """
 
     def register(run: Run) -> Run:
         if name in _REGISTRY:
             raise ValueError(f"job type {name!r} is already registered")
-        _REGISTRY[name] = JobType(name, queue, run, payload, tuple(rules))
+        _REGISTRY[name] = JobType(name, queue, run, payload, tuple(rules), entity)
         return run
 
     return register
@@ -93,8 +112,16 @@ def job_types(modules: Sequence[str] = ()) -> Mapping[str, JobType]:
 
 
 def queues_by_type(modules: Sequence[str] = ()) -> dict[str, str]:
-    """Job type name → queue name, which is all the API needs to know about job types."""
+    """Job type name → queue name, where the API publishes each type's jobs."""
     return {name: jt.queue for name, jt in job_types(modules).items()}
+
+
+def input_checks(
+    modules: Sequence[str] = (),
+) -> dict[str, Callable[[str | None, Mapping[str, Any]], str | None]]:
+    """Job type name → its `input_problem`, so the API refuses unfit input without running
+    any job code."""
+    return {name: jt.input_problem for name, jt in job_types(modules).items()}
 
 
 def declare_all(broker: dramatiq.Broker, upstreams: Upstreams, modules: Sequence[str] = ()) -> None:
@@ -113,11 +140,9 @@ def declare_all(broker: dramatiq.Broker, upstreams: Upstreams, modules: Sequence
 def _actor_body(jt: JobType, upstreams: Upstreams) -> Callable[[str], None]:
     def run(job_id: str) -> None:
         job = current_job()
-        if jt.payload_model is not None:
-            try:
-                jt.payload_model.model_validate(job.payload)
-            except ValidationError as e:
-                raise errors.InvalidPayload(_first_error(e)) from None
+        problem = jt.input_problem(job.entity_id, job.payload)
+        if problem is not None:
+            raise errors.InvalidPayload(problem)
         # The result goes to the SQL record through the job, not as a Dramatiq return value.
         job.result = jt.run(job, upstreams)
 

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import errors
 from api.auth import Authenticate
-from api.intake import Defaults, Intake
+from api.intake import Defaults, InputCheck, Intake
+from api.no_store import NoStore
 from api.request_id import RequestId
 from api.resources.dead_letters import DeadLetters
 from api.resources.docs import OpenApi
@@ -31,12 +32,20 @@ def create_app(
     queues: Mapping[str, str],
     defaults: Defaults,
     queue_depths: QueueDepths,
+    input_checks: Mapping[str, InputCheck] | None = None,
 ) -> falcon.App:
-    """The API, wired to a store and a publishing broker; `queues` maps job types to queues."""
-    intake = Intake(queues=queues, defaults=defaults, broker=broker, sessions=sessions)
+    """The API, wired to a store and a publishing broker; `queues` maps job types to queues,
+    `input_checks` to the check of their input."""
+    intake = Intake(
+        queues=queues,
+        defaults=defaults,
+        broker=broker,
+        sessions=sessions,
+        input_checks=input_checks,
+    )
     # Naming the request and response types lets the middleware list be checked against them.
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
-        middleware=[RequestId(), Authenticate(sessions.kw["bind"])]
+        middleware=[NoStore(), RequestId(), Authenticate(sessions.kw["bind"])]
     )
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)

@@ -14,8 +14,9 @@ from store import tokens
 class Authenticate:
     """Falcon middleware: every resource not marked `public` needs a live bearer token.
 
-    The token is looked up on every request (a revocation applies at once) on an autocommit
-    connection: one round trip, no transaction. The connection then stays with the request
+    The token is looked up on every request (a revocation or an expiry applies at once) on an
+    autocommit connection: one round trip, no transaction (a second one, once a minute per
+    token, records its last use). The connection then stays with the request
     as `req.context.db` (see `connection`) and goes back to the pool with the response.
     """
 
@@ -34,15 +35,16 @@ class Authenticate:
         db = self._engine.connect()
         try:
             principal = tokens.authenticate(db, token.strip())
-            # Ends the transaction SQLite opens even here: writes on other connections need
-            # not wait for this one, and the request may begin its own on it.
-            db.rollback()
+            # Ends the transaction SQLite opens even here, keeping the last use if it was
+            # recorded: writes on other connections need not wait for this one, and the
+            # request may begin its own on it.
+            db.commit()
         except BaseException:
             db.close()
             raise
         if principal is None:
             db.close()
-            raise unauthorized("the token is unknown or revoked")
+            raise unauthorized("the token is unknown, revoked or expired")
         req.context.principal = principal
         req.context.db = db
 

@@ -17,13 +17,39 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def read(req: falcon.Request) -> bytes:
-    """The raw body; 413 past 64 KiB, whether or not Content-Length was sent."""
-    if req.content_length is not None and req.content_length > MAX_BODY:
-        raise too_large()
-    raw = req.bounded_stream.read(MAX_BODY + 1)
+    """The raw body, sent with a Content-Length or chunked; 413 past 64 KiB.
+
+    Falcon's `bounded_stream` reads a body without a Content-Length as empty, so a chunked
+    body is read from the stream itself, up to the cap, when the server de-chunked it and
+    ends the stream at its end (`wsgi.input_terminated`: gunicorn). A server that passes
+    the chunks through undecoded (wsgiref, in `courier dev`) gets 411 instead.
+    """
+    if req.content_length is not None:
+        if req.content_length > MAX_BODY:
+            raise too_large()
+        return req.bounded_stream.read()
+    if req.get_header("Transfer-Encoding") is None:
+        return b""  # no body was sent
+    if not req.env.get("wsgi.input_terminated"):
+        raise Problem(
+            falcon.HTTP_411,
+            "Length Required",
+            "this server cannot read chunked bodies; send a Content-Length",
+        )
+    raw = _read_up_to(req, MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise too_large()
     return raw
+
+
+def _read_up_to(req: falcon.Request, size: int) -> bytes:
+    # A stream may return less than asked before its end: read until the end or `size`.
+    chunks: list[bytes] = []
+    got = 0
+    while got < size and (chunk := req.stream.read(size - got)):
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def parse(req: falcon.Request, model: type[M], *, empty_ok: bool = False) -> M:

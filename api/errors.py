@@ -91,6 +91,13 @@ def store_problem(ex: Exception) -> Problem:
         )
     if isinstance(ex, store_errors.IdempotencyConflict):
         return Problem(falcon.HTTP_422, "Idempotency-Key reused", str(ex))
+    if isinstance(ex, store_errors.UnnamedReplay):
+        return Problem(
+            falcon.HTTP_422,
+            "Nothing named",
+            "name the dead jobs to replay (job_ids, type, error_type or tenant), "
+            'or send "all": true to replay every dead job',
+        )
     return Problem(falcon.HTTP_409, "Conflict", str(ex))
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import dramatiq
 import falcon
@@ -26,8 +27,13 @@ class Defaults:
     timeout_s: int
 
 
+#: A job type's check of its input (entity id, payload): what is wrong, or None.
+InputCheck = Callable[[str | None, Mapping[str, Any]], str | None]
+
+
 class Intake:
-    """What resources need to accept jobs: known types, defaults, the broker and the store."""
+    """What resources need to accept jobs: known types and their input checks, defaults, the
+    broker and the store."""
 
     def __init__(
         self,
@@ -36,8 +42,10 @@ class Intake:
         defaults: Defaults,
         broker: dramatiq.Broker,
         sessions: sessionmaker[Session],
+        input_checks: Mapping[str, InputCheck] | None = None,
     ) -> None:
         self.queues = dict(queues)
+        self.input_checks = dict(input_checks or {})
         self.defaults = defaults
         self.broker = broker
         self.sessions = sessions
@@ -61,6 +69,7 @@ class Intake:
                 "Unknown job type",
                 f"{request.type!r} is not a job type; known types: {known}",
             )
+        self.check_input(request.type, request.entity_id, request.payload)
         return NewJob(
             tenant=tenant,
             type=request.type,
@@ -75,6 +84,15 @@ class Intake:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
+
+    def check_input(self, job_type: str, entity_id: str | None, payload: Mapping[str, Any]) -> None:
+        """422 for input the job type would refuse when it runs (checked without running it)."""
+        check = self.input_checks.get(job_type)
+        problem = None if check is None else check(entity_id, payload)
+        if problem is not None:
+            raise Problem(
+                falcon.HTTP_422, "Invalid request", f"not valid for {job_type}: {problem}"
+            )
 
     def publish(self, jobs: list[models.Job]) -> None:
         """Publish committed jobs that are due now; the relay takes the rest (and any failure)."""

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+)
 
 from store import states
 
@@ -29,7 +37,22 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
+#: How far from now a job may be scheduled, either way.
+RUN_AT_WINDOW = timedelta(days=365)
+
+
+def _within_the_window(value: datetime) -> datetime:
+    # Far dates with offsets (9999-12-31T23:00:00-05:00) leave Python's datetime range once
+    # in UTC, and would break every listing that reads them back. The API host's clock is
+    # close enough for a window of a year.
+    now = datetime.now(UTC)
+    if not now - RUN_AT_WINDOW <= value <= now + RUN_AT_WINDOW:
+        raise ValueError("must lie within one year of now")
+    return value
+
+
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+RunAt = Annotated[Timestamp, AfterValidator(_within_the_window)]
 WHOLE = BeforeValidator(_whole_number)
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Reason = Annotated[str, Field(max_length=1000)]
@@ -48,7 +71,7 @@ class JobRequest(Strict):
     entity_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     priority: Annotated[int, Field(ge=0, le=9), WHOLE] = 0
-    run_at: Timestamp | None = None
+    run_at: RunAt | None = Field(None, description="When to run; within one year of now.")
     max_attempts: Annotated[int, Field(ge=1, le=20), WHOLE] | None = None
     # Well below RabbitMQ's 30-minute delivery acknowledgement timeout.
     timeout_s: Annotated[int, Field(ge=1, le=1500), WHOLE] | None = None
@@ -74,7 +97,7 @@ class CancelRequest(Strict):
 
 
 class DeadLetterReplayRequest(Strict):
-    """Replay dead jobs by id or by filter."""
+    """Replay dead jobs by id or by filter; with neither, only with `all` set."""
 
     job_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] | None = None
     type: Name | None = None
@@ -82,6 +105,12 @@ class DeadLetterReplayRequest(Strict):
     tenant: Name | None = None
     limit: Annotated[int, Field(ge=1, le=1000), WHOLE] = 1000
     reason: Reason | None = None
+    all: StrictBool = Field(
+        False, description="Replay dead jobs of every type and tenant (no ids, no filter)."
+    )
+    dry_run: StrictBool = Field(
+        False, description="Only count the jobs and show the first ids; replay nothing."
+    )
 
 
 Status = Literal[states.VALUES]  # type: ignore[valid-type]
@@ -180,6 +209,14 @@ class BulkReplayResult(BaseModel):
     replayed: list[Replayed]
     count: int
     skipped: list[Skipped]
+
+
+class BulkReplayPreview(BaseModel):
+    """What a bulk replay would take (a dry run: nothing was replayed)."""
+
+    dry_run: Literal[True]
+    count: int = Field(description="How many dead jobs the replay would take.")
+    job_ids: list[uuid.UUID] = Field(description="The first (newest) of them, up to 20.")
 
 
 class FieldError(BaseModel):

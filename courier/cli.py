@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from courier.cli_support import Fail, session_scope, settings_from_env
+from courier.cli_support import BadUsage, Fail, duration, session_scope, settings_from_env
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +79,7 @@ def worker(processes: int, threads: int, no_restart: bool) -> None:
 
 @main.group()
 def token() -> None:
-    """Create and revoke API tokens."""
+    """Create, list and revoke API tokens."""
 
 
 @token.command("create")
@@ -88,23 +88,45 @@ def token() -> None:
     "--role", type=click.Choice(["client", "operator"]), default="client", show_default=True
 )
 @click.option("--name", default=None, help="A label for the token.")
-def token_create(tenant: str, role: str, name: str | None) -> None:
+@click.option("--expires-in", default=None, help="Lifetime, e.g. 90d, 12h, 30m (default: none).")
+def token_create(tenant: str, role: str, name: str | None, expires_in: str | None) -> None:
     """Create a token; it is printed once, alone on the last line."""
     from store import tokens
 
+    lifetime = None if expires_in is None else duration(expires_in, option="--expires-in")
+    if lifetime is not None and not lifetime:
+        raise BadUsage("--expires-in: must be more than 0")
     with session_scope() as session:
         try:
-            secret = tokens.create(session, tenant=tenant, role=role, name=name)
+            secret = tokens.create(
+                session,
+                tenant=tenant,
+                role=role,
+                name=name,
+                expires_in_s=None if lifetime is None else lifetime.total_seconds(),
+            )
         except ValueError as e:
-            raise click.UsageError(str(e)) from None
+            raise BadUsage(str(e)) from None
     click.echo(f"created {role} token for tenant {tenant}")
     click.echo(secret)
+
+
+@token.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's tokens.")
+def token_list(tenant: str | None) -> None:
+    """List tokens (never their secrets), oldest first."""
+    from courier import token_table
+    from store import tokens
+
+    with session_scope() as session:
+        rows = tokens.listing(session, tenant=tenant)
+    click.echo(token_table.render(rows))
 
 
 @token.command("revoke")
 @click.argument("token_or_id")
 def token_revoke(token_or_id: str) -> None:
-    """Revoke a token, given the token itself or its id."""
+    """Revoke a token, given the token itself or its id (see `courier token list`)."""
     from store import tokens
 
     with session_scope() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -11,6 +12,26 @@ from courier.settings import Settings, SettingsError
 
 class Fail(click.ClickException):
     """An error reported as one line on stderr with exit status 1."""
+
+
+class BadUsage(Fail):
+    """Bad usage reported as one line on stderr with exit status 2."""
+
+    exit_code = 2
+
+
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def duration(text: str, *, option: str) -> timedelta:
+    """A span such as 30d, 12h, 90m or 45s, given to `option`; BadUsage if it is not one."""
+    try:
+        amount, unit = int(text[:-1]), _UNITS[text[-1]]
+    except (ValueError, KeyError, IndexError):
+        raise BadUsage(f"{option}: use a number and a unit: 30d, 12h, 90m or 45s") from None
+    if amount < 0:
+        raise BadUsage(f"{option}: must not be negative")
+    return timedelta(**{unit: amount})
 
 
 def settings_from_env(*, dev: bool = False) -> Settings:

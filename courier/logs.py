@@ -7,12 +7,16 @@ import sys
 
 import structlog
 
+from courier.redact import redact
+
 
 def configure_logging(log_format: str, *, level: int = logging.INFO) -> None:
     """Route the standard library's logging through structlog's renderer.
 
     Modules log with `logging.getLogger(__name__)` and pass job fields (job_id, message_id,
     attempt, correlation_id, outcome) as `extra`; they become keys of the JSON line.
+    Passwords in URLs are masked in every line, tracebacks included: a driver's error may
+    quote the URL it was given.
     """
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
@@ -31,6 +35,7 @@ def configure_logging(log_format: str, *, level: int = logging.INFO) -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _without_passwords,
                 renderer,
             ],
         )
@@ -42,3 +47,9 @@ def configure_logging(log_format: str, *, level: int = logging.INFO) -> None:
     logging.getLogger("pika").setLevel(logging.WARNING)
     # httpx logs every request at INFO: two lines per job that say nothing the outcome does not.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _without_passwords(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    return {key: redact(value) if isinstance(value, str) else value for key, value in event.items()}

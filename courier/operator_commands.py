@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from courier.cli_support import session_scope, settings_from_env
+from courier.cli_support import BadUsage, duration, session_scope, settings_from_env
 
 
 @click.command()
@@ -16,9 +16,10 @@ from courier.cli_support import session_scope, settings_from_env
 @click.option("--type", "job_type", default=None, help="Only jobs of this type.")
 @click.option("--error-type", default=None, help="Only jobs that died of this error.")
 @click.option("--tenant", default=None, help="Only this tenant's jobs.")
+@click.option("--all", "every", is_flag=True, help="Every dead job (no --job and no filter).")
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--reason", default=None, help="Why, for the audit log.")
-@click.option("--dry-run", is_flag=True, help="Only list what would be replayed.")
+@click.option("--dry-run", is_flag=True, help="Only count and show the first ids.")
 @click.option(
     "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."
 )
@@ -27,6 +28,7 @@ def replay(
     job_type: str | None,
     error_type: str | None,
     tenant: str | None,
+    every: bool,
     limit: int,
     reason: str | None,
     dry_run: bool,
@@ -40,33 +42,40 @@ def replay(
     from courier.broker import publishing_broker
     from delivery import replays
     from delivery.outbox import Outbox
-    from store import bulk_replay
+    from store import bulk_replay, errors
     from store.db import make_engine, make_sessionmaker
 
-    settings = settings_from_env()
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
     selection = bulk_replay.Selection(
         job_ids=list(job_ids) or None,
         type=job_type,
         error_type=error_type,
         tenant=tenant,
         limit=limit,
+        every=every,
     )
+    try:
+        selection.check()
+    except errors.UnnamedReplay:
+        raise BadUsage(
+            "name the dead jobs (--job, --type, --error-type, --tenant) or pass --all"
+        ) from None
+    settings = settings_from_env()
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
     with sessions() as session:
-        candidates = bulk_replay.preview(session, selection)
+        preview = bulk_replay.preview(session, selection)
     if dry_run:
-        for job in candidates:
-            click.echo(
-                f"{job.id}  {job.tenant}  {job.type}  {job.entity_id or '-'}  {job.error_type}"
-            )
-        click.echo(f"would replay {len(candidates)} dead job(s)")
+        for job_id in preview.first_ids:
+            click.echo(str(job_id))
+        shown = len(preview.first_ids)
+        more = f" (the first {shown} above)" if shown < preview.count else ""
+        click.echo(f"would replay {preview.count} dead job(s){more}")
         return
     # An in-memory broker lives in `courier dev`'s process: its relay publishes the replays.
     broker = None if settings.uses_memory_broker else publishing_broker(settings)
     outbox = None if broker is None else Outbox(broker, engine)
     with tqdm(
-        total=len(candidates), unit="job", disable=None if progress is None else not progress
+        total=preview.count, unit="job", disable=None if progress is None else not progress
     ) as bar:
 
         def advance(n: int) -> None:
@@ -133,7 +142,7 @@ def prune(older_than: str, include_dead: bool, dry_run: bool) -> None:
     from store import retention
     from store.db import make_engine, make_sessionmaker
 
-    age = _age(older_than)
+    age = duration(older_than, option="--older-than")
     sessions = make_sessionmaker(make_engine(settings_from_env().database_url))
     with sessions() as session:
         cutoff = retention.cutoff(session, age)
@@ -145,16 +154,3 @@ def prune(older_than: str, include_dead: bool, dry_run: bool) -> None:
         return
     deleted = retention.prune(sessions, cutoff, include_dead=include_dead)
     click.echo(f"deleted {deleted} job(s) {before} ({detail}); the audit log is kept")
-
-
-def _age(text: str) -> Any:
-    from datetime import timedelta
-
-    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-    try:
-        amount, unit = int(text[:-1]), units[text[-1]]
-    except (ValueError, KeyError, IndexError):
-        raise click.BadParameter("use a number and a unit: 30d, 12h, 90m or 45s") from None
-    if amount < 0:
-        raise click.BadParameter("must not be negative")
-    return timedelta(**{unit: amount})

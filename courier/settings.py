@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from courier.redact import redact
+
 T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/courier"
@@ -104,7 +106,8 @@ def _url(*schemes: str) -> Callable[[str], str]:
         scheme = urlsplit(raw).scheme.split("+")[0]
         if scheme not in schemes:
             raise ValueError(
-                f"expected a URL starting with {' or '.join(s + ':' for s in schemes)} got {raw!r}"
+                f"expected a URL starting with {' or '.join(s + ':' for s in schemes)} "
+                f"got {redact(raw)!r}"
             )
         return raw
 

@@ -6,7 +6,7 @@ from functools import partial
 
 import falcon
 
-from actors.registry import queues_by_type
+from actors.registry import input_checks, queues_by_type
 from api.app import create_app
 from api.intake import Defaults
 from courier.broker import publishing_broker
@@ -36,6 +36,7 @@ def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type
         broker=broker,
         queues=queues,
         defaults=Defaults(max_attempts=settings.max_attempts, timeout_s=settings.job_timeout_s),
+        input_checks=input_checks(settings.job_modules),
         queue_depths=partial(
             queue_depths.depths,
             sorted(set(queues.values())),

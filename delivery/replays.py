@@ -52,6 +52,7 @@ def replay_dead(
     Without an `outbox` the new jobs are left to the relay (as when the broker is in another
     process's memory).
     """
+    selection.check()
     result = Result([], [])
     replayed_jobs: list[Any] = []
     before = None

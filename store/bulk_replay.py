@@ -11,26 +11,49 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
-from store import actions, errors, queries, states
-from store.models import Job
+from store import actions, errors, states
 
 CHUNK = 1000
+
+#: How many ids a dry run shows.
+PREVIEW_IDS = 20
 
 J = actions.J
 
 
 @dataclass(frozen=True, kw_only=True)
 class Selection:
-    """Which dead jobs to replay."""
+    """Which dead jobs to replay: ids, filters, or (`every`) all of them, up to `limit`."""
 
     job_ids: Sequence[uuid.UUID] | None = None
     type: str | None = None
     error_type: str | None = None
     tenant: str | None = None
     limit: int = 1000
+    every: bool = False
+
+    @property
+    def names_jobs(self) -> bool:
+        """Whether ids or a filter say which dead jobs are meant."""
+        filters = (self.job_ids, self.type, self.error_type, self.tenant)
+        return any(f is not None for f in filters)
+
+    def check(self) -> None:
+        """Refuse a selection that names nothing without saying it means every dead job: an
+        empty or lost request must not replay every tenant's dead letters."""
+        if not (self.names_jobs or self.every):
+            raise errors.UnnamedReplay()
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a replay of a selection would take: how many jobs, and the first (newest) ids."""
+
+    count: int
+    first_ids: list[uuid.UUID]
 
 
 @dataclass(frozen=True)
@@ -42,25 +65,13 @@ class Chunk:
     refused: list[tuple[uuid.UUID, errors.StoreError]]
 
 
-def preview(session: Session, selection: Selection) -> list[Job]:
-    """The dead jobs a replay of `selection` would take (for dry runs)."""
-    found: list[Job] = []
-    before = None
-    while len(found) < selection.limit:
-        rows, before = queries.list_jobs(
-            session,
-            tenant=selection.tenant,
-            type=selection.type,
-            error_type=selection.error_type,
-            ids=selection.job_ids,
-            dead_letters=True,
-            limit=selection.limit - len(found),
-            before=before,
-        )
-        found += rows
-        if before is None:
-            break
-    return found
+def preview(session: Session, selection: Selection, *, first: int = PREVIEW_IDS) -> Preview:
+    """The count and the first `first` ids of the dead jobs a replay of `selection` would
+    take (a dry run: reads only)."""
+    selected = _selected(select(J.id), selection).limit(selection.limit)
+    count = session.scalar(select(func.count()).select_from(selected.subquery()))
+    ids = session.scalars(_selected(select(J.id), selection).limit(min(first, selection.limit)))
+    return Preview(count or 0, list(ids))
 
 
 def replay_chunk(
@@ -81,16 +92,18 @@ def replay_chunk(
 def _lock_page(
     session: Session, selection: Selection, limit: int, before: uuid.UUID | None
 ) -> Sequence[Row[*tuple[Any, ...]]]:
-    # Newest first, as listed. A concurrent bulk replay skips the rows this one holds (and
-    # would not find them dead and unreplayed after it commits); SQLite has no row locks
-    # but runs one writing transaction at a time.
-    query = (
-        select(*actions.REPLAY_COLUMNS)
-        .where(states.dead_letter(J))
-        .order_by(J.id.desc())
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    # A concurrent bulk replay skips the rows this one holds (and would not find them dead
+    # and unreplayed after it commits); SQLite has no row locks but runs one writing
+    # transaction at a time.
+    query = _selected(select(*actions.REPLAY_COLUMNS), selection)
+    if before is not None:
+        query = query.where(J.id < before)
+    return session.execute(query.limit(limit).with_for_update(skip_locked=True)).all()
+
+
+def _selected(query: Select[Any], selection: Selection) -> Select[Any]:
+    """`query` over the dead, unreplayed jobs `selection` names, newest first, as listed."""
+    query = query.where(states.dead_letter(J)).order_by(J.id.desc())
     if selection.tenant is not None:
         query = query.where(J.tenant == selection.tenant)
     if selection.type is not None:
@@ -99,6 +112,4 @@ def _lock_page(
         query = query.where(J.error_type == selection.error_type)
     if selection.job_ids is not None:
         query = query.where(J.id.in_(selection.job_ids))
-    if before is not None:
-        query = query.where(J.id < before)
-    return session.execute(query).all()
+    return query

@@ -19,13 +19,20 @@ def make_engine(
 
     `pg_settings` are PostgreSQL session settings for every connection of the engine.
 
+    Errors never carry the values of a statement: payloads hold customer data, and an
+    error's text ends up in logs. SQLAlchemy leaves the parameters out (`hide_parameters`);
+    `_as_store_error` cuts PostgreSQL's message to its first line.
+
     No pre-ping: it costs a round trip per transaction. After a database restart the first
     use of a stale connection fails (the API answers 503, the worker retries its write) and
     SQLAlchemy then discards the whole pool.
     """
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, isolation_level=None
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            isolation_level=None,
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
@@ -41,6 +48,7 @@ def _postgresql_engine(url: str, pool_size: int, pg_settings: dict[str, str] | N
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
+        hide_parameters=True,
         connect_args={
             "connect_timeout": 5,
             **({"options": _as_options(pg_settings)} if pg_settings else {}),
@@ -67,7 +75,12 @@ def _as_store_error(context: ExceptionContext) -> Exception | None:
     deadlock, or refuses writes for now, as a read-only one) is DatabaseUnavailable; a
     refused value is InvalidValue. Anything else, a bug in a statement, stays SQLAlchemy's
     error. SQLAlchemy has already invalidated a lost connection when this runs.
+
+    Values stay out of every message: PostgreSQL's DETAIL and CONTEXT lines quote rows and
+    keys ("Failing row contains (...)"), so only the primary message is kept, and a refused
+    value is named by its error class alone (the primary message quotes the value itself).
     """
+    _keep_primary_message(context)
     error = context.sqlalchemy_exception
     sqlstate = getattr(context.original_exception, "sqlstate", None)
     if sqlstate == _READ_ONLY:
@@ -80,10 +93,25 @@ def _as_store_error(context: ExceptionContext) -> Exception | None:
         unavailable.__cause__ = cause
         return unavailable
     if isinstance(error, DataError):
-        invalid = errors.InvalidValue(f"the database refused a value: {context.original_exception}")
+        refusal = type(context.original_exception).__name__
+        invalid = errors.InvalidValue(f"the database refused a value ({refusal})")
         invalid.__cause__ = context.original_exception
         return invalid
     return None
+
+
+def _keep_primary_message(context: ExceptionContext) -> None:
+    # psycopg's errors keep every field in `diag`; only their text is shortened, in the
+    # driver's error and in SQLAlchemy's, which copied it already.
+    original = context.original_exception
+    primary = getattr(getattr(original, "diag", None), "message_primary", None)
+    if not primary:
+        return
+    full = str(original)
+    original.args = (primary,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None and wrapped.args:
+        wrapped.args = (str(wrapped.args[0]).replace(full, primary), *wrapped.args[1:])
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -45,3 +45,7 @@ class IdempotencyConflict(StoreError):
 
 class InvalidTransition(StoreError):
     """The job's current status does not allow this action."""
+
+
+class UnnamedReplay(StoreError):
+    """A bulk replay names its dead jobs (ids or a filter), or says it means all of them."""

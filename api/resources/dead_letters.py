@@ -6,8 +6,9 @@ import falcon
 
 from api import auth
 from api.intake import Intake
-from api.resources.jobs import COMMON, WITH_BODY, page
+from api.resources.jobs import COMMON, WITH_BODY, send_page
 from api.schemas import (
+    BulkReplayPreview,
     BulkReplayResult,
     DeadLetterReplayRequest,
     DeadLettersQuery,
@@ -44,16 +45,16 @@ class DeadLetters:
                 limit=query.limit,
                 before=query.cursor,
             )
-            resp.media = page(rows, next_id)
+            send_page(resp, rows, next_id)
 
     @operation(
         request=DeadLetterReplayRequest,
         optional_body=True,
         auth="operator",
-        responses={202: BulkReplayResult, 403: ErrorOut, **WITH_BODY},
+        responses={200: BulkReplayPreview, 202: BulkReplayResult, 403: ErrorOut, **WITH_BODY},
     )
     def on_post_replay(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Replay dead jobs by id or filter, up to a limit."""
+        """Replay dead jobs by id or filter (or all, said so), up to a limit; or preview it."""
         who = auth.require_operator(req)
         request: DeadLetterReplayRequest = req.context.body
         selection = bulk_replay.Selection(
@@ -62,7 +63,18 @@ class DeadLetters:
             error_type=request.error_type,
             tenant=request.tenant,
             limit=request.limit,
+            every=request.all,
         )
+        selection.check()
+        if request.dry_run:
+            with self._intake.sessions() as session:
+                preview = bulk_replay.preview(session, selection)
+            resp.media = {
+                "dry_run": True,
+                "count": preview.count,
+                "job_ids": [str(i) for i in preview.first_ids],
+            }
+            return
         result = replays.replay_dead(
             self._intake.sessions,
             self._intake.outbox,

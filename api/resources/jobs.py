@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -29,6 +30,10 @@ from api.spec import operation
 from store import actions, errors, models, queries, states, submissions
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,256}$")
+
+#: A page of jobs holds items up to about this many bytes (at least one item), whatever its
+#: limit: 500 jobs of 64 KiB payloads would otherwise be a 32 MiB answer.
+PAGE_BYTES = 1024 * 1024
 
 #: Error answers every authenticated endpoint may give.
 COMMON = {401: ErrorOut, 503: ErrorOut}
@@ -150,7 +155,7 @@ class Jobs:
                 limit=query.limit,
                 before=query.cursor,
             )
-            resp.media = page(rows, next_id)
+            send_page(resp, rows, next_id)
 
 
 class Job:
@@ -203,6 +208,8 @@ class Job:
             old = queries.get_job(session, job_id, tenant=auth.scope(req))
             if old.status == states.Status.DEAD and not who.is_operator:
                 raise Problem(falcon.HTTP_403, "Forbidden", "dead jobs are replayed by operators")
+            if request.payload is not None:
+                self._intake.check_input(old.type, old.entity_id, request.payload)
             new = actions.replay(
                 session, old, actor=who.label, payload=request.payload, reason=request.reason
             )
@@ -214,12 +221,24 @@ class Job:
         resp.media = serialize.job(new)
 
 
-def page(rows: Sequence[models.Job], next_id: uuid.UUID | None) -> dict:
-    """A page of jobs in the contract's shape."""
-    return {
-        "items": [serialize.job(r) for r in rows],
-        "next_cursor": None if next_id is None else str(next_id),
-    }
+def send_page(resp: falcon.Response, rows: Sequence[models.Job], next_id: uuid.UUID | None) -> None:
+    """Answer a page of jobs in the contract's shape, cut short before its items pass
+    PAGE_BYTES; `next_cursor` then continues after the last item sent.
+
+    Each item is encoded once, to measure it and to send it.
+    """
+    items: list[bytes] = []
+    size = 0
+    for row in rows:
+        item = json.dumps(serialize.job(row), ensure_ascii=False).encode()
+        if items and size + len(item) > PAGE_BYTES:
+            next_id = rows[len(items) - 1].id
+            break
+        items.append(item)
+        size += len(item) + 1
+    cursor = json.dumps(None if next_id is None else str(next_id)).encode()
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = b'{"items": [' + b", ".join(items) + b'], "next_cursor": ' + cursor + b"}"
 
 
 def _item(problem: Problem) -> dict:

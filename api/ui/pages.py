@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from pathlib import Path
@@ -10,7 +11,7 @@ from urllib.parse import urlencode
 
 import falcon
 
-from api import serialize
+from api import body, serialize
 from api.intake import Intake
 from api.ui import login_cookie as login
 from api.ui.render import render
@@ -19,6 +20,7 @@ from store import actions, audit, bulk_replay, errors, queries, states, tokens
 
 HERE = Path(__file__).parent
 PAGE = 50
+_FORMS = falcon.media.URLEncodedFormHandler()
 
 
 class Dashboard:
@@ -33,11 +35,19 @@ class Dashboard:
     # -- login ------------------------------------------------------------------------------
 
     def on_get_login(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._render(resp, "login.html", who=None, error=None)
+        self._login_page(req, resp, error=None)
 
     def on_post_login(self, req: falcon.Request, resp: falcon.Response) -> None:
-        token = str(_form(req).get("token", "")).strip()
-        with self._sessions() as session:
+        form = _form(req)
+        try:
+            login.check_csrf(req, form, cookie=login.LOGIN_COOKIE)
+        except falcon.HTTPForbidden:
+            resp.status = falcon.HTTP_403
+            error = "The login form was stale or sent from elsewhere: please log in again."
+            self._login_page(req, resp, error=error, renew=True)
+            return
+        token = str(form.get("token", "")).strip()
+        with self._sessions.begin() as session:
             who = tokens.authenticate(session, token) if token else None
         if who is None or not who.is_operator:
             resp.status = falcon.HTTP_403
@@ -46,15 +56,15 @@ class Dashboard:
                 if who is None
                 else "Client tokens cannot log in."
             )
-            self._render(resp, "login.html", who=None, error=error)
+            self._login_page(req, resp, error=error)
             return
-        login.login(resp, token, secure=login.is_secure_origin(req))
+        login.login(resp, self._sessions, who, secure=login.is_secure_origin(req))
         raise falcon.HTTPSeeOther("/ui/jobs")
 
     def on_post_logout(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._operator(req)
         login.check_csrf(req, _form(req))
-        login.logout(resp)
+        login.logout(req, resp, self._sessions)
         raise falcon.HTTPSeeOther("/ui/login")
 
     # -- pages ------------------------------------------------------------------------------
@@ -179,6 +189,12 @@ class Dashboard:
         except login.LoginRequired:
             raise falcon.HTTPSeeOther("/ui/login") from None
 
+    def _login_page(
+        self, req: falcon.Request, resp: falcon.Response, *, error: str | None, renew: bool = False
+    ) -> None:
+        csrf = login.login_form_token(req, resp, renew=renew)
+        self._render(resp, "login.html", who=None, error=error, csrf=csrf)
+
     def _render(self, resp: falcon.Response, template: str, **context: Any) -> None:
         req = context.pop("req", None)
         context.setdefault("csrf", login.csrf_token(req) if req is not None else "")
@@ -210,7 +226,9 @@ def _form(req: falcon.Request) -> dict[str, Any]:
         raise falcon.HTTPUnsupportedMediaType(
             title="Unsupported Media Type", description="send a form"
         )
-    media = req.get_media()
+    # Read through the capped reader first: parsing an unbounded body costs memory.
+    raw = body.read(req)
+    media = _FORMS.deserialize(io.BytesIO(raw), req.content_type, len(raw))
     return media if isinstance(media, dict) else {}
 
 

@@ -110,6 +110,7 @@ def test_every_command_has_help(deployment):
         ["api"],
         ["worker"],
         ["token", "create"],
+        ["token", "list"],
         ["token", "revoke"],
         ["upstream-mock"],
     ):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from store.db import make_engine, make_sessionmaker
 from tests.support.polling import wait_for
+from tests.support.records import add_dead
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +73,33 @@ def test_courier_replay_dry_run_lists_and_replay_replays_with_a_progress_bar(dep
             )
 
 
+def test_courier_replay_names_its_jobs_or_says_all_and_a_dry_run_shows_the_first_ids(
+    deployment, database_url
+):
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    old = add_dead(sessions, 23) + add_dead(sessions, 2, tenant="globex")
+    engine.dispose()
+    newest_first = [str(i) for i in reversed(old)]
+    for unnamed in (("replay",), ("replay", "--dry-run"), ("replay", "--limit", "5")):
+        refused = deployment.run(*unnamed)
+        assert refused.returncode == 2, (unnamed, refused.stdout, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1 and "--all" in refused.stderr
+    dry = deployment.run("replay", "--all", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.strip().splitlines()
+    assert lines == [*newest_first[:20], "would replay 25 dead job(s) (the first 20 above)"]
+    filtered = deployment.run("replay", "--tenant", "globex", "--dry-run")
+    assert filtered.stdout.strip().splitlines() == [*newest_first[:2], "would replay 2 dead job(s)"]
+    with deployment.sql() as sql:
+        assert sql.execute("SELECT count(*) FROM audit_log").fetchone()[0] == 0
+    assert deployment.count("replay_of IS NOT NULL") == 0
+    done = deployment.run("replay", "--all", "--reason", "CRM back", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "replayed 25 dead job(s), skipped 0" in done.stdout
+    assert deployment.count("replay_of IS NOT NULL") == 25
+
+
 def test_courier_stats_prints_counts_and_queue_depths(deployment):
     deployment.start_api()
     deployment.start_worker(threads=2)
@@ -119,3 +150,62 @@ def test_worker_logs_are_json_lines_with_the_job_fields(deployment):
     [outcome] = [entry for entry in lines if entry.get("job_id") == job_id and "outcome" in entry]
     assert outcome["correlation_id"] == "corr-log" and outcome["attempt"] == 1
     assert outcome["message_id"] and outcome["duration_ms"] >= 0 and outcome["level"] == "info"
+
+
+def created_secret(deployment, *args):
+    done = deployment.run("token", "create", *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def token_rows(deployment, *args):
+    """`courier token list` as dicts, by the table's headings (columns are 2+ spaces apart)."""
+    done = deployment.run("token", "list", *args)
+    assert done.returncode == 0, done.stderr
+    heading, *lines = done.stdout.strip().splitlines()
+    names = re.split(r"\s{2,}", heading)
+    assert names == ["id", "tenant", "role", "name", "created", "last used", "expires", "revoked"]
+    return [dict(zip(names, re.split(r"\s{2,}", line), strict=True)) for line in lines]
+
+
+def test_courier_token_list_shows_every_token_and_revoke_takes_its_id(deployment):
+    deployment.start_api()
+    client = created_secret(deployment, "--tenant", "acme", "--name", "billing sync")
+    created_secret(deployment, "--tenant", "ops", "--role", "operator", "--expires-in", "90d")
+    headers = {"Authorization": f"Bearer {client}"}
+    with deployment.http() as http:
+        assert http.get("/v1/jobs", headers=headers).status_code == 200
+        listing = deployment.run("token", "list").stdout
+        assert client not in listing  # secrets are never shown
+        acme, ops = token_rows(deployment)
+        assert (acme["tenant"], acme["role"], acme["name"]) == ("acme", "client", "billing sync")
+        assert acme["last used"].endswith("Z") and acme["expires"] == acme["revoked"] == "-"
+        assert (ops["tenant"], ops["role"], ops["name"], ops["last used"]) == (
+            "ops", "operator", "-", "-"
+        )  # fmt: skip
+        in_90_days = datetime.now(UTC) + timedelta(days=90)
+        assert ops["expires"].startswith(f"{in_90_days:%Y-%m-%d}")
+        assert token_rows(deployment, "--tenant", "ops") == [ops]
+
+        assert deployment.run("token", "revoke", acme["id"]).stdout.strip() == "revoked"
+        assert http.get("/v1/jobs", headers=headers).status_code == 401
+        assert token_rows(deployment, "--tenant", "acme")[0]["revoked"].endswith("Z")
+        again = deployment.run("token", "revoke", acme["id"])
+        assert again.returncode == 1 and "no live token" in again.stderr
+
+
+def test_a_token_made_to_expire_stops_working_and_a_bad_span_exits_2(deployment):
+    for bad in ("soon", "90", "0d", "-5m"):
+        done = deployment.run("token", "create", "--tenant", "acme", "--expires-in", bad)
+        assert done.returncode == 2, (bad, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "--expires-in" in done.stderr
+    deployment.start_api()
+    short = created_secret(deployment, "--tenant", "acme", "--expires-in", "2s")
+    headers = {"Authorization": f"Bearer {short}"}
+    with deployment.http() as http:
+        wait_for(
+            lambda: http.get("/v1/jobs", headers=headers).status_code == 401,
+            timeout=15,
+            what="the token to expire",
+        )
+    assert token_rows(deployment, "--tenant", "acme")[0]["expires"].endswith("(expired)")

@@ -9,10 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from store.db import make_engine, make_sessionmaker
+from tests.support.records import add_queued
+
 pytestmark = pytest.mark.faults
 
 
-def test_poison_messages_and_jobs_end_recorded_with_a_reason_and_never_loop(deployment, upstream):
+def test_poison_messages_and_jobs_end_recorded_with_a_reason_and_never_loop(
+    deployment, upstream, database_url
+):
     # The CRM directory lists an item the job cannot sync: every attempt fails on it.
     upstream.script(
         "GET", "/crm/customers", {"body": {"items": [42], "next_page": None}}, repeat_last=True
@@ -20,14 +25,25 @@ def test_poison_messages_and_jobs_end_recorded_with_a_reason_and_never_loop(depl
     deployment.start_api()
     group = deployment.start_worker(processes=1, threads=4)
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    [retired, invalid, crashing] = deployment.submit_all(
+    [retired, crashing] = deployment.submit_all(
         [
             # Scheduled for later, so only the message below (for a retired job type) names it.
             {"type": "customer_sync", "entity_id": "c_retired", "run_at": later},
-            {"type": "customer_sync", "entity_id": "c_invalid", "payload": {"colour": "red"}},
             {"type": "directory_sync", "max_attempts": 3},
         ]
     )
+    # The API refuses this payload; a row written another way still meets the worker's check
+    # (the relay publishes it).
+    engine = make_engine(database_url)
+    invalid = str(
+        add_queued(
+            make_sessionmaker(engine),
+            type="customer_sync",
+            entity_id="c_invalid",
+            payload={"colour": "red"},
+        )
+    )
+    engine.dispose()
     ghost = str(uuid.uuid4())
     undecodable = b"\xff\xfe this is not a message"
     deployment.publish(undecodable)

@@ -17,11 +17,11 @@ from store.models import Job
 from store.outbox import JobMessage
 from store.submissions import NewJob
 from tests.support.polling import wait_for
+from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-LATER = "2099-01-01T00:00:00Z"
 
 
 def new_job(entity_id: str | None = None) -> NewJob:
@@ -53,7 +53,12 @@ def test_a_revoked_token_is_refused_by_the_next_request(stack):
 def test_reading_a_job_is_fenced_by_tenant_and_open_to_operators(stack):
     acme, globex = stack.token("acme"), stack.token("globex")
     operator = stack.token("ops", role="operator")
-    body = {"type": "customer_sync", "entity_id": "c_read", "payload": {"n": 1}, "run_at": LATER}
+    body = {
+        "type": "directory_sync",
+        "entity_id": "c_read",
+        "payload": {"start_page": 2},
+        "run_at": LATER,
+    }
     response = stack.client.simulate_post("/v1/jobs", json=body, headers=acme)
     assert response.status_code == 202, response.text
     created = response.json
@@ -62,7 +67,7 @@ def test_reading_a_job_is_fenced_by_tenant_and_open_to_operators(stack):
     assert stack.client.simulate_get(path, headers=operator).json == created
     assert stack.client.simulate_get(path, headers=globex).status_code == 404
     assert stack.client.simulate_get(f"/v1/jobs/{uuid.uuid4()}", headers=acme).status_code == 404
-    assert created["run_at"] == "2099-01-01T00:00:00Z" and created["created_at"].endswith("Z")
+    assert created["run_at"] == LATER and created["created_at"].endswith("Z")
 
 
 def test_an_accepted_job_is_marked_published_shortly_after(stack):

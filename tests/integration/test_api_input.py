@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from store.models import Job
+from tests.support.records import add_dead, add_job
 
 pytestmark = pytest.mark.integration
 
@@ -71,12 +72,68 @@ def test_a_body_over_64_kib_gets_413(stack):
     assert job_count(stack) == 0
 
 
-def test_a_body_over_64_kib_without_content_length_gets_413(stack):
-    body = json.dumps({"type": "customer_sync", "payload": {"blob": "x" * 70_000}}).encode()
-    response = stack.client.simulate_post(
-        "/v1/jobs", body=body, headers={**stack.token(), "Transfer-Encoding": "chunked"}
+def chunked(stack, path, body, headers, *, server_dechunks=True):
+    """POST `body` as a WSGI server presents a chunked request: without a Content-Length, and
+    (gunicorn) with the stream de-chunked and ended at the body's end."""
+    environ = {"CONTENT_LENGTH": ""}
+    if server_dechunks:
+        environ["wsgi.input_terminated"] = True
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return stack.client.simulate_post(
+        path,
+        body=raw,
+        headers={**headers, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        extras=environ,
     )
-    assert response.status_code in (413, 400)
+
+
+def test_a_chunked_job_request_is_read_whole(stack):
+    response = chunked(
+        stack, "/v1/jobs", {"type": "customer_sync", "entity_id": "c_9"}, stack.token()
+    )
+    assert response.status_code == 202, response.text
+    assert response.json["entity_id"] == "c_9"
+
+
+def test_a_chunked_bulk_replay_replays_only_the_job_it_names(stack):
+    acme = add_dead(stack.sessions, 2)
+    globex = add_dead(stack.sessions, 2, tenant="globex")
+    response = chunked(
+        stack,
+        "/v1/dead-letters/replay",
+        {"job_ids": [str(acme[0])]},
+        stack.token("ops", "operator"),
+    )
+    assert response.status_code == 202, response.text
+    assert [r["job_id"] for r in response.json["replayed"]] == [str(acme[0])]
+    assert all(stack.job(j).replayed_by is None for j in [acme[1], *globex])
+
+
+def test_a_chunked_single_replay_keeps_its_payload_override(stack):
+    old = add_job(stack.sessions, entity_id="c_dir", type="directory_sync")
+    response = chunked(
+        stack,
+        f"/v1/jobs/{old}/replay",
+        {"payload": {"start_page": 3}, "reason": "resume"},
+        stack.token("ops", "operator"),
+    )
+    assert response.status_code == 202, response.text
+    assert response.json["payload"] == {"start_page": 3}
+    assert stack.job(response.json["id"]).payload == {"start_page": 3}
+
+
+def test_a_chunked_body_over_64_kib_gets_413(stack):
+    body = {"type": "customer_sync", "payload": {"blob": "x" * 70_000}}
+    assert_problem(chunked(stack, "/v1/jobs", body, stack.token()), 413)
+    assert job_count(stack) == 0
+
+
+def test_a_chunked_body_the_server_does_not_decode_gets_411(stack):
+    # wsgiref (courier dev) hands the chunk framing through: refused, never read as empty.
+    body = {"type": "customer_sync", "entity_id": "c_1"}
+    response = chunked(stack, "/v1/jobs", body, stack.token(), server_dechunks=False)
+    assert_problem(response, 411)
+    assert job_count(stack) == 0
 
 
 @pytest.mark.parametrize(
@@ -163,3 +220,27 @@ def test_a_batch_must_hold_1_to_1000_jobs(stack, size):
     response = post(stack, body, stack.token(), path="/v1/jobs/batch")
     assert response.status_code in (413, 422)
     assert job_count(stack) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "with_token"),
+    [
+        ("GET", "/v1/jobs", True),
+        ("GET", "/v1/jobs", False),  # 401
+        ("POST", "/v1/jobs", True),  # 400: no body
+        ("GET", "/v1/jobs/00000000-0000-0000-0000-000000000000", True),  # 404
+        ("GET", "/v2/nothing", True),  # no such route
+        ("GET", "/healthz", False),
+        ("GET", "/metrics", False),
+        ("GET", "/openapi.json", False),
+        ("GET", "/ui/login", False),
+        ("GET", "/ui/jobs", False),  # redirect to the login
+        ("GET", "/ui/static/courier.css", False),
+    ],
+)
+def test_every_answer_is_marked_not_to_be_stored_or_sniffed(stack, method, path, with_token):
+    response = stack.client.simulate_request(
+        method, path, headers=stack.token() if with_token else {}
+    )
+    assert response.headers.get("Cache-Control") == "no-store", (response.status, response.headers)
+    assert response.headers.get("X-Content-Type-Options") == "nosniff"

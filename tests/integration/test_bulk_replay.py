@@ -14,10 +14,10 @@ from delivery import replays
 from delivery.outbox import Outbox
 from store import actions, bulk_replay, errors
 from store.db import make_engine, make_sessionmaker
-from store.ids import new_id
 from store.models import AuditEntry, Job
-from store.types import utcnow
+from tests.support import services
 from tests.support.polling import lock_waits, wait_for
+from tests.support.records import add_dead, add_job
 
 pytestmark = pytest.mark.integration
 
@@ -38,39 +38,11 @@ def db(request) -> sessionmaker[Session]:
     return make_sessionmaker(engine)
 
 
-def add_job(sessions, *, tenant="acme", entity_id=None, status="dead", type="customer_sync"):
-    now = utcnow()
-    job = Job(
-        id=new_id(),
-        tenant=tenant,
-        type=type,
-        queue="sync",
-        entity_id=entity_id,
-        payload={"entity": entity_id},
-        status=status,
-        priority=3,
-        attempts=1 if status == "dead" else 0,
-        max_attempts=1,
-        timeout_s=30,
-        correlation_id=f"corr-{entity_id}",
-        created_at=now,
-        finished_at=now if status == "dead" else None,
-        error_type="UpstreamUnavailable" if status == "dead" else None,
-    )
-    with sessions.begin() as session:
-        session.add(job)
-    return job.id
-
-
-def add_dead(sessions, count, **kwargs):
-    return [add_job(sessions, entity_id=f"c_{i}", **kwargs) for i in range(count)]
-
-
 def bulk(sessions, selection=None, **kwargs):
     return replays.replay_dead(
         sessions,
         None,
-        selection or bulk_replay.Selection(limit=10_000),
+        selection or bulk_replay.Selection(limit=10_000, every=True),
         actor="operator:ops",
         reason=kwargs.pop("reason", "bulk test"),
         **kwargs,
@@ -152,7 +124,7 @@ def test_bulk_replay_keeps_to_its_tenant_filters_ids_and_limit(db):
     assert sorted(o for o, _ in result.replayed) == sorted(globex)
     by_id = bulk(db, bulk_replay.Selection(job_ids=[acme[0], globex[0]], limit=100))
     assert [o for o, _ in by_id.replayed] == [acme[0]]
-    limited = bulk(db, bulk_replay.Selection(limit=1))
+    limited = bulk(db, bulk_replay.Selection(limit=1, every=True))
     assert [o for o, _ in limited.replayed] == [acme[2]]  # newest first
 
 
@@ -249,7 +221,7 @@ def test_replays_the_broker_did_not_take_are_left_for_the_relay(pg_engine, caplo
     result = replays.replay_dead(
         sessions,
         Outbox(unreachable, pg_engine),
-        bulk_replay.Selection(limit=100),
+        bulk_replay.Selection(limit=100, every=True),
         actor="operator:ops",
         reason=None,
     )
@@ -259,3 +231,79 @@ def test_replays_the_broker_did_not_take_are_left_for_the_relay(pg_engine, caplo
         # What the relay publishes: queued, due now, no confirmed message.
         assert (new.status, new.next_attempt_at, new.published_at) == ("queued", None, None)
     assert "left to the relay" in caplog.text
+
+
+def test_a_bulk_replay_that_names_no_jobs_is_refused_in_the_store(db):
+    add_dead(db, 2)
+    with pytest.raises(errors.UnnamedReplay):
+        bulk(db, bulk_replay.Selection(limit=100))
+    with db() as session:
+        assert session.scalar(select(func.count()).where(Job.replay_of.is_not(None))) == 0
+
+
+def replay_api(stack, body):
+    return stack.client.simulate_post(
+        "/v1/dead-letters/replay", json=body, headers=stack.token("ops", "operator")
+    )
+
+
+def replayed_count(stack) -> int:
+    with stack.sessions() as session:
+        return session.scalar(select(func.count()).where(Job.replay_of.is_not(None)))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [None, {}, {"limit": 5}, {"reason": "CRM is back"}, {"all": False}, {"dry_run": True}],
+)
+def test_a_bulk_replay_request_that_names_no_jobs_gets_422(stack, body):
+    add_dead(stack.sessions, 2)
+    add_dead(stack.sessions, 1, tenant="globex")
+    response = replay_api(stack, body)
+    assert response.status_code == 422, response.text
+    assert '"all": true' in response.json["description"]
+    assert replayed_count(stack) == 0
+
+
+@pytest.mark.parametrize("value", ["true", 1, "yes"])
+def test_all_must_be_a_json_true(stack, value):
+    add_dead(stack.sessions, 1)
+    assert replay_api(stack, {"all": value}).status_code == 422
+    assert replayed_count(stack) == 0
+
+
+def test_all_true_replays_every_tenants_dead_jobs(stack):
+    old = add_dead(stack.sessions, 2) + add_dead(stack.sessions, 1, tenant="globex")
+    response = replay_api(stack, {"all": True, "reason": "CRM is back"})
+    assert response.status_code == 202, response.text
+    assert sorted(r["job_id"] for r in response.json["replayed"]) == sorted(map(str, old))
+
+
+def test_a_dry_run_answers_the_count_and_the_first_ids_and_changes_nothing(stack):
+    old = add_dead(stack.sessions, 23) + add_dead(stack.sessions, 2, tenant="globex")
+    newest_first = [str(i) for i in reversed(old)]
+    everything = replay_api(stack, {"all": True, "dry_run": True})
+    assert everything.status_code == 200, everything.text
+    assert everything.json == {"dry_run": True, "count": 25, "job_ids": newest_first[:20]}
+    limited = replay_api(stack, {"all": True, "limit": 3, "dry_run": True}).json
+    assert (limited["count"], limited["job_ids"]) == (3, newest_first[:3])
+    filtered = replay_api(stack, {"tenant": "globex", "dry_run": True}).json
+    assert (filtered["count"], filtered["job_ids"]) == (2, newest_first[:2])
+    by_id = replay_api(stack, {"job_ids": [str(old[0])], "dry_run": True}).json
+    assert (by_id["count"], by_id["job_ids"]) == (1, [str(old[0])])
+    assert replayed_count(stack) == 0
+    with stack.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(AuditEntry)) == 0
+        assert session.scalar(select(func.count()).where(Job.replayed_by.is_not(None))) == 0
+    # Nothing was published: the API's broker never even declared the queue.
+    assert services.SHARED_RABBITMQ.queue(stack.vhost, "sync") is None
+
+
+def test_the_openapi_document_shows_the_interlock_and_the_dry_run(stack):
+    document = stack.client.simulate_get("/openapi.json").json
+    request = document["components"]["schemas"]["DeadLetterReplayRequest"]["properties"]
+    assert {"all", "dry_run"} <= set(request)
+    answers = document["paths"]["/v1/dead-letters/replay"]["post"]["responses"]
+    assert answers["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/BulkReplayPreview"
+    )

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from store.models import AuditEntry
 from tests.support import services
 from tests.support.polling import wait_for
+from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +158,7 @@ def test_bulk_replay_respects_ids_and_limit(stack, upstream):
     ).json
     assert [r["job_id"] for r in by_id["replayed"]] == [ids[0]]
     limited = stack.client.simulate_post(
-        "/v1/dead-letters/replay", json={"limit": 1}, headers=operator
+        "/v1/dead-letters/replay", json={"limit": 1, "all": True}, headers=operator
     ).json
     assert limited["count"] == 1
     assert api_dead_letter_ids(stack, operator) == set(ids) - {
@@ -189,7 +190,7 @@ def test_a_message_moved_from_xq_back_to_the_queue_does_not_rewrite_history(stac
 
 def test_a_job_for_a_type_no_worker_knows_ends_dead_in_xq(stack):
     stack.start_worker()
-    job_id = stack.submit(type="customer_sync", entity_id="c_x", run_at="2099-01-01T00:00:00Z")
+    job_id = stack.submit(type="customer_sync", entity_id="c_x", run_at=LATER)
     stack.api_broker.enqueue(
         Message(queue_name="sync", actor_name="retired_sync", args=(job_id,), kwargs={}, options={})
     )

@@ -8,9 +8,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from sqlalchemy import func, select
 
+from store.models import Job
 from tests.support import services
 from tests.support.processes import free_port
+from tests.support.records import add_queued
+from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
 
@@ -162,23 +166,45 @@ def test_an_attempt_over_its_time_limit_is_retried(stack, upstream):
     )  # the first attempt wrote nothing
 
 
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (
-            {"type": "customer_sync", "entity_id": "c_10", "payload": {"unexpected": 1}},
-            "unexpected",
-        ),
-        ({"type": "customer_sync"}, "entity_id is required"),
-        ({"type": "directory_sync", "payload": {"start_page": "first"}}, "start_page"),
-    ],
-)
-def test_an_invalid_payload_fails_without_calling_upstream(stack, upstream, body, message):
+INVALID_INPUT = [
+    ({"type": "customer_sync", "entity_id": "c_10", "payload": {"unexpected": 1}}, "unexpected"),
+    ({"type": "customer_sync"}, "entity_id is required"),
+    ({"type": "directory_sync", "payload": {"start_page": "first"}}, "start_page"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), INVALID_INPUT)
+def test_input_the_job_type_refuses_gets_422_at_submission(stack, body, message):
+    single = stack.client.simulate_post("/v1/jobs", json=body, headers=stack.headers)
+    assert single.status_code == 422, single.text
+    assert message in single.json["description"] and body["type"] in single.json["description"]
+    fine = {"type": "invoice_sync", "entity_id": "i_1"}
+    batch = stack.client.simulate_post(
+        "/v1/jobs/batch", json={"jobs": [body, fine]}, headers=stack.headers
+    )
+    [refused, accepted] = batch.json["items"]
+    assert (refused["status"], accepted["status"]) == (422, 202)
+    assert message in refused["description"]
+    with stack.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+@pytest.mark.parametrize(("body", "message"), INVALID_INPUT)
+def test_invalid_input_that_reaches_a_worker_fails_without_calling_upstream(
+    stack, upstream, body, message
+):
+    # A row the API did not check (written before the check, or by another path): the worker
+    # checks again before the code runs. The relay publishes it.
+    created = add_queued(
+        stack.sessions,
+        type=body["type"],
+        entity_id=body.get("entity_id"),
+        payload=body.get("payload", {}),
+    )
     stack.start_worker()
-    job_id = stack.submit(body)
-    job = stack.wait_status(job_id, "failed")
+    job = stack.wait_status(str(created), "failed")
     assert job.error_type == "InvalidPayload" and message in job.error
-    assert decisions(stack, job_id) == [("failed", "skip", "InvalidPayload")]
+    assert decisions(stack, str(created)) == [("failed", "skip", "InvalidPayload")]
     assert upstream.calls() == []
 
 
@@ -204,5 +230,5 @@ def test_a_crm_page_with_an_item_without_id_is_retried_as_unavailable(stack, ups
 
 
 def test_max_attempts_defaults_to_the_configuration(stack):
-    job_id = stack.submit(type="customer_sync", entity_id="c_11", run_at="2099-01-01T00:00:00Z")
+    job_id = stack.submit(type="customer_sync", entity_id="c_11", run_at=LATER)
     assert stack.job(job_id).max_attempts == 4

@@ -8,10 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from store.models import Job
+from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
-
-LATER = "2099-01-01T00:00:00Z"
 
 
 def jobs_in_db(stack) -> int:

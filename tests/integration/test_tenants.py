@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.times import LATER
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def two_tenants(stack):
     acme, globex = stack.token("acme"), stack.token("globex")
-    job_id = stack.submit(
-        type="customer_sync", entity_id="c_1", run_at="2099-01-01T00:00:00Z", headers=acme
-    )
+    job_id = stack.submit(type="customer_sync", entity_id="c_1", run_at=LATER, headers=acme)
     return acme, globex, job_id
 
 
@@ -52,9 +52,7 @@ def test_another_tenant_cannot_cancel_or_replay(stack, two_tenants):
 
 def test_listing_shows_only_the_callers_jobs(stack, two_tenants):
     acme, globex, job_id = two_tenants
-    stack.submit(
-        type="customer_sync", entity_id="c_1", run_at="2099-01-01T00:00:00Z", headers=globex
-    )
+    stack.submit(type="customer_sync", entity_id="c_1", run_at=LATER, headers=globex)
     assert [j["id"] for j in stack.client.simulate_get("/v1/jobs", headers=acme).json["items"]] == [
         job_id
     ]
@@ -71,9 +69,7 @@ def test_the_same_entity_in_two_tenants_is_not_a_duplicate(stack, two_tenants):
 
 def test_an_operator_sees_every_tenant_and_may_filter_by_one(stack, two_tenants):
     _, globex, job_id = two_tenants
-    stack.submit(
-        type="invoice_sync", entity_id="i_1", run_at="2099-01-01T00:00:00Z", headers=globex
-    )
+    stack.submit(type="invoice_sync", entity_id="i_1", run_at=LATER, headers=globex)
     operator = stack.token("ops", role="operator")
     assert stack.client.simulate_get(f"/v1/jobs/{job_id}", headers=operator).status_code == 200
     everything = stack.client.simulate_get("/v1/jobs", headers=operator).json["items"]

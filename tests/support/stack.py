@@ -26,6 +26,7 @@ from courier.broker import (
 from courier.settings import Settings
 from courier.wsgi import app_for
 from store import tokens
+from store.db import make_sessionmaker
 from store.models import Attempt, Job
 from tests.support import services
 from tests.support.harness import Harness
@@ -135,3 +136,13 @@ def build(settings: Settings, engine: Engine, sessions: sessionmaker[Session]) -
     api_broker = publishing_broker(settings)
     app = app_for(settings, broker=api_broker, sessions=sessions)
     return Stack(settings, engine, sessions, api_broker, testing.TestClient(app))
+
+
+def embedded_client(engine: Engine) -> testing.TestClient:
+    """The API on a store of `courier dev`'s kind (SQLite), with a broker that keeps messages."""
+    from dramatiq.brokers.stub import StubBroker
+
+    settings = Settings(database_url=str(engine.url), broker_url="memory://")
+    return testing.TestClient(
+        app_for(settings, broker=StubBroker(), sessions=make_sessionmaker(engine))
+    )
