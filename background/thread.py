@@ -64,18 +64,26 @@ def every(
     """A thread body that calls `tick()` every `interval_s` until stopped; errors are logged.
 
     An outage of the database or broker must not end the thread: it tries again next tick.
+    A run of failures is logged when it starts and when it ends, not at every tick.
     """
 
     def body(stopping: threading.Event) -> None:
+        failures = 0
         while not stopping.wait(interval_s):
             try:
                 tick()
             except Exception:
-                log.warning(
-                    "%s failed; retrying in %.1fs",
+                log.log(
+                    logging.DEBUG if failures else logging.WARNING,
+                    "%s failed; retrying every %.1fs",
                     what,
                     interval_s,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
+                failures += 1
+                continue
+            if failures:
+                log.info("%s works again after %d failed tries", what, failures)
+                failures = 0
 
     return body

@@ -63,7 +63,12 @@ def worker_stack(
     relay = Relay(
         outbox=Outbox(broker, engine), engine=engine, interval_s=settings.relay_interval_s
     )
-    reaper = Reaper(engine=engine, interval_s=settings.reaper_interval_s, lease_s=settings.lease_s)
+    reaper = Reaper(
+        engine=engine,
+        interval_s=settings.reaper_interval_s,
+        lease_s=settings.lease_s,
+        stuck_grace_s=settings.stuck_grace_s,
+    )
     heartbeat = Heartbeat(attempts=attempts)
     # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before

@@ -46,6 +46,8 @@ class Settings:
     progress_interval_s: float = 1.0
     # How long a stopping worker lets its running attempts finish before it exits anyway.
     drain_timeout_s: float = 30.0
+    # How long past its job's time limit an attempt may run before it counts as hung.
+    stuck_grace_s: float = 60.0
     # Modules that register more job types (comma-separated), imported by the API and workers.
     job_modules: tuple[str, ...] = ()
 
@@ -149,6 +151,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "relay_interval_s": _positive_float,
     "progress_interval_s": _positive_float,
     "drain_timeout_s": _positive_float,
+    "stuck_grace_s": _positive_float,
     "job_modules": _module_names,
 }
 

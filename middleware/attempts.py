@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+#: The longest wait between two tries of a claim or finish the database did not take.
+_MAX_DELAY_S = 2.0
 
 
 class Attempts(Middleware):
@@ -67,8 +69,10 @@ class Attempts(Middleware):
         if job_id is None:
             log.error("message %s names no job; dropped", message.message_id)
             raise SkipMessage("no job id")
+        # Whatever keeps the claim from being written, the actor must not run unclaimed
+        # and the message must not be acked: it is held and the claim tried again.
         claim = self._until_database_answers(
-            "claim", job_id, lambda: self.group_commit.claim(job_id)
+            "claim", job_id, lambda: self.group_commit.claim(job_id), retry_on=Exception
         )
         if claim is None:
             log.info(
@@ -107,11 +111,11 @@ class Attempts(Middleware):
             log.warning("job %s: last progress report lost (database unavailable)", claim.job_id)
         # The heartbeat keeps renewing the lease until the outcome is written, however long
         # the database takes to come back.
-        applied = self._until_database_answers(
+        status = self._until_database_answers(
             "finish", claim.job_id, lambda: self.group_commit.finish(claim, outcome)
         )
         duration_ms = int((time.monotonic() - job.began) * 1000)
-        said = outcome.job_status if applied else f"{outcome.job_status} but fenced (lease lost)"
+        said = status or f"{outcome.job_status} but fenced (lease lost)"
         log.info(
             "job %s attempt %d %s%s in %d ms",
             claim.job_id,
@@ -124,32 +128,54 @@ class Attempts(Middleware):
                 "message_id": message.message_id,
                 "attempt": claim.number,
                 "correlation_id": claim.correlation_id,
-                "outcome": outcome.job_status if applied else "fenced",
+                "outcome": status or "fenced",
                 "duration_ms": duration_ms,
             },
         )
-        if applied and outcome.job_status == Status.DEAD:
+        if status == Status.DEAD:
             self._dead_letter(broker, message, claim, outcome)
 
-    def _until_database_answers(self, step: str, job_id: uuid.UUID, write: Callable[[], T]) -> T:
-        # While the database is down nothing can be recorded, so the message is held unacked
-        # and the write retried: acking would lose the job's message, and if this process dies
+    def _until_database_answers(
+        self,
+        step: str,
+        job_id: uuid.UUID,
+        write: Callable[[], T],
+        *,
+        retry_on: type[Exception] = errors.DatabaseUnavailable,
+    ) -> T:
+        # While the database cannot record anything, the message is held unacked and the
+        # write retried: acking would lose the job's message, and if this process dies
         # meanwhile RabbitMQ redelivers it. (Outages past RabbitMQ's 30-minute consumer
-        # timeout close the channel, which redelivers too.)
-        delay = 0.5
+        # timeout close the channel, which redelivers too.) The first failure is logged, the
+        # retries only when the write goes through: one held message, two lines.
+        delay, failures = 0.5, 0
         while True:
             try:
-                return write()
-            except errors.DatabaseUnavailable:
-                log.warning(
-                    "job %s: database unavailable at %s; retrying in %.1fs",
+                written = write()
+            except retry_on as e:
+                if not failures:
+                    log.warning(
+                        "job %s: %s not written (%s); retrying every %.0fs at most",
+                        job_id,
+                        step,
+                        _reason(e),
+                        _MAX_DELAY_S,
+                        extra={"job_id": str(job_id)},
+                        exc_info=not isinstance(e, errors.StoreError),
+                    )
+                failures += 1
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_DELAY_S)
+                continue
+            if failures:
+                log.info(
+                    "job %s: %s written after %d failed tries",
                     job_id,
                     step,
-                    delay,
+                    failures,
                     extra={"job_id": str(job_id)},
                 )
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            return written
 
     def running_claims(self) -> list[Claim]:
         """The claims of the attempts running in this process right now."""
@@ -213,6 +239,10 @@ class Attempts(Middleware):
             return
         with self.engine.begin() as db:
             transitions.mark_dead_lettered(db, [claim.job_id])
+
+
+def _reason(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _job_id(message: Any) -> uuid.UUID | None:

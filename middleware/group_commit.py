@@ -61,8 +61,9 @@ class GroupCommit:
         """The claim once committed, or None if the job is not claimable."""
         return self._batcher.submit(_Write(job_id))
 
-    def finish(self, claim: Claim, outcome: Outcome) -> bool:
-        """True once committed, False if the fence held it off."""
+    def finish(self, claim: Claim, outcome: Outcome) -> str | None:
+        """The job's status once committed (a cancel may beat the one asked for), or None
+        if the fence held it off."""
         return self._batcher.submit(_Write(claim.job_id, (claim, outcome)))
 
     def stop(self) -> None:
@@ -110,7 +111,7 @@ class GroupCommit:
                     if claims
                     else {}
                 )
-                finished = transitions.finish(db, finishes) if finishes else set()
+                finished = transitions.finish(db, finishes) if finishes else {}
         except errors.DatabaseUnavailable:
             self._forget_connection()
             raise
@@ -120,5 +121,5 @@ class GroupCommit:
                 # A job named twice in one batch (a duplicate message) is claimed once.
                 answers.append(claimed.pop(r.job_id, None))
             else:
-                answers.append(r.job_id in finished)
+                answers.append(finished.get(r.job_id))
         return answers

@@ -60,13 +60,21 @@ def _as_options(settings: dict[str, str]) -> str:
     return " ".join(f"-c {name}={value}" for name, value in settings.items())
 
 
+#: SQLSTATEs of a server that answers but refuses every write for now: one that became
+#: read-only (a standby after a failover, `default_transaction_read_only`), and a role
+#: without the privileges it needs. Neither is a bug of a statement; both may be fixed
+#: while Courier runs.
+_READ_ONLY = "25006"
+_WRITES_REFUSED = {_READ_ONLY, "42501"}
+
+
 def _as_store_error(context: ExceptionContext) -> Exception | None:
     """The one boundary where driver errors become store errors.
 
     An unreachable or restarting database (or one that asks to try again, as after a
-    deadlock) is DatabaseUnavailable; a refused value is InvalidValue. Anything else, a
-    bug in a statement, stays SQLAlchemy's error. SQLAlchemy has already invalidated a
-    lost connection when this runs.
+    deadlock, or refuses writes for now, as a read-only one) is DatabaseUnavailable; a
+    refused value is InvalidValue. Anything else, a bug in a statement, stays SQLAlchemy's
+    error. SQLAlchemy has already invalidated a lost connection when this runs.
 
     Values stay out of every message: PostgreSQL's DETAIL and CONTEXT lines quote rows and
     keys ("Failing row contains (...)"), so only the primary message is kept, and a refused
@@ -74,7 +82,12 @@ def _as_store_error(context: ExceptionContext) -> Exception | None:
     """
     _keep_primary_message(context)
     error = context.sqlalchemy_exception
-    if context.is_disconnect or isinstance(error, OperationalError):
+    sqlstate = getattr(context.original_exception, "sqlstate", None)
+    if sqlstate == _READ_ONLY:
+        # The session belongs to a server that no longer takes writes, and keeps its
+        # read-only default: only a new connection can reach the (new) primary.
+        context.is_disconnect = True
+    if context.is_disconnect or isinstance(error, OperationalError) or sqlstate in _WRITES_REFUSED:
         cause = context.original_exception
         unavailable = errors.DatabaseUnavailable(f"database unavailable: {cause}".strip())
         unavailable.__cause__ = cause

@@ -7,7 +7,7 @@ table and to an alias of it alike.
 
     queued ──claim──▶ running ──finish──▶ succeeded | failed | dead | cancelled
       ▲                 │  └──finish (retryable)──▶ retrying ──claim──▶ running
-      └── replay        └──reap (lease expired)──▶ retrying | dead | cancelled
+      └── replay        └──reap (lease expired, or hung)──▶ retrying | dead | cancelled
     queued | retrying ──cancel──▶ cancelled      queued | retrying ──bury──▶ dead
 """
 
@@ -58,6 +58,8 @@ ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
 CLAIMABLE = (Status.QUEUED, Status.RETRYING)
 #: Finished for good: written once, never left.
 TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.DEAD, Status.CANCELLED)
+#: What a retryable failure asks for, retries left or not: a cancel request beats either.
+RETRYABLE_ENDS = (Status.RETRYING, Status.DEAD)
 #: Finished jobs a replay may start again (as a new, linked job).
 REPLAYABLE = (Status.FAILED, Status.DEAD, Status.CANCELLED)
 
@@ -71,6 +73,8 @@ DEAD_LETTER_GRACE = timedelta(seconds=5)
 
 #: The error of an attempt whose worker stopped renewing its lease.
 WORKER_LOST = "WorkerLost"
+#: The error of an attempt still running past its time limit and grace (a hung thread).
+TIME_LIMIT_EXCEEDED = "TimeLimitExceeded"
 
 
 def in_sql(statuses: tuple[str, ...]) -> str:
@@ -109,6 +113,15 @@ def waiting_not_due(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
     )
 
 
+def cancel_pending(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Claim: waiting, yet someone asked it to stop; the claim refuses it and cancels it.
+
+    A cancel ends a waiting job at once, so this only holds for a row written otherwise;
+    left waiting, every copy of its message would be refused and it would never end.
+    """
+    return and_(one_of(status_of(j), CLAIMABLE), j.cancel_requested_at.is_not(None))
+
+
 def running_attempt(j: ColumnCollection[str, Any], number: Any) -> ColumnElement[bool]:
     """The fence of every write after a claim: the job still runs this very attempt.
 
@@ -118,9 +131,19 @@ def running_attempt(j: ColumnCollection[str, Any], number: Any) -> ColumnElement
 
 
 def status_after_attempt(j: ColumnCollection[str, Any], asked: Any) -> ColumnElement[str]:
-    """Finish: the status an attempt's outcome asks for, except that a cancel beats a retry."""
+    """Finish: the status an attempt's outcome asks for, except that a cancel beats a
+    retryable failure.
+
+    A job someone asked to stop ends cancelled whether its failed attempt asked for a retry
+    or, its attempts spent, a dead letter. The request is read by the statement that writes
+    the outcome, so a cancel recorded while the attempt was failing is never overtaken. A
+    success or a skip is the job's own verdict and stands.
+    """
     return case(
-        (and_(asked == Status.RETRYING, j.cancel_requested_at.is_not(None)), Status.CANCELLED),
+        (
+            and_(one_of(asked, RETRYABLE_ENDS), j.cancel_requested_at.is_not(None)),
+            Status.CANCELLED,
+        ),
         else_=asked,
     )
 
@@ -130,13 +153,35 @@ def lease_expired(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
     return and_(j.status == Status.RUNNING, j.lease_expires_at < now())
 
 
-def status_after_reap(j: ColumnCollection[str, Any]) -> ColumnElement[str]:
-    """Reap: crashes count as attempts, so a job whose worker dies every time ends dead."""
-    return case(
-        (j.cancel_requested_at.is_not(None), literal(Status.CANCELLED)),
-        (j.attempts >= j.max_attempts, literal(Status.DEAD)),
-        else_=literal(Status.RETRYING),
+def hung(
+    j: ColumnCollection[str, Any], attempt_started_at: Any, grace_s: Any
+) -> ColumnElement[bool]:
+    """Reap: a running attempt past its time limit plus a grace, however alive its worker.
+
+    A heartbeat renews every lease of its process, including that of a thread hung where
+    the time limit cannot interrupt it (a blocking call in C); such an attempt is abandoned
+    so that its job runs again, and the fence keeps the hung thread's late finish out.
+    """
+    return and_(
+        j.status == Status.RUNNING,
+        attempt_started_at < now_plus(-(j.timeout_s + grace_s)),
     )
+
+
+def reapable(
+    j: ColumnCollection[str, Any], attempt_started_at: Any, grace_s: Any
+) -> ColumnElement[bool]:
+    """Reap: a running attempt whose worker is gone (lease expired) or hung past its limit."""
+    return or_(lease_expired(j), hung(j, attempt_started_at, grace_s))
+
+
+def status_after_reap(j: ColumnCollection[str, Any]) -> ColumnElement[str]:
+    """Reap: a retryable failure, so crashes count and a job whose worker dies every time
+    ends dead; a cancel beats that as it beats any retryable failure."""
+    spent = case(
+        (j.attempts >= j.max_attempts, literal(Status.DEAD)), else_=literal(Status.RETRYING)
+    )
+    return status_after_attempt(j, spent)
 
 
 def decision_for(status: Any) -> ColumnElement[str]:

@@ -18,16 +18,19 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Connection,
+    Float,
     Integer,
     String,
     Table,
     Text,
     Uuid,
+    and_,
     bindparam,
     case,
     column,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -39,6 +42,7 @@ from store import states
 from store.models import Attempt, Job
 from store.sql import Batch, Chain, millis_since, now, now_plus, one_of
 from store.states import AttemptStatus, Status
+from store.storable import storable
 
 # Core tables, not ORM entities: these statements run for every message. (A declarative
 # class's `__table__` is typed FromClause; these are Tables.)
@@ -75,11 +79,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Reaped:
-    """A running attempt whose lease expired and what became of its job."""
+    """A running attempt whose worker is gone or hung, and what became of its job."""
 
     job_id: uuid.UUID
     number: int
     job_status: str  # retrying | dead | cancelled
+    error_type: str  # WorkerLost | TimeLimitExceeded
 
 
 def _ids(name: str) -> Batch:
@@ -154,9 +159,19 @@ def _open(claimed: Any) -> Any:
 
 
 _CLAIM_AND_OPEN = Chain(_CLAIM, _open, carry=("id", "attempts"), name="claimed")
-_EARLY = _ids("early")
-_UNPUBLISH_EARLY = (
-    update(JOBS).where(_EARLY.has(J.id), states.waiting_not_due(J)).values(published_at=None)
+_REFUSED = _ids("refused")
+_EARLY, _CANCEL_ASKED = states.waiting_not_due(J), states.cancel_pending(J)
+# One statement for both kinds of refused job that need something: an early message's
+# job is handed back to the relay; a waiting job with a cancel request ends cancelled, so
+# no copy of its message, however often published, leaves it waiting forever.
+_SETTLE_REFUSED = (
+    update(JOBS)
+    .where(_REFUSED.has(J.id), or_(_EARLY, _CANCEL_ASKED))
+    .values(
+        published_at=case((_EARLY, None), else_=J.published_at),
+        status=case((_CANCEL_ASKED, Status.CANCELLED), else_=J.status),
+        finished_at=case((_CANCEL_ASKED, now()), else_=J.finished_at),
+    )
 )
 
 
@@ -166,14 +181,15 @@ def claim(
     """Move the due jobs among `job_ids` to running and open their next attempts.
 
     A job left out is a duplicate or stale message (running elsewhere, finished,
-    cancelled, not due). One that is waiting but not due yet is handed back to the relay.
+    cancelled, not due). One that is waiting but not due yet is handed back to the relay;
+    one waiting with a cancel request is cancelled.
     """
     ids = list(dict.fromkeys(job_ids))
     params = {"claiming": [(i,) for i in ids], "lease_s": lease_s, "worker": worker}
     rows = _CLAIM_AND_OPEN.run(db, params)
     claimed = {row.id for row in rows}
     if len(claimed) < len(ids):
-        db.execute(_UNPUBLISH_EARLY, {"early": [(i,) for i in ids if i not in claimed]})
+        db.execute(_SETTLE_REFUSED, {"refused": [(i,) for i in ids if i not in claimed]})
     return {row.id: Claim(*row) for row in rows}
 
 
@@ -251,16 +267,26 @@ def _close_finished(finished: Any) -> Any:
 _FINISH_AND_CLOSE = Chain(_FINISH, _close_finished, carry=("id", "attempts", "status"))
 
 
-def finish(db: Connection, finishes: Sequence[tuple[Claim, Outcome]]) -> set[uuid.UUID]:
-    """Record attempts' outcomes and their jobs' new states; returns the jobs written.
+def finish(db: Connection, finishes: Sequence[tuple[Claim, Outcome]]) -> dict[uuid.UUID, str]:
+    """Record attempts' outcomes and their jobs' new states; returns the jobs written, each
+    with the status it now has (a cancel may have beaten the one asked for).
 
-    A job left out was fenced off: its worker no longer owns the attempt.
+    A job left out was fenced off: its worker no longer owns the attempt. Errors and results
+    are recorded as PostgreSQL can store them (`store.storable`).
     """
     rows = [
-        (c.job_id, c.number, o.job_status, o.error_type, o.error, o.retry_in_ms, o.result)
+        (
+            c.job_id,
+            c.number,
+            o.job_status,
+            o.error_type,
+            storable(o.error),
+            o.retry_in_ms,
+            storable(o.result),
+        )
         for c, o in finishes
     ]
-    return {row.id for row in _FINISH_AND_CLOSE.run(db, {"finishing": rows})}
+    return {row.id: row.status for row in _FINISH_AND_CLOSE.run(db, {"finishing": rows})}
 
 
 # --- leases and the reaper --------------------------------------------------------------
@@ -285,32 +311,49 @@ def renew_leases(
 
 _REAPED_STATUS = states.status_after_reap(J)
 _EXPIRED = JOBS.alias("expired")
+_CURRENT = ATTEMPTS.alias("current")
+_GRACE_S = bindparam("stuck_grace_s", type_=Float)
+_LOST = "the worker running this attempt stopped renewing its lease"
+_HUNG = "the attempt was still running past its time limit and grace (a hung worker thread)"
 # A CTE, planned once: as `id IN (subquery)` PostgreSQL reran the subquery per row and
-# reaped past the limit.
+# reaped past the limit. The attempt is joined outer, so that only the lease decides for a
+# job whose attempt row were missing.
 _EXPIRED_IDS = (
-    select(_EXPIRED.c.id)
-    .where(states.lease_expired(_EXPIRED.c))
+    select(
+        _EXPIRED.c.id,
+        _EXPIRED.c.attempts,
+        case(
+            (states.lease_expired(_EXPIRED.c), literal(states.WORKER_LOST)),
+            else_=literal(states.TIME_LIMIT_EXCEEDED),
+        ).label("error_type"),
+        case((states.lease_expired(_EXPIRED.c), literal(_LOST)), else_=literal(_HUNG)).label(
+            "error"
+        ),
+    )
+    .select_from(
+        _EXPIRED.outerjoin(
+            _CURRENT,
+            and_(_CURRENT.c.job_id == _EXPIRED.c.id, _CURRENT.c.number == _EXPIRED.c.attempts),
+        )
+    )
+    .where(states.reapable(_EXPIRED.c, _CURRENT.c.started_at, _GRACE_S))
     .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True)
+    .with_for_update(skip_locked=True, of=_EXPIRED)
     .cte("expired_ids")
 )
-_LOST = "the worker running this attempt stopped renewing its lease"
 _REAP = (
     update(JOBS)
-    .where(
-        J.id == _EXPIRED_IDS.c.id,
-        states.lease_expired(J),
-    )
+    .where(J.id == _EXPIRED_IDS.c.id, states.running_attempt(J, _EXPIRED_IDS.c.attempts))
     .values(
         status=_REAPED_STATUS,
         lease_expires_at=None,
-        error_type=states.WORKER_LOST,
-        error=_LOST,
+        error_type=_EXPIRED_IDS.c.error_type,
+        error=_EXPIRED_IDS.c.error,
         finished_at=case((_REAPED_STATUS == Status.RETRYING, None), else_=now()),
         next_attempt_at=case((_REAPED_STATUS == Status.RETRYING, now()), else_=None),
         published_at=case((_REAPED_STATUS == Status.RETRYING, None), else_=J.published_at),
     )
-    .returning(J.id, J.attempts, J.status)
+    .returning(J.id, J.attempts, J.status, J.error_type, J.error)
 )
 
 
@@ -326,8 +369,8 @@ def _close_reaped(reaped: Any) -> Any:
         .values(
             status=AttemptStatus.ABANDONED,
             decision=states.decision_for(reaped.c.status),
-            error_type=states.WORKER_LOST,
-            error=_LOST,
+            error_type=reaped.c.error_type,
+            error=reaped.c.error,
             retry_in_ms=case((reaped.c.status == Status.RETRYING, 0)),
             finished_at=now(),
             duration_ms=None,
@@ -335,15 +378,19 @@ def _close_reaped(reaped: Any) -> Any:
     )
 
 
-_REAP_AND_CLOSE = Chain(_REAP, _close_reaped, carry=("id", "attempts", "status"))
+_REAP_AND_CLOSE = Chain(
+    _REAP, _close_reaped, carry=("id", "attempts", "status", "error_type", "error")
+)
 
 
-def reap_expired(db: Connection, *, limit: int = 100) -> list[Reaped]:
-    """End attempts whose lease expired as `abandoned`; retry their jobs, or bury them when spent.
+def reap_expired(db: Connection, *, stuck_grace_s: float, limit: int = 100) -> list[Reaped]:
+    """End attempts whose worker is gone (lease expired) or hung (past the job's time limit
+    plus `stuck_grace_s`) as `abandoned`; retry their jobs, or bury them when spent.
 
     Rows locked by another reaper are skipped.
     """
-    return [Reaped(*row) for row in _REAP_AND_CLOSE.run(db, {"limit": limit})]
+    rows = _REAP_AND_CLOSE.run(db, {"limit": limit, "stuck_grace_s": stuck_grace_s})
+    return [Reaped(r.id, r.attempts, r.status, r.error_type) for r in rows]
 
 
 # --- dead letters -----------------------------------------------------------------------

@@ -75,3 +75,30 @@ def test_hung_and_slow_upstreams_are_timed_out_retried_or_buried_and_never_block
         assert trail(job_id) == [("succeeded", None)]
     # Hung calls cost their timeout, not a worker: nothing was abandoned or left running.
     assert not [a for rows in report.attempts.values() for a in rows if a["status"] == "abandoned"]
+
+
+def test_an_upstream_error_body_holding_nul_is_recorded_with_a_replacement_character(
+    deployment, upstream
+):
+    # PostgreSQL text cannot hold NUL: the error must still be recorded as the attempt's own,
+    # not lost with the whole finish (the attempt then looked abandoned by its worker).
+    upstream.script("GET", "/crm/customers/c_nul_retried", {"status": 500, "body": "bad\x00byte"})
+    upstream.script("GET", "/crm/customers/c_nul_refused", {"status": 400, "body": "no\x00pe"})
+    deployment.start_api()
+    deployment.start_worker(processes=1, threads=2)
+    retried, refused = deployment.submit_all(
+        {"type": "customer_sync", "entity_id": f"c_nul_{kind}"} for kind in ("retried", "refused")
+    )
+    report = deployment.settle_and_check([retried, refused], timeout=60)
+
+    first, second = report.attempts[retried]
+    assert (first["status"], first["error_type"]) == ("failed", "UpstreamUnavailable")
+    assert first["error"] == "500 from CRM GET /customers/c_nul_retried: bad\ufffdbyte"
+    assert (second["status"], report.jobs[retried]["status"]) == ("succeeded", "succeeded")
+
+    [attempt] = report.attempts[refused]
+    job = report.jobs[refused]
+    assert (job["status"], job["error_type"]) == ("failed", "UpstreamRejected")
+    assert (
+        job["error"] == attempt["error"] == "400 from CRM GET /customers/c_nul_refused: no\ufffdpe"
+    )

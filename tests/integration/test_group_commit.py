@@ -35,6 +35,8 @@ pytestmark = pytest.mark.integration
 JOBS, ATTEMPTS = Job.__table__, Attempt.__table__
 WORKER = "test:1"
 LEASE_S = 30
+#: How long past its time limit an attempt may run before it counts as hung.
+GRACE_S = 60
 SUCCEEDED = Outcome(job_status=Status.SUCCEEDED, result={"ok": True})
 #: SQLite's clock is read per statement, PostgreSQL's once per transaction: times written by
 #: two statements of one transaction agree exactly on PostgreSQL, within this on SQLite.
@@ -220,7 +222,7 @@ def test_claims_and_finishes_waiting_together_share_one_transaction(any_writer, 
     held = writer_held(any_writer, until_waiting=len(requests), sizes=sizes)
     results = in_threads(write, requests, held=held)
     assert sizes == [1, len(requests)]
-    assert all(results[("finish", i)] is True for i in finishing)
+    assert all(results[("finish", i)] == "succeeded" for i in finishing)
     assert all(results[("claim", i)].number == 1 for i in claiming)
     assert {job(db_engine, i).status for i in finishing} == {"succeeded"}
     assert {job(db_engine, i).status for i in claiming} == {"running"}
@@ -240,7 +242,7 @@ def test_a_finish_for_an_attempt_that_lost_its_lease_changes_nothing(any_writer,
     [job_id] = add_jobs(db_engine, 1)
     claim = any_writer.claim(job_id)
     set_columns(db_engine, job_id, attempts=2)  # reaped and claimed again meanwhile
-    assert any_writer.finish(claim, SUCCEEDED) is False
+    assert any_writer.finish(claim, SUCCEEDED) is None
     assert job(db_engine, job_id).status == "running"
     assert attempts(db_engine, job_id)[0].status == "running"
 
@@ -253,7 +255,7 @@ def test_a_retry_asked_for_after_a_cancel_request_ends_cancelled(any_writer, db_
     retry = Outcome(
         job_status=Status.RETRYING, error_type="UpstreamUnavailable", error="503", retry_in_ms=1000
     )
-    assert any_writer.finish(claim, retry) is True
+    assert any_writer.finish(claim, retry) == "cancelled"
     row = job(db_engine, job_id)
     assert (row.status, row.next_attempt_at, row.lease_expires_at) == ("cancelled", None, None)
     assert row.finished_at is not None and row.published_at is not None
@@ -271,7 +273,7 @@ def test_a_retry_is_scheduled_by_the_database_and_left_for_the_relay(any_writer,
     claim = any_writer.claim(job_id)
     retry = Outcome(job_status=Status.RETRYING, error="503", retry_in_ms=60_000)
     before = db_now(db_engine)
-    assert any_writer.finish(claim, retry) is True
+    assert any_writer.finish(claim, retry) == "retrying"
     after = db_now(db_engine)
     row = job(db_engine, job_id)
     assert (row.status, row.published_at, row.finished_at) == ("retrying", None, None)
@@ -292,24 +294,33 @@ def test_an_early_message_is_refused_and_handed_back_to_the_relay(any_writer, db
 
 
 def test_a_message_for_a_cancelled_or_finished_job_is_refused(any_writer, db_engine):
-    asked, finished = add_jobs(db_engine, 2)
+    asked, retrying, finished = add_jobs(db_engine, 3)
+    # Waiting with a cancel request: no transition leaves a job so, but a row written
+    # otherwise would be refused by every copy of its message and never end.
     set_columns(db_engine, asked, cancel_requested_at=utcnow())
+    set_columns(
+        db_engine, retrying, status=Status.RETRYING, attempts=1, cancel_requested_at=utcnow()
+    )
     set_columns(db_engine, finished, status=Status.SUCCEEDED, finished_at=utcnow())
-    assert any_writer.claim(asked) is None and any_writer.claim(finished) is None
-    # Not handed back to the relay: nothing is due for them.
-    assert job(db_engine, asked).published_at is not None
-    assert job(db_engine, finished).published_at is not None
-    assert attempts(db_engine, asked) == attempts(db_engine, finished) == []
+    for job_id in (asked, retrying, finished):
+        assert any_writer.claim(job_id) is None
+        # Not handed back to the relay: nothing is due for them.
+        assert job(db_engine, job_id).published_at is not None
+        assert attempts(db_engine, job_id) == []
+    for job_id in (asked, retrying):
+        row = job(db_engine, job_id)
+        assert (row.status, row.finished_at is not None) == ("cancelled", True)
+    assert job(db_engine, finished).status == "succeeded"
 
 
 def check_a_bad_row_fails_alone(
-    writer: GroupCommit, engine: Engine, result: dict[str, Any], error: type[Exception]
+    writer: GroupCommit, engine: Engine, bad: Outcome, error: type[Exception]
 ) -> None:
-    """Six finishes in one batch, the first with `result`: it alone fails, with `error`."""
+    """Six finishes in one batch, the first with outcome `bad`: it alone fails, with `error`."""
     ids = add_jobs(engine, 6)
     claims = {i: writer.claim(i) for i in ids}
     outcomes = {i: SUCCEEDED for i in ids}
-    outcomes[ids[0]] = Outcome(job_status=Status.SUCCEEDED, result=result)
+    outcomes[ids[0]] = bad
 
     def finish(job_id: uuid.UUID) -> Any:
         try:
@@ -321,25 +332,40 @@ def check_a_bad_row_fails_alone(
     results = in_threads(finish, ids, held=writer_held(writer, until_waiting=6, sizes=sizes))
     assert sizes == [1, 6, 1, 1, 1, 1, 1, 1]  # the batch failed, then each request alone
     assert isinstance(results[ids[0]], error), results[ids[0]]
-    assert all(results[i] is True for i in ids[1:])
+    assert all(results[i] == "succeeded" for i in ids[1:])
     assert job(engine, ids[0]).status == "running"
     assert {job(engine, i).status for i in ids[1:]} == {"succeeded"}
 
 
 def test_a_row_that_cannot_be_written_fails_alone(any_writer, db_engine):
     # A job type's result that is no JSON value: refused before the database sees it.
-    check_a_bad_row_fails_alone(any_writer, db_engine, {"at": datetime(2026, 1, 1)}, StatementError)
+    bad = Outcome(job_status=Status.SUCCEEDED, result={"at": datetime(2026, 1, 1)})
+    check_a_bad_row_fails_alone(any_writer, db_engine, bad, StatementError)
 
 
 def test_a_row_the_database_refuses_fails_alone(engine):
-    # PostgreSQL refuses NUL characters in text (SQLite stores them).
+    # PostgreSQL refuses text longer than its column (SQLite stores it).
     writer = GroupCommit.on(
         engine.url.render_as_string(hide_password=False), worker=WORKER, lease_s=LEASE_S
     )
+    bad = Outcome(job_status=Status.FAILED, error_type="E" * 200, error="too long a type")
     try:
-        check_a_bad_row_fails_alone(writer, engine, {"text": "NUL \x00 in"}, errors.InvalidValue)
+        check_a_bad_row_fails_alone(writer, engine, bad, errors.InvalidValue)
     finally:
         writer.stop()
+
+
+def test_text_postgresql_cannot_hold_is_recorded_with_replacement_characters(any_writer, db_engine):
+    # PostgreSQL text holds no NUL and no lone surrogate; an upstream's body or a job type's
+    # result may (a JSON "\ud800" decodes to one).
+    failed, succeeded = add_jobs(db_engine, 2)
+    claims = {i: any_writer.claim(i) for i in (failed, succeeded)}
+    error = Outcome(job_status=Status.FAILED, error_type="UpstreamRejected", error="400: a\x00b")
+    result = Outcome(job_status=Status.SUCCEEDED, result={"k\x00": ["v\x00", "\ud800", 1]})
+    assert any_writer.finish(claims[failed], error) == "failed"
+    assert any_writer.finish(claims[succeeded], result) == "succeeded"
+    assert job(db_engine, failed).error == attempts(db_engine, failed)[0].error == "400: a\ufffdb"
+    assert job(db_engine, succeeded).result == {"k\ufffd": ["v\ufffd", "\ufffd", 1]}
 
 
 # --- claim and finish, as statements over a batch ---------------------------------------
@@ -370,7 +396,7 @@ def test_a_second_attempt_keeps_the_jobs_first_start(db_engine):
     first = claim_now(db_engine, job_id)[job_id]
     retry = Outcome(job_status=Status.RETRYING, error="503", retry_in_ms=0)
     with db_engine.begin() as db:
-        assert transitions.finish(db, [(first, retry)]) == {job_id}
+        assert transitions.finish(db, [(first, retry)]) == {job_id: "retrying"}
     second = claim_now(db_engine, job_id)[job_id]
     assert second.number == 2 and second.started_at > first.started_at
     assert close_to(job(db_engine, job_id).started_at, first.started_at, db_engine)
@@ -393,7 +419,7 @@ def test_a_finish_over_a_batch_records_each_outcome_behind_its_own_fence(db_engi
     with db_engine.begin() as db:
         at = db.scalar(select(now()))
         written = transitions.finish(db, [(claims[i], outcomes[i]) for i in ids])
-    assert written == set(ids) - {fenced}
+    assert written == {i: outcomes[i].job_status for i in ids if i != fenced}
     expected = {
         ok: ("succeeded", "succeeded", None),
         skipped: ("failed", "failed", Decision.SKIP),
@@ -476,7 +502,7 @@ def test_the_reaper_ends_expired_attempts_as_abandoned(db_engine):
         expire(db_engine, job_id)
     with db_engine.begin() as db:
         at = db.scalar(select(now()))
-        reaped = transitions.reap_expired(db)
+        reaped = transitions.reap_expired(db, stuck_grace_s=GRACE_S)
     assert {(r.job_id, r.number, r.job_status) for r in reaped} == {
         (retried, 1, "retrying"),
         (spent, 1, "dead"),
@@ -510,6 +536,33 @@ def test_the_reaper_ends_expired_attempts_as_abandoned(db_engine):
     assert claim_now(db_engine, retried)[retried].number == 2
 
 
+def test_the_reaper_abandons_an_attempt_past_its_time_limit_and_grace_though_its_lease_holds(
+    db_engine,
+):
+    hung, within_grace, fresh = add_jobs(db_engine, 3, timeout_s=10)
+    claim_now(db_engine, hung, within_grace, fresh)
+    started = {hung: 10 + GRACE_S + 5, within_grace: 10 + GRACE_S - 5, fresh: 0}
+    for job_id, seconds_ago in started.items():  # leases renewed just now, all three
+        with db_engine.begin() as db:
+            db.execute(
+                update(ATTEMPTS)
+                .where(ATTEMPTS.c.job_id == job_id)
+                .values(started_at=db.scalar(select(now())) - timedelta(seconds=seconds_ago))
+            )
+    with db_engine.begin() as db:
+        reaped = transitions.reap_expired(db, stuck_grace_s=GRACE_S)
+    assert reaped == [transitions.Reaped(hung, 1, "retrying", "TimeLimitExceeded")]
+    row, [attempt] = job(db_engine, hung), attempts(db_engine, hung)
+    assert (row.status, row.error_type, row.published_at) == ("retrying", "TimeLimitExceeded", None)
+    assert (attempt.status, attempt.decision, attempt.error_type) == (
+        AttemptStatus.ABANDONED,
+        Decision.RETRY,
+        "TimeLimitExceeded",
+    )
+    assert "time limit" in attempt.error
+    assert {job(db_engine, i).status for i in (within_grace, fresh)} == {"running"}
+
+
 # PostgreSQL ran `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` as a nested-loop semi
 # join that reran the locking subquery for every row, so the limit capped nothing; the ids
 # are now selected in a CTE, run once.
@@ -524,13 +577,13 @@ def test_the_reaper_takes_at_most_its_limit_and_leaves_the_rest_for_next_time(db
     for job_id in ids:
         expire(db_engine, job_id)
     with db_engine.begin() as db:
-        first = transitions.reap_expired(db, limit=3)
+        first = transitions.reap_expired(db, stuck_grace_s=GRACE_S, limit=3)
     with db_engine.begin() as db:
-        rest = transitions.reap_expired(db, limit=3)
+        rest = transitions.reap_expired(db, stuck_grace_s=GRACE_S, limit=3)
     assert len(first) == 3 and len(rest) == 2
     assert {r.job_id for r in first} | {r.job_id for r in rest} == set(ids)
     with db_engine.begin() as db:
-        assert transitions.reap_expired(db) == []
+        assert transitions.reap_expired(db, stuck_grace_s=GRACE_S) == []
 
 
 def test_a_reaper_skips_an_expired_row_another_transaction_holds(engine):
@@ -542,7 +595,8 @@ def test_a_reaper_skips_an_expired_row_another_transaction_holds(engine):
         finishing.execute(select(JOBS.c.id).where(JOBS.c.id == held).with_for_update())
         with engine.begin() as db:
             db.execute(text("SET LOCAL lock_timeout = '3s'"))
-            assert [r.job_id for r in transitions.reap_expired(db)] == [free]
+            reaped = transitions.reap_expired(db, stuck_grace_s=GRACE_S)
+            assert [r.job_id for r in reaped] == [free]
         finishing.rollback()
     assert job(engine, held).status == "running"
 

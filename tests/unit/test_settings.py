@@ -29,6 +29,11 @@ def test_environment_overrides_defaults():
     assert s.upstream_timeout_s == 2.5
 
 
+def test_hung_attempts_get_a_minute_past_their_time_limit_unless_told_otherwise():
+    assert Settings.from_env({}).stuck_grace_s == 60
+    assert Settings.from_env({"COURIER_STUCK_GRACE_S": "2.5"}).stuck_grace_s == 2.5
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -38,6 +43,8 @@ def test_environment_overrides_defaults():
         ("COURIER_MIN_BACKOFF_MS", "-5"),
         ("COURIER_UPSTREAM_TIMEOUT_S", "0"),
         ("COURIER_DRAIN_TIMEOUT_S", "0"),
+        ("COURIER_STUCK_GRACE_S", "0"),
+        ("COURIER_STUCK_GRACE_S", "a minute"),
         ("COURIER_LOG_FORMAT", "xml"),
         ("COURIER_DATABASE_URL", "mysql://x"),
         ("COURIER_BROKER_URL", "redis://x"),
