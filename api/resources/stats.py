@@ -3,9 +3,10 @@
 The figures are read from the database rather than counted in each process: they are then
 the same whichever gunicorn worker answers, include every worker host, and survive
 restarts, with no multiprocess bookkeeping to get wrong. Aggregating the whole record costs
-more as history grows, so each process computes them at most once per `max_age_s` and every
-scrape meanwhile (whichever endpoint, however many at once) shares that snapshot: the
-numbers may be that many seconds old, and scrapes cost the same at any table size.
+more as history grows, so each process computes them at most once per `max_age_s`, in a
+background thread once it has a first snapshot, and every scrape (whichever endpoint,
+however many at once) answers from the latest: the numbers may be that many seconds old
+(plus one computation), and scrapes cost the same at any table size.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Figures:
 def shared_figures(
     sessions: sessionmaker[Session], queue_depths: QueueDepths, *, max_age_s: float
 ) -> Recent[Figures]:
-    """The process's snapshot, recomputed at most once per `max_age_s`."""
+    """The process's snapshot, recomputed at most once per `max_age_s` in the background."""
 
     def compute() -> Figures:
         with sessions() as session:
@@ -48,7 +49,9 @@ def shared_figures(
             histogram = stats.duration_histogram(session)
         return Figures(summary, histogram, queue_depths())
 
-    return Recent(compute, max_age_s=max_age_s)
+    # Refreshed behind the scrapes: at a million jobs one computation takes most of a second,
+    # which no scrape should wait for.
+    return Recent(compute, max_age_s=max_age_s, refresh_behind=True)
 
 
 class Stats:
