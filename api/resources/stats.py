@@ -34,7 +34,7 @@ class Figures:
     """One snapshot of everything /v1/stats and /metrics report."""
 
     summary: stats.Summary
-    histogram: tuple[list[tuple[float, int]], int, float]
+    histogram: stats.Histogram
     queues: dict[str, dict[str, int | None]]
 
 
@@ -45,8 +45,7 @@ def shared_figures(
 
     def compute() -> Figures:
         with sessions() as session:
-            summary = stats.summary(session)
-            histogram = stats.duration_histogram(session)
+            summary, histogram = stats.summary_and_histogram(session)
         return Figures(summary, histogram, queue_depths())
 
     # Refreshed behind the scrapes: at a million jobs one computation takes most of a second,
