@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from bench import load, plans, processes, seed
 from bench.processes import Process
 from bench.stack import Shape, Stack
+from store import stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,6 +90,7 @@ def _by_size(stack: Stack, args: argparse.Namespace) -> list[dict[str, Any]]:
             conn.execute("VACUUM ANALYZE attempts")
             loaded = size
             row = {"rows": size, "load_s": round(time.perf_counter() - began, 1)}
+            row["summary_in_sql_ms"] = _summary_ms(stack)
             row["metrics"] = _timed(stack.api_port, None, "/metrics", args.scrapes)
             row["stats"] = _timed(stack.api_port, operator, "/v1/stats", args.scrapes)
             if size == sizes[-1]:
@@ -178,6 +181,21 @@ def _under_scrapes(
     seconds = time.perf_counter() - began
     rate = round(sum(counts) / seconds, 1)
     return gets | {"scrapers": scrapers, "scrape_every_s": every_s, "scrapes_per_s": rate}
+
+
+def _summary_ms(stack: Stack) -> float:
+    """What one computation of the figures costs: `stats.summary`, median of three."""
+    engine = create_engine(stack.env["COURIER_DATABASE_URL"])
+    timings = []
+    try:
+        for _ in range(3):
+            with Session(engine) as session:
+                began = time.perf_counter()
+                stats.summary(session)
+                timings.append(time.perf_counter() - began)
+    finally:
+        engine.dispose()
+    return round(sorted(timings)[1] * 1000, 1)
 
 
 def _plans(stack: Stack) -> dict[str, list[str]]:
