@@ -70,6 +70,13 @@ def test_concurrent_scrapes_of_metrics_and_stats_cost_one_computation(stack):
     assert len(counts) == 1, f"{len(counts)} counting queries for 8 concurrent scrapes"
 
 
+def test_one_snapshot_reads_the_jobs_once_and_the_attempts_once(stack):
+    with statements_on(stack.engine) as seen:
+        assert stack.client.simulate_get("/metrics").status_code == 200
+    assert len([s for s in seen if "FROM jobs GROUP BY" in s]) == 1
+    assert len([s for s in seen if "FROM attempts" in s]) == 1, "\n\n".join(seen)
+
+
 def test_the_shared_figures_are_at_most_their_max_age_old(settings, engine, sessions):
     fresh = build(settings.replace(stats_max_age_s=0.3), engine, sessions)
     try:
