@@ -18,8 +18,8 @@ from store import outbox, stats, transitions
 
 #: What runs on a timer in every worker (relay, reaper) or on every scrape (stats, metrics).
 QUERIES: dict[str, Callable[[Connection], Any]] = {
-    "relay: due jobs": lambda db: outbox.lock_due(db, limit=100),
-    "relay: dead letters to copy": lambda db: outbox.lock_missing_dead_letters(db, limit=100),
+    "relay: due jobs": lambda db: outbox.read_due(db, limit=100),
+    "relay: dead letters to copy": lambda db: outbox.read_missing_dead_letters(db, limit=100),
     "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100),
     "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
     "stats: counts by type and status": lambda db: stats.counts(Session(bind=db)),
@@ -54,6 +54,11 @@ def _explained(engine: Engine, run: Callable[[Connection], Any]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     """Print the plans of the database at argv[0] (an SQLAlchemy URL)."""
+    if len(argv) != 1:
+        print(
+            "usage: python -m bench.plans postgresql+psycopg://USER@HOST/DATABASE", file=sys.stderr
+        )
+        return 2
     engine = create_engine(argv[0])
     try:
         for name, explained in plans(engine).items():
