@@ -20,7 +20,7 @@ from store import outbox, stats, transitions
 QUERIES: dict[str, Callable[[Connection], Any]] = {
     "relay: due jobs": lambda db: outbox.read_due(db, limit=100),
     "relay: dead letters to copy": lambda db: outbox.read_missing_dead_letters(db, limit=100),
-    "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100),
+    "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100, stuck_grace_s=60),
     "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
     "stats: counts by type and status": lambda db: stats.counts(Session(bind=db)),
 }
