@@ -18,7 +18,7 @@ from api.resources.dead_letters import DeadLetters
 from api.resources.docs import OpenApi
 from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
-from api.resources.stats import Metrics, QueueDepths, Stats
+from api.resources.stats import Metrics, QueueDepths, Stats, shared_figures
 from api.spec import Routes, openapi
 from api.ui.pages import Dashboard, Static
 
@@ -33,9 +33,13 @@ def create_app(
     defaults: Defaults,
     queue_depths: QueueDepths,
     input_checks: Mapping[str, InputCheck] | None = None,
+    stats_max_age_s: float = 5.0,
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues,
-    `input_checks` to the check of their input."""
+    `input_checks` to the check of their input.
+
+    /v1/stats and /metrics share one snapshot of the figures, at most `stats_max_age_s` old.
+    """
     intake = Intake(
         queues=queues,
         defaults=defaults,
@@ -61,8 +65,9 @@ def create_app(
     dead_letters = DeadLetters(intake)
     routes.add("/v1/dead-letters", dead_letters)
     routes.add("/v1/dead-letters/replay", dead_letters, suffix="replay")
-    routes.add("/v1/stats", Stats(sessions, queue_depths))
-    routes.add("/metrics", Metrics(sessions, queue_depths))
+    figures = shared_figures(sessions, queue_depths, max_age_s=stats_max_age_s)
+    routes.add("/v1/stats", Stats(figures))
+    routes.add("/metrics", Metrics(figures))
     routes.add("/healthz", Health())
     routes.add("/readyz", Ready(sessions, broker))
     docs = OpenApi(

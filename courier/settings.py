@@ -48,6 +48,8 @@ class Settings:
     drain_timeout_s: float = 30.0
     # How long past its job's time limit an attempt may run before it counts as hung.
     stuck_grace_s: float = 60.0
+    # How old the figures of /v1/stats and /metrics may be (each API process shares one).
+    stats_max_age_s: float = 5.0
     # Modules that register more job types (comma-separated), imported by the API and workers.
     job_modules: tuple[str, ...] = ()
 
@@ -152,6 +154,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "progress_interval_s": _positive_float,
     "drain_timeout_s": _positive_float,
     "stuck_grace_s": _positive_float,
+    "stats_max_age_s": _positive_float,
     "job_modules": _module_names,
 }
 

@@ -44,4 +44,5 @@ def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type
             api_url=settings.rabbitmq_api_url,
             broker=broker,
         ),
+        stats_max_age_s=settings.stats_max_age_s,
     )

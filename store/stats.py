@@ -37,8 +37,17 @@ def counts(session: Session) -> dict[tuple[str, str], int]:
     return {(t, s): n for t, s, n in rows}
 
 
+#: Cumulative attempt counts per bucket (seconds), the total count and the sum in seconds.
+Histogram = tuple[list[tuple[float, int]], int, float]
+
+
 def summary(session: Session) -> Summary:
     """Everything an operator's overview needs, in a few aggregate queries."""
+    return summary_and_histogram(session)[0]
+
+
+def summary_and_histogram(session: Session) -> tuple[Summary, Histogram]:
+    """The overview and the attempt duration histogram, reading the attempts once."""
     by_pair = counts(session)
     jobs = dict.fromkeys(states.VALUES, 0)
     by_type: dict[str, dict[str, int]] = {}
@@ -46,22 +55,17 @@ def summary(session: Session) -> Summary:
         jobs[status] = jobs.get(status, 0) + n
         by_type.setdefault(job_type, dict.fromkeys(states.VALUES, 0))[status] = n
     finished = jobs[Status.SUCCEEDED] + jobs[Status.FAILED] + jobs[Status.DEAD]
-    retries, avg = session.execute(
-        select(
-            func.count(case((Attempt.decision == "retry", 1))),
-            func.avg(Attempt.duration_ms),
-        )
-    ).one()
-    dead_letters = summary_dead_letters(session)
-    return Summary(
+    retries, avg, p95, histogram = _attempt_figures(session)
+    summary = Summary(
         jobs=jobs,
         by_type=by_type,
         success_rate=round(jobs[Status.SUCCEEDED] / finished, 4) if finished else None,
         retry_count=retries or 0,
-        dead_letters=dead_letters or 0,
+        dead_letters=summary_dead_letters(session),
         avg_duration_ms=None if avg is None else round(float(avg), 1),
-        p95_duration_ms=_p95(session),
+        p95_duration_ms=p95,
     )
+    return summary, histogram
 
 
 def summary_dead_letters(session: Session) -> int:
@@ -69,32 +73,36 @@ def summary_dead_letters(session: Session) -> int:
     return session.scalar(select(func.count()).where(states.dead_letter(Job.__table__.c))) or 0
 
 
-def _p95(session: Session) -> float | None:
-    durations = select(Attempt.duration_ms).where(Attempt.duration_ms.is_not(None))
-    if session.get_bind().dialect.name == "postgresql":
-        value = session.scalar(
-            select(func.percentile_cont(0.95).within_group(Attempt.duration_ms)).where(
-                Attempt.duration_ms.is_not(None)
-            )
-        )
-        return None if value is None else round(float(value), 1)
+def _attempt_figures(session: Session) -> tuple[int, Any, float | None, Histogram]:
+    """Retries, average and p95 duration (ms), and the histogram: one pass over the attempts
+    (PostgreSQL computes the percentile in the same pass)."""
+    duration = Attempt.duration_ms
+    postgres = session.get_bind().dialect.name == "postgresql"
+    columns: list[Any] = [
+        func.count(case((Attempt.decision == "retry", 1))),
+        func.avg(duration),
+        func.count(duration),
+        func.coalesce(func.sum(duration), 0),
+        *(func.count(case((duration <= bound * 1000, 1))) for bound in DURATION_BUCKETS_S),
+    ]
+    if postgres:  # ordered-set aggregates leave out NULLs, as the others do
+        columns.append(func.percentile_cont(0.95).within_group(duration))
+    row = session.execute(select(*columns)).one()
+    retries, avg, count, total = row[:4]
+    cumulative = row[4 : 4 + len(DURATION_BUCKETS_S)]
+    buckets = list(zip(DURATION_BUCKETS_S, cumulative, strict=True))
+    if postgres:
+        p95 = None if row[-1] is None else round(float(row[-1]), 1)
+    else:
+        p95 = _p95_in_python(session)
+    return retries, avg, p95, (buckets, count, float(total) / 1000)
+
+
+def _p95_in_python(session: Session) -> float | None:
     # SQLite has no percentile function; the embedded mode's tables are small.
     # The query leaves out NULLs; the column's type still allows them.
+    durations = select(Attempt.duration_ms).where(Attempt.duration_ms.is_not(None))
     values = sorted(d for d in session.scalars(durations) if d is not None)
     if not values:
         return None
     return float(values[min(len(values) - 1, int(0.95 * len(values)))])
-
-
-def duration_histogram(session: Session) -> tuple[list[tuple[float, int]], int, float]:
-    """Cumulative attempt counts per bucket (seconds), the total count and the sum in seconds."""
-    columns: list[Any] = [
-        func.count(case((Attempt.duration_ms <= bound * 1000, 1))) for bound in DURATION_BUCKETS_S
-    ]
-    row = session.execute(
-        select(*columns, func.count(), func.coalesce(func.sum(Attempt.duration_ms), 0)).where(
-            Attempt.duration_ms.is_not(None)
-        )
-    ).one()
-    buckets = list(zip(DURATION_BUCKETS_S, row[: len(DURATION_BUCKETS_S)], strict=True))
-    return buckets, row[-2], float(row[-1]) / 1000

@@ -1,13 +1,18 @@
-"""/v1/stats for operators and /metrics for Prometheus, both computed from SQL when asked.
+"""/v1/stats for operators and /metrics for Prometheus, both answered from one shared snapshot.
 
-Metrics are read from the database at scrape time rather than counted in each process:
-the numbers are then the same whichever gunicorn worker answers, include every worker
-host, and survive restarts, with no multiprocess bookkeeping to get wrong.
+The figures are read from the database rather than counted in each process: they are then
+the same whichever gunicorn worker answers, include every worker host, and survive
+restarts, with no multiprocess bookkeeping to get wrong. Aggregating the whole record costs
+more as history grows, so each process computes them at most once per `max_age_s`, in a
+background thread once it has a first snapshot, and every scrape (whichever endpoint,
+however many at once) answers from the latest: the numbers may be that many seconds old
+(plus one computation), and scrapes cost the same at any table size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import falcon
@@ -18,25 +23,49 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.schemas import ErrorOut, StatsOut
 from api.spec import operation
+from background.recent import Recent
 from store import states, stats
 
 QueueDepths = Callable[[], dict[str, dict[str, int | None]]]
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One snapshot of everything /v1/stats and /metrics report."""
+
+    summary: stats.Summary
+    histogram: stats.Histogram
+    queues: dict[str, dict[str, int | None]]
+
+
+def shared_figures(
+    sessions: sessionmaker[Session], queue_depths: QueueDepths, *, max_age_s: float
+) -> Recent[Figures]:
+    """The process's snapshot, recomputed at most once per `max_age_s` in the background."""
+
+    def compute() -> Figures:
+        with sessions() as session:
+            summary, histogram = stats.summary_and_histogram(session)
+        return Figures(summary, histogram, queue_depths())
+
+    # Refreshed behind the scrapes: at a million jobs one computation takes most of a second,
+    # which no scrape should wait for.
+    return Recent(compute, max_age_s=max_age_s, refresh_behind=True)
+
+
 class Stats:
     """Counts, success rate, retries, attempt durations and queue depths."""
 
-    def __init__(self, sessions: sessionmaker[Session], queue_depths: QueueDepths) -> None:
-        self._sessions = sessions
-        self._queue_depths = queue_depths
+    def __init__(self, figures: Recent[Figures]) -> None:
+        self._figures = figures
 
     @operation(
         auth="operator", responses={200: StatsOut, 401: ErrorOut, 403: ErrorOut, 503: ErrorOut}
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Counts, success rate, retries, attempt durations and queue depths."""
-        with self._sessions() as session:
-            summary = stats.summary(session)
+        figures = self._figures.get()
+        summary = figures.summary
         resp.media = {
             "jobs": summary.jobs,
             "by_type": summary.by_type,
@@ -45,7 +74,7 @@ class Stats:
             "dead_letters": summary.dead_letters,
             "avg_duration_ms": summary.avg_duration_ms,
             "p95_duration_ms": summary.p95_duration_ms,
-            "queues": self._queue_depths(),
+            "queues": figures.queues,
         }
 
 
@@ -54,9 +83,9 @@ class Metrics:
 
     public = True
 
-    def __init__(self, sessions: sessionmaker[Session], queue_depths: QueueDepths) -> None:
+    def __init__(self, figures: Recent[Figures]) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Collector(sessions, queue_depths))
+        self._registry.register(_Collector(figures))
 
     @operation(auth=None, responses={200: None})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -66,25 +95,24 @@ class Metrics:
 
 
 class _Collector:
-    def __init__(self, sessions: sessionmaker[Session], queue_depths: QueueDepths) -> None:
-        self._sessions = sessions
-        self._queue_depths = queue_depths
+    def __init__(self, figures: Recent[Figures]) -> None:
+        self._figures = figures
 
     def collect(self) -> Any:
-        with self._sessions() as session:
-            counts = stats.counts(session)
-            summary_dead = stats.summary_dead_letters(session)
-            buckets, count, total = stats.duration_histogram(session)
+        figures = self._figures.get()
+        by_type = figures.summary.by_type
+        buckets, count, total = figures.histogram
         jobs = GaugeMetricFamily(
             "courier_jobs", "Jobs by status and type.", labels=["status", "type"]
         )
-        types = sorted({t for t, _ in counts})
-        for job_type in types:
+        for job_type, by_status in sorted(by_type.items()):
             for status in states.VALUES:
-                jobs.add_metric([status, job_type], counts.get((job_type, status), 0))
+                jobs.add_metric([status, job_type], by_status.get(status, 0))
         yield jobs
         yield GaugeMetricFamily(
-            "courier_dead_letters", "Dead jobs not yet replayed.", value=summary_dead
+            "courier_dead_letters",
+            "Dead jobs not yet replayed.",
+            value=figures.summary.dead_letters,
         )
         histogram = HistogramMetricFamily(
             "courier_attempt_duration_seconds", "Duration of finished attempts.", unit=""
@@ -98,7 +126,7 @@ class _Collector:
             "Messages in the broker by queue and state (absent when unknown).",
             labels=["queue", "state"],
         )
-        for name, depth in self._queue_depths().items():
+        for name, depth in figures.queues.items():
             for state, value in depth.items():
                 if value is not None:
                     queue.add_metric([name, state], value)

@@ -1,0 +1,73 @@
+"""PostgreSQL's plans for the queries that run all the time, whatever the history.
+
+The statements are the ones Courier sends: each query function is called in a transaction
+that is rolled back, its SQL and parameters are captured, and each is explained in turn.
+`python -m bench.plans DATABASE_URL` prints them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.orm import Session
+
+from store import outbox, stats, transitions
+
+#: What runs on a timer in every worker (relay, reaper) or on every scrape (stats, metrics).
+QUERIES: dict[str, Callable[[Connection], Any]] = {
+    "relay: due jobs": lambda db: outbox.read_due(db, limit=100),
+    "relay: dead letters to copy": lambda db: outbox.read_missing_dead_letters(db, limit=100),
+    "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100, stuck_grace_s=60),
+    "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
+    "stats: counts by type and status": lambda db: stats.counts(Session(bind=db)),
+}
+
+
+def plans(engine: Engine) -> dict[str, list[str]]:
+    """`{query: [EXPLAIN output of each statement it sends]}`."""
+    return {name: _explained(engine, run) for name, run in QUERIES.items()}
+
+
+def _explained(engine: Engine, run: Callable[[Connection], Any]) -> list[str]:
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if not statement.startswith("EXPLAIN"):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with engine.connect() as db, db.begin() as transaction:
+            run(db)
+            explained = [
+                "\n".join(row[0] for row in db.exec_driver_sql(f"EXPLAIN {sql}", parameters))
+                for sql, parameters in sent
+            ]
+            transaction.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    return explained
+
+
+def main(argv: list[str]) -> int:
+    """Print the plans of the database at argv[0] (an SQLAlchemy URL)."""
+    if len(argv) != 1:
+        print(
+            "usage: python -m bench.plans postgresql+psycopg://USER@HOST/DATABASE", file=sys.stderr
+        )
+        return 2
+    engine = create_engine(argv[0])
+    try:
+        for name, explained in plans(engine).items():
+            for plan in explained:
+                print(f"-- {name}\n{plan}\n")
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
