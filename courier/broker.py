@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -13,10 +14,12 @@ from sqlalchemy import Engine
 from actors.registry import Upstreams, declare_all
 from actors.upstream import UpstreamClient
 from courier.settings import Settings
+from delivery import queue_depths, reconcile
 from delivery.outbox import Outbox
 from middleware.attempts import Attempts
 from middleware.heartbeat import Heartbeat
 from middleware.reaper import Reaper
+from middleware.reconciler import Reconciler
 from middleware.relay import Relay
 
 #: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
@@ -43,6 +46,7 @@ class WorkerStack:
     reaper: Reaper
     heartbeat: Heartbeat
     upstreams: Upstreams
+    reconciler: Reconciler
 
 
 def worker_stack(
@@ -62,6 +66,13 @@ def worker_stack(
     )
     reaper = Reaper(engine=engine, interval_s=settings.reaper_interval_s, lease_s=settings.lease_s)
     heartbeat = Heartbeat(attempts=attempts)
+    reconciler = Reconciler(
+        outbox=Outbox(broker, engine),
+        engine=engine,
+        held=_held_counts(settings),
+        interval_s=settings.reconcile_interval_s,
+        settle_s=settings.reconcile_settle_s,
+    )
     # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before
     # the finish: a slow database must not interrupt the bookkeeping itself.
@@ -72,6 +83,7 @@ def worker_stack(
         heartbeat,
         relay,
         reaper,
+        reconciler,
     ):
         broker.add_middleware(middleware)
     upstreams = Upstreams(
@@ -79,7 +91,7 @@ def worker_stack(
         billing=_client(settings, settings.billing_url, "Billing"),
     )
     declare_all(broker, upstreams, settings.job_modules)
-    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams)
+    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler)
 
 
 def start_in_process_worker(stack: WorkerStack, *, threads: int) -> dramatiq.Worker:
@@ -92,6 +104,16 @@ def start_in_process_worker(stack: WorkerStack, *, threads: int) -> dramatiq.Wor
     worker = dramatiq.Worker(stack.broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return worker
+
+
+def _held_counts(settings: Settings) -> reconcile.HeldCounts:
+    """How the reconciler counts what the broker holds; the in-process broker cannot lose
+    messages but by a restart, which `courier dev` heals on start, so its counts are unknown."""
+    if settings.uses_memory_broker:
+        return dict.fromkeys
+    return partial(
+        queue_depths.held, broker_url=settings.broker_url, api_url=settings.rabbitmq_api_url
+    )
 
 
 def _client(settings: Settings, url: str, name: str) -> UpstreamClient:

@@ -42,6 +42,10 @@ class Settings:
     reaper_interval_s: float = 10.0
     relay_interval_s: float = 0.5
     progress_interval_s: float = 1.0
+    # The reconciler: how often each worker compares queues with SQL, and how old a job's
+    # message must be to count (beyond the management API's statistics delay).
+    reconcile_interval_s: float = 60.0
+    reconcile_settle_s: float = 30.0
     # Modules that register more job types (comma-separated), imported by the API and workers.
     job_modules: tuple[str, ...] = ()
 
@@ -143,6 +147,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "reaper_interval_s": _positive_float,
     "relay_interval_s": _positive_float,
     "progress_interval_s": _positive_float,
+    "reconcile_interval_s": _positive_float,
+    "reconcile_settle_s": _positive_float,
     "job_modules": _module_names,
 }
 

@@ -6,6 +6,7 @@ An unreachable management API means the depths are unknown (None), not that the 
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -25,17 +26,8 @@ def depths(
     if isinstance(broker, StubBroker):
         return {q: _stub_depths(broker, q) for q in queues}
     unknown: Depths = dict.fromkeys(("ready", "unacked", "delayed", "dead"))
-    if not api_url:
-        return {q: dict(unknown) for q in queues}
-    vhost = unquote(urlsplit(broker_url).path.lstrip("/")) or "/"
-    try:
-        with _client(api_url) as api:
-            found = {
-                q["name"]: q
-                for q in api.get(f"/api/queues/{quote(vhost, safe='')}").raise_for_status().json()
-            }
-    except (httpx.HTTPError, ValueError) as e:
-        log.info("queue depths unknown: management API unreachable (%s)", type(e).__name__)
+    found = _vhost_queues(broker_url, api_url)
+    if found is None:
         return {q: dict(unknown) for q in queues}
     return {
         q: {
@@ -46,6 +38,45 @@ def depths(
         }
         for q in queues
     }
+
+
+def held(queues: list[str], *, broker_url: str, api_url: str | None) -> dict[str, int | None]:
+    """Messages each queue and its delay queue hold, ready or delivered and not acknowledged.
+
+    A queue that does not exist holds 0. None when unknown: the management API does not
+    answer, or has no counts for the queue yet (it was just declared, or the node just
+    started), which must never read as empty.
+    """
+    found = _vhost_queues(broker_url, api_url)
+    if found is None:
+        return dict.fromkeys(queues)
+    return {q: _sum_held(found.get(q), found.get(dq_name(q))) for q in queues}
+
+
+def _sum_held(*queues: dict[str, Any] | None) -> int | None:
+    total = 0
+    for queue in queues:
+        if queue is None:
+            continue
+        ready, unacked = queue.get("messages_ready"), queue.get("messages_unacknowledged")
+        if ready is None or unacked is None:
+            return None
+        total += ready + unacked
+    return total
+
+
+def _vhost_queues(broker_url: str, api_url: str | None) -> dict[str, dict[str, Any]] | None:
+    """The management API's queues of the broker URL's vhost by name; None if unreachable."""
+    if not api_url:
+        return None
+    vhost = unquote(urlsplit(broker_url).path.lstrip("/")) or "/"
+    try:
+        with _client(api_url) as api:
+            listed = api.get(f"/api/queues/{quote(vhost, safe='')}").raise_for_status().json()
+    except (httpx.HTTPError, ValueError) as e:
+        log.info("queue depths unknown: management API unreachable (%s)", type(e).__name__)
+        return None
+    return {q["name"]: q for q in listed}
 
 
 def _client(api_url: str) -> httpx.Client:
