@@ -83,6 +83,6 @@ def _reconcile_queue(
             queue,
             waiting,
             max(held - running, 0),
-            extra={"event": "reconcile.republished", "queue": queue, "republished": republished},
+            extra={"queue": queue, "republished": republished},
         )
     return republished
