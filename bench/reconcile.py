@@ -4,7 +4,10 @@ Fills a database of its own and a vhost of its own with `--jobs` (100,000) waiti
 published through the outbox as the API does, with no worker consuming. Then `--reconcilers`
 (2) reconcilers, as in that many worker processes, run rounds every `--interval-s` for
 `--healthy-s` seconds, from the moment the last message was published (so the first rounds
-see the management API's statistics lag behind). That phase must republish nothing. Then
+see the management API's statistics lag behind). With `--consume-per-s`, a consumer takes
+that many jobs a second meanwhile as a worker does (prefetch 100, claim, finish, then
+acknowledge), so the queue always has messages delivered and not yet acknowledged. That
+phase must republish nothing. Then
 `--lose` (500) messages are taken out of the queue, as a consumer that acknowledged them
 after a failed claim would, and the rounds go on for `--heal-s`: they must republish those
 and hardly more. Prints one JSON object; the database and vhost are removed at the end.
@@ -17,6 +20,7 @@ import json
 import statistics
 import threading
 import time
+import uuid
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -24,17 +28,20 @@ from urllib.parse import quote
 import httpx
 import pika
 import psycopg
+from dramatiq import Message
 from psycopg import sql
 from sqlalchemy import select
 
 from courier.broker import publishing_broker
 from courier.settings import Settings
-from delivery import queue_depths, reconcile
+from delivery import held_messages, reconcile
 from delivery.outbox import Outbox
-from store import migrate
+from store import migrate, transitions
 from store.db import make_engine
 from store.models import Job
 from store.outbox import MESSAGE_COLUMNS, JobMessage
+from store.states import Status
+from store.transitions import Outcome
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 AMQP = "amqp://guest:guest@127.0.0.1:5672"
@@ -59,6 +66,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--healthy-s", type=float, default=60.0)
     p.add_argument("--lose", type=int, default=500)
     p.add_argument("--heal-s", type=float, default=30.0)
+    p.add_argument("--consume-per-s", type=float, default=0.0, help="0: no consumer (default)")
     p.add_argument("--database", default="courier_bench_reconcile")
     p.add_argument("--vhost", default="courier-bench-reconcile")
     return p.parse_args(argv)
@@ -80,10 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         result |= {"interval_s": args.interval_s, "settle_s": args.settle_s}
         result["publish_s"] = _fill(engine, settings, args.jobs)
         rounds = Rounds(engine, settings, args)
+        consumer = SlowConsumer(engine, settings.broker_url, args.consume_per_s)
+        if args.consume_per_s:
+            consumer.start()
         result["healthy"] = rounds.run(args.healthy_s)
         _take(args.vhost, args.lose)
         result["lost"] = args.lose
         result["after_loss"] = rounds.run(args.heal_s)
+        consumer.stop()
+        result["consumed"] = consumer.consumed
         result["queue_ready_at_end"] = _ready(args.vhost)
     finally:
         engine.dispose()
@@ -120,7 +133,10 @@ class Rounds:
         self.engine = engine
         self.args = args
         self.held = partial(
-            queue_depths.held, broker_url=settings.broker_url, api_url=settings.rabbitmq_api_url
+            held_messages.held,
+            parameters=pika.URLParameters(settings.broker_url),
+            broker_url=settings.broker_url,
+            api_url=settings.rabbitmq_api_url,
         )
         self.outboxes = [
             Outbox(publishing_broker(settings), engine) for _ in range(args.reconcilers)
@@ -155,6 +171,40 @@ class Rounds:
             "round_ms_median": round(statistics.median(durations) * 1000, 1),
             "round_ms_max": round(max(durations) * 1000, 1),
         }
+
+
+class SlowConsumer(threading.Thread):
+    """Takes jobs as a worker does, at a fixed rate: claim, finish, then acknowledge."""
+
+    def __init__(self, engine: Any, broker_url: str, per_s: float) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.broker_url, self.per_s = engine, broker_url, per_s
+        self.consumed = 0
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=100)
+        for method, _properties, body in channel.consume("sync", inactivity_timeout=1):
+            if self._stopping.is_set():
+                break
+            if method is None:
+                continue
+            job_id = uuid.UUID(Message.decode(body).args[0])
+            with self.engine.begin() as db:
+                claims = transitions.claim(db, [job_id], worker="bench:1", lease_s=60)
+                done = Outcome(job_status=Status.SUCCEEDED, result={})
+                transitions.finish(db, [(claim, done) for claim in claims.values()])
+            channel.basic_ack(method.delivery_tag)
+            self.consumed += 1
+            connection.sleep(1 / self.per_s)
+        connection.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join()
 
 
 def _take(vhost: str, count: int) -> None:

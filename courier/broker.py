@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from actors.registry import Upstreams, declare_all
 from actors.upstream import UpstreamClient
 from courier.settings import Settings
-from delivery import queue_depths, reconcile
+from delivery import held_messages, reconcile
 from delivery.outbox import Outbox
 from middleware.attempts import Attempts
 from middleware.heartbeat import Heartbeat
@@ -69,7 +69,7 @@ def worker_stack(
     reconciler = Reconciler(
         outbox=Outbox(broker, engine),
         engine=engine,
-        held=_held_counts(settings),
+        held=_held_counts(settings, broker),
         interval_s=settings.reconcile_interval_s,
         settle_s=settings.reconcile_settle_s,
     )
@@ -106,13 +106,16 @@ def start_in_process_worker(stack: WorkerStack, *, threads: int) -> dramatiq.Wor
     return worker
 
 
-def _held_counts(settings: Settings) -> reconcile.HeldCounts:
+def _held_counts(settings: Settings, broker: dramatiq.Broker) -> reconcile.HeldCounts:
     """How the reconciler counts what the broker holds; the in-process broker cannot lose
     messages but by a restart, which `courier dev` heals on start, so its counts are unknown."""
-    if settings.uses_memory_broker:
+    if not isinstance(broker, RabbitmqBroker):
         return dict.fromkeys
     return partial(
-        queue_depths.held, broker_url=settings.broker_url, api_url=settings.rabbitmq_api_url
+        held_messages.held,
+        parameters=broker.parameters,
+        broker_url=settings.broker_url,
+        api_url=settings.rabbitmq_api_url,
     )
 
 

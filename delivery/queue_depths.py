@@ -26,7 +26,7 @@ def depths(
     if isinstance(broker, StubBroker):
         return {q: _stub_depths(broker, q) for q in queues}
     unknown: Depths = dict.fromkeys(("ready", "unacked", "delayed", "dead"))
-    found = _vhost_queues(broker_url, api_url)
+    found = vhost_queues(broker_url, api_url)
     if found is None:
         return {q: dict(unknown) for q in queues}
     return {
@@ -40,32 +40,7 @@ def depths(
     }
 
 
-def held(queues: list[str], *, broker_url: str, api_url: str | None) -> dict[str, int | None]:
-    """Messages each queue and its delay queue hold, ready or delivered and not acknowledged.
-
-    A queue that does not exist holds 0. None when unknown: the management API does not
-    answer, or has no counts for the queue yet (it was just declared, or the node just
-    started), which must never read as empty.
-    """
-    found = _vhost_queues(broker_url, api_url)
-    if found is None:
-        return dict.fromkeys(queues)
-    return {q: _sum_held(found.get(q), found.get(dq_name(q))) for q in queues}
-
-
-def _sum_held(*queues: dict[str, Any] | None) -> int | None:
-    total = 0
-    for queue in queues:
-        if queue is None:
-            continue
-        ready, unacked = queue.get("messages_ready"), queue.get("messages_unacknowledged")
-        if ready is None or unacked is None:
-            return None
-        total += ready + unacked
-    return total
-
-
-def _vhost_queues(broker_url: str, api_url: str | None) -> dict[str, dict[str, Any]] | None:
+def vhost_queues(broker_url: str, api_url: str | None) -> dict[str, dict[str, Any]] | None:
     """The management API's queues of the broker URL's vhost by name; None if unreachable."""
     if not api_url:
         return None
