@@ -143,10 +143,12 @@ class Rounds:
         ]
 
     def run(self, seconds: float) -> dict[str, Any]:
-        """Rounds for `seconds`: how many, how many jobs they republished, how long each took."""
+        """Rounds for `seconds`: how many, how many jobs they republished and when the last
+        of them was (seconds into the phase), how long each round took."""
         lock = threading.Lock()
-        republished, durations = [0], []
-        stop = time.monotonic() + seconds
+        republished, durations, last = [0], [], [None]
+        begun = time.monotonic()
+        stop = begun + seconds
 
         def loop(out: Outbox) -> None:
             while time.monotonic() < stop:
@@ -157,7 +159,9 @@ class Rounds:
                 with lock:
                     republished[0] += sum(done.values())
                     durations.append(time.monotonic() - started)
-                time.sleep(self.args.interval_s)
+                    if sum(done.values()):
+                        last[0] = round(time.monotonic() - begun, 1)
+                time.sleep(max(0.0, min(self.args.interval_s, stop - time.monotonic())))
 
         threads = [threading.Thread(target=loop, args=(out,)) for out in self.outboxes]
         for thread in threads:
@@ -168,6 +172,7 @@ class Rounds:
             "seconds": seconds,
             "rounds": len(durations),
             "republished": republished[0],
+            "last_republished_at_s": last[0],
             "round_ms_median": round(statistics.median(durations) * 1000, 1),
             "round_ms_max": round(max(durations) * 1000, 1),
         }

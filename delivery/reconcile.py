@@ -2,7 +2,8 @@
 
 Per queue, the broker's count is read first and SQL's second, counting only jobs published
 longer ago than the settle time: a message published between the two reads, or too recently
-for the management API's statistics, is in neither number. A healthy queue then never shows
+for the management API's statistics (the unacknowledged count comes from them), is in
+neither number. A healthy queue then never shows
 more settled jobs in SQL than messages in the broker; a surplus is messages the broker lost
 (a purge, a deleted queue or vhost, a message acknowledged after a failed claim), and that many
 of the oldest jobs are published again. A copy of a message that was not lost after all is

@@ -29,6 +29,12 @@ def test_environment_overrides_defaults():
     assert s.upstream_timeout_s == 2.5
 
 
+def test_by_default_a_lost_message_is_published_again_within_two_minutes():
+    # A message lost as soon as it was published: settle time, one round, statistics delay.
+    s = Settings()
+    assert s.reconcile_settle_s + s.reconcile_interval_s + 5 < 120
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -37,6 +43,8 @@ def test_environment_overrides_defaults():
         ("COURIER_MAX_ATTEMPTS", "21"),
         ("COURIER_MIN_BACKOFF_MS", "-5"),
         ("COURIER_UPSTREAM_TIMEOUT_S", "0"),
+        ("COURIER_RECONCILE_INTERVAL_S", "0"),
+        ("COURIER_RECONCILE_SETTLE_S", "soon"),
         ("COURIER_LOG_FORMAT", "xml"),
         ("COURIER_DATABASE_URL", "mysql://x"),
         ("COURIER_BROKER_URL", "redis://x"),
