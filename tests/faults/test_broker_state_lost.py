@@ -24,6 +24,8 @@ pytestmark = pytest.mark.faults
 RECONCILE = {"COURIER_RECONCILE_INTERVAL_S": "1", "COURIER_RECONCILE_SETTLE_S": "8"}
 #: Settle time, plus a statistics interval, plus a few rounds.
 HEAL_S = 30
+#: Messages a worker thread holds delivered and unacknowledged (Dramatiq prefetches two).
+PREFETCHED = 2
 
 
 def republished(deployment: FaultDeployment) -> int:
@@ -175,6 +177,6 @@ def test_a_healthy_backlog_is_not_published_again_and_lost_messages_are(deployme
     print(f"lost messages republished {time.monotonic() - lost_at:.1f}s after they were taken")
     # The oldest waiting jobs are republished first, and those delivered to the worker but not
     # claimed yet are among them: at most that many extra copies, never the backlog.
-    holds_for(lambda: republished(deployment) <= taken + 2, 5, what="no more republished")
+    holds_for(lambda: republished(deployment) <= taken + PREFETCHED, 5, what="no more republished")
     total = deployment.broker.ready_now(deployment.vhost, "sync")
     assert total <= backlog, f"the queue holds {total} messages for {backlog} jobs"
