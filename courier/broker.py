@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -13,11 +14,12 @@ from sqlalchemy import Engine
 from actors.registry import Upstreams, declare_all
 from actors.upstream import UpstreamClient
 from courier.settings import Settings
-from delivery import publisher
+from delivery import held_messages, publisher, reconcile
 from delivery.outbox import Outbox
 from middleware.attempts import Attempts
 from middleware.heartbeat import Heartbeat
 from middleware.reaper import Reaper
+from middleware.reconciler import Reconciler
 from middleware.relay import Relay
 
 #: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
@@ -46,6 +48,7 @@ class WorkerStack:
     reaper: Reaper
     heartbeat: Heartbeat
     upstreams: Upstreams
+    reconciler: Reconciler
 
 
 def worker_stack(
@@ -70,6 +73,13 @@ def worker_stack(
         stuck_grace_s=settings.stuck_grace_s,
     )
     heartbeat = Heartbeat(attempts=attempts)
+    reconciler = Reconciler(
+        outbox=Outbox(broker, engine),
+        engine=engine,
+        held=_held_counts(settings, broker),
+        interval_s=settings.reconcile_interval_s,
+        settle_s=settings.reconcile_settle_s,
+    )
     # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before
     # the finish: a slow database must not interrupt the bookkeeping itself.
@@ -80,6 +90,7 @@ def worker_stack(
         heartbeat,
         relay,
         reaper,
+        reconciler,
     ):
         broker.add_middleware(middleware)
     upstreams = Upstreams(
@@ -87,7 +98,7 @@ def worker_stack(
         billing=_client(settings, settings.billing_url, "Billing"),
     )
     declare_all(broker, upstreams, settings.job_modules)
-    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams)
+    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler)
 
 
 def start_in_process_worker(stack: WorkerStack, *, threads: int) -> dramatiq.Worker:
@@ -100,6 +111,19 @@ def start_in_process_worker(stack: WorkerStack, *, threads: int) -> dramatiq.Wor
     worker = dramatiq.Worker(stack.broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return worker
+
+
+def _held_counts(settings: Settings, broker: dramatiq.Broker) -> reconcile.HeldCounts:
+    """How the reconciler counts what the broker holds; the in-process broker cannot lose
+    messages but by a restart, which `courier dev` heals on start, so its counts are unknown."""
+    if not isinstance(broker, RabbitmqBroker):
+        return dict.fromkeys
+    return partial(
+        held_messages.held,
+        parameters=broker.parameters,
+        broker_url=settings.broker_url,
+        api_url=settings.rabbitmq_api_url,
+    )
 
 
 def _client(settings: Settings, url: str, name: str) -> UpstreamClient:

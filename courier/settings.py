@@ -50,6 +50,10 @@ class Settings:
     stuck_grace_s: float = 60.0
     # How old the figures of /v1/stats and /metrics may be (each API process shares one).
     stats_max_age_s: float = 5.0
+    # The reconciler: how often each worker compares queues with SQL, and how old a job's
+    # message must be to count (beyond the management API's statistics delay).
+    reconcile_interval_s: float = 60.0
+    reconcile_settle_s: float = 30.0
     # Modules that register more job types (comma-separated), imported by the API and workers.
     job_modules: tuple[str, ...] = ()
 
@@ -155,6 +159,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "drain_timeout_s": _positive_float,
     "stuck_grace_s": _positive_float,
     "stats_max_age_s": _positive_float,
+    "reconcile_interval_s": _positive_float,
+    "reconcile_settle_s": _positive_float,
     "job_modules": _module_names,
 }
 

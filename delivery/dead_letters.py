@@ -13,7 +13,7 @@ import pika
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import xq_name
+from dramatiq.common import q_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
 
@@ -36,6 +36,9 @@ def publish(broker: Broker, message: Message[Any] | MessageProxy, headers: dict[
                 mandatory=True,
             )
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            if isinstance(e, pika.exceptions.UnroutableError):
+                # The `.XQ` is gone (deleted in the console): declare it again next time.
+                broker.queues_pending.add(q_name(message.queue_name))
             del broker.connection  # reconnect on next use
             raise ConnectionClosed(e) from None
     elif isinstance(broker, StubBroker):

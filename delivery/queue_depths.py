@@ -6,6 +6,7 @@ An unreachable management API means the depths are unknown (None), not that the 
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -25,17 +26,8 @@ def depths(
     if isinstance(broker, StubBroker):
         return {q: _stub_depths(broker, q) for q in queues}
     unknown: Depths = dict.fromkeys(("ready", "unacked", "delayed", "dead"))
-    if not api_url:
-        return {q: dict(unknown) for q in queues}
-    vhost = unquote(urlsplit(broker_url).path.lstrip("/")) or "/"
-    try:
-        with _client(api_url) as api:
-            found = {
-                q["name"]: q
-                for q in api.get(f"/api/queues/{quote(vhost, safe='')}").raise_for_status().json()
-            }
-    except (httpx.HTTPError, ValueError) as e:
-        log.info("queue depths unknown: management API unreachable (%s)", type(e).__name__)
+    found = vhost_queues(broker_url, api_url)
+    if found is None:
         return {q: dict(unknown) for q in queues}
     return {
         q: {
@@ -46,6 +38,20 @@ def depths(
         }
         for q in queues
     }
+
+
+def vhost_queues(broker_url: str, api_url: str | None) -> dict[str, dict[str, Any]] | None:
+    """The management API's queues of the broker URL's vhost by name; None if unreachable."""
+    if not api_url:
+        return None
+    vhost = unquote(urlsplit(broker_url).path.lstrip("/")) or "/"
+    try:
+        with _client(api_url) as api:
+            listed = api.get(f"/api/queues/{quote(vhost, safe='')}").raise_for_status().json()
+    except (httpx.HTTPError, ValueError) as e:
+        log.info("queue depths unknown: management API unreachable (%s)", type(e).__name__)
+        return None
+    return {q["name"]: q for q in listed}
 
 
 def _client(api_url: str) -> httpx.Client:

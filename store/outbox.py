@@ -53,6 +53,8 @@ class JobMessage:
 
 
 _COLUMNS = (J.id, J.type, J.queue, J.priority, J.timeout_s, J.correlation_id, J.attempts)
+#: The columns a `JobMessage` is built from, in its fields' order.
+MESSAGE_COLUMNS = _COLUMNS
 
 _DUE = select(*_COLUMNS).where(states.due_for_publishing(J)).order_by(J.next_attempt_at)
 

@@ -214,6 +214,11 @@ def due_for_publishing(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
     )
 
 
+def waiting_in_broker(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Reconcile: published and not claimed yet, so the broker should still hold its message."""
+    return and_(j.published_at.is_not(None), one_of(j.status, CLAIMABLE))
+
+
 def unpublished_in_state(j: ColumnCollection[str, Any], attempts: Any) -> ColumnElement[bool]:
     """Mark published: only the state the message was built for.
 

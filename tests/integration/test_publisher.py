@@ -6,13 +6,14 @@ import json
 import threading
 import uuid
 from dataclasses import replace
+from urllib.parse import quote
 
 import pika
 import pytest
 from dramatiq.errors import BrokerConnectionError
 
 from courier.broker import publishing_broker
-from delivery import publisher
+from delivery import dead_letters, publisher
 from delivery.outbox import message_for
 from store.outbox import JobMessage
 from tests.support import services
@@ -132,3 +133,14 @@ def test_an_idle_publisher_closes_its_connection_and_opens_one_when_needed(broke
     group.send(messages("b", 2))
     group.stop()
     assert sorted(queued_ids(vhost)) == ["a-0", "a-1", "b-0", "b-1"]
+
+
+def test_a_dead_letter_whose_queue_was_deleted_lands_on_the_next_try(broker, vhost):
+    with services.SHARED_RABBITMQ.api() as api:
+        api.delete(f"/api/queues/{quote(vhost, safe='')}/sync.XQ").raise_for_status()
+    (message,) = messages("dead", 1)
+    headers = dead_letters.headers_for(str(uuid.uuid4()), "UpstreamUnavailable", 4)
+    with pytest.raises(BrokerConnectionError):
+        dead_letters.publish(broker, message, headers)
+    dead_letters.publish(broker, message, headers)  # the relay's next copy
+    assert len(services.queue_messages(vhost, "sync.XQ")) == 1

@@ -34,6 +34,12 @@ def test_hung_attempts_get_a_minute_past_their_time_limit_unless_told_otherwise(
     assert Settings.from_env({"COURIER_STUCK_GRACE_S": "2.5"}).stuck_grace_s == 2.5
 
 
+def test_by_default_a_lost_message_is_published_again_within_two_minutes():
+    # A message lost as soon as it was published: settle time, one round, statistics delay.
+    s = Settings()
+    assert s.reconcile_settle_s + s.reconcile_interval_s + 5 < 120
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -45,6 +51,8 @@ def test_hung_attempts_get_a_minute_past_their_time_limit_unless_told_otherwise(
         ("COURIER_DRAIN_TIMEOUT_S", "0"),
         ("COURIER_STUCK_GRACE_S", "0"),
         ("COURIER_STUCK_GRACE_S", "a minute"),
+        ("COURIER_RECONCILE_INTERVAL_S", "0"),
+        ("COURIER_RECONCILE_SETTLE_S", "soon"),
         ("COURIER_LOG_FORMAT", "xml"),
         ("COURIER_DATABASE_URL", "mysql://x"),
         ("COURIER_BROKER_URL", "redis://x"),

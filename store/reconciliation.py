@@ -1,0 +1,105 @@
+"""What SQL says a queue should hold, for the reconciler to compare with what the broker holds.
+
+A job waits in the broker from the confirm of its message (`published_at`) until a worker
+claims it, and the message leaves the broker only after the claim. So, jobs published
+longer ago than a settle time and still unclaimed are at most the messages the broker
+holds (plus the messages of attempts still running): any surplus in SQL is messages the
+broker lost. The ages are the database's, never a host's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import cast
+
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    String,
+    Table,
+    and_,
+    bindparam,
+    func,
+    select,
+    update,
+)
+
+from store import states
+from store.models import Attempt, Job
+from store.outbox import MESSAGE_COLUMNS, JobMessage
+from store.sql import now_plus
+from store.states import Status
+
+JOBS, ATTEMPTS = cast(Table, Job.__table__), cast(Table, Attempt.__table__)
+J, A = JOBS.c, ATTEMPTS.c
+
+_QUEUE = bindparam("of_queue", type_=String)
+_CUTOFF = now_plus(-bindparam("settle_s", type_=Float))
+_SETTLED = and_(states.waiting_in_broker(J), J.queue == _QUEUE, J.published_at < _CUTOFF)
+
+_COUNT_SETTLED = select(func.count()).select_from(JOBS).where(_SETTLED)
+
+# Each running attempt holds its message unacknowledged until it finishes; one that started
+# before the cutoff was delivered before the broker's count was read.
+_COUNT_RUNNING = (
+    select(func.count())
+    .select_from(JOBS.join(ATTEMPTS, and_(A.job_id == J.id, A.number == J.attempts)))
+    .where(J.queue == _QUEUE, J.status == Status.RUNNING, A.started_at < _CUTOFF)
+)
+
+_OLDEST = (
+    select(J.id)
+    .where(_SETTLED)
+    .order_by(J.published_at)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+# Unpublished, the jobs are the outbox's again: the publish that follows marks them published
+# anew (so the next round counts them as recent), and should it fail, the relay sends them.
+_UNPUBLISH_OLDEST = (
+    update(JOBS)
+    .where(J.id.in_(_OLDEST.scalar_subquery()))
+    .values(published_at=None)
+    .returning(*MESSAGE_COLUMNS)
+)
+
+
+def count_settled(db: Connection, queue: str, *, settle_s: float) -> int:
+    """Jobs of `queue` published more than `settle_s` ago and not claimed yet."""
+    return db.scalar(_COUNT_SETTLED, {"of_queue": queue, "settle_s": settle_s}) or 0
+
+
+def count_running(db: Connection, queue: str, *, settle_s: float) -> int:
+    """Attempts of `queue`'s jobs running since more than `settle_s` ago."""
+    return db.scalar(_COUNT_RUNNING, {"of_queue": queue, "settle_s": settle_s}) or 0
+
+
+def unpublish_oldest(
+    db: Connection, queue: str, *, settle_s: float, limit: int
+) -> list[JobMessage]:
+    """Take the `limit` oldest settled jobs of `queue` back into the outbox, locked until the
+    transaction ends; rows locked elsewhere (being claimed) are skipped."""
+    rows = db.execute(_UNPUBLISH_OLDEST, {"of_queue": queue, "settle_s": settle_s, "limit": limit})
+    return [JobMessage(*row) for row in rows]
+
+
+def try_lock(db: Connection, queue: str) -> bool:
+    """Take the queue's reconcile lock for this connection's session, if nobody holds it.
+
+    SQLite runs a single process, which needs no lock.
+    """
+    if db.dialect.name != "postgresql":
+        return True
+    return bool(db.scalar(select(func.pg_try_advisory_lock(_lock_key(queue)))))
+
+
+def unlock(db: Connection, queue: str) -> None:
+    """Release the lock `try_lock` took."""
+    if db.dialect.name == "postgresql":
+        db.execute(select(func.pg_advisory_unlock(_lock_key(queue))))
+
+
+def _lock_key(queue: str) -> int:
+    digest = hashlib.blake2b(f"courier.reconcile:{queue}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
