@@ -34,7 +34,7 @@ from sqlalchemy import select
 
 from courier.broker import publishing_broker
 from courier.settings import Settings
-from delivery import held_messages, reconcile
+from delivery import held_messages, reconcile, relay
 from delivery.outbox import Outbox
 from store import migrate, transitions
 from store.db import make_engine
@@ -154,11 +154,13 @@ class Rounds:
             while time.monotonic() < stop:
                 started = time.monotonic()
                 done = reconcile.reconcile(
-                    self.engine, out, ["sync"], self.held, settle_s=self.args.settle_s
+                    self.engine, ["sync"], self.held, settle_s=self.args.settle_s
                 )
+                took = time.monotonic() - started
+                relay.publish_due(self.engine, out, limit=1000)  # what the round gave back
                 with lock:
                     republished[0] += sum(done.values())
-                    durations.append(time.monotonic() - started)
+                    durations.append(took)
                     if sum(done.values()):
                         last[0] = round(time.monotonic() - begun, 1)
                 time.sleep(max(0.0, min(self.args.interval_s, stop - time.monotonic())))

@@ -74,7 +74,7 @@ def worker_stack(
     )
     heartbeat = Heartbeat(attempts=attempts)
     reconciler = Reconciler(
-        outbox=Outbox(broker, engine),
+        broker=broker,
         engine=engine,
         held=_held_counts(settings, broker),
         interval_s=settings.reconcile_interval_s,

@@ -6,8 +6,9 @@ for the management API's statistics (the unacknowledged count comes from them), 
 neither number. A healthy queue then never shows
 more settled jobs in SQL than messages in the broker; a surplus is messages the broker lost
 (a purge, a deleted queue or vhost, a message acknowledged after a failed claim), and that many
-of the oldest jobs are published again. A copy of a message that was not lost after all is
-refused by the claim.
+of the oldest jobs go back to the outbox, for the relay to publish again. A copy of a message
+that was not lost after all is refused by the claim. No transaction is open while the broker
+is asked (the relay publishes), as a blocked broker may keep a publisher waiting.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
 
-from delivery.outbox import Outbox
-from store import reconciliation
+from store import reconciliation, turns
 
 log = logging.getLogger(__name__)
 
@@ -28,62 +28,51 @@ HeldCounts = Callable[[list[str]], dict[str, int | None]]
 
 def reconcile(
     engine: Engine,
-    out: Outbox,
     queues: Iterable[str],
     held: HeldCounts,
     *,
     settle_s: float,
     batch: int = 500,
 ) -> dict[str, int]:
-    """Republish, per queue, the jobs whose messages the broker lost; returns how many."""
+    """Return to the outbox, per queue, the jobs whose messages the broker lost; returns how
+    many. The relay publishes them (its next round, within its interval)."""
     names = sorted(queues)
     counts = held(names)  # first: see the module's docstring
-    republished = {}
+    returned = {}
     for queue in names:
         count = counts.get(queue)
         if count is None:
             log.debug("reconcile skipped for queue %s: its message count is unknown", queue)
             continue
-        republished[queue] = _reconcile_queue(
-            engine, out, queue, count, settle_s=settle_s, batch=batch
-        )
-    return republished
+        returned[queue] = _reconcile_queue(engine, queue, count, settle_s=settle_s, batch=batch)
+    return returned
 
 
-def _reconcile_queue(
-    engine: Engine, out: Outbox, queue: str, held: int, *, settle_s: float, batch: int
-) -> int:
-    with engine.connect() as db:
-        # Held for the whole round, so that no other process counts the same loss meanwhile.
-        locked = reconciliation.try_lock(db, queue)
-        db.commit()
-        if not locked:
+def _reconcile_queue(engine: Engine, queue: str, held: int, *, settle_s: float, batch: int) -> int:
+    # One process per queue at a time, so that no other counts the same loss meanwhile.
+    with turns.turn(engine, f"reconcile:{queue}") as db:
+        if db is None:
             return 0
-        try:
+        with db.begin():
             waiting = reconciliation.count_settled(db, queue, settle_s=settle_s)
             running = reconciliation.count_running(db, queue, settle_s=settle_s)
-            db.commit()
-            missing = waiting - max(held - running, 0)
-            republished = 0
-            while republished < missing:
-                with db.begin():
-                    jobs = reconciliation.unpublish_oldest(
-                        db, queue, settle_s=settle_s, limit=min(batch, missing - republished)
-                    )
-                    sent = out.publish(jobs, db=db)
-                republished += sent
-                if sent < batch:
-                    break  # none left, or the broker is down and the relay has them now
-        finally:
-            reconciliation.unlock(db, queue)
-            db.commit()
-    if republished:
+        in_broker = max(held - running, 0)
+        returned = 0
+        while returned < waiting - in_broker:
+            wanted = min(batch, waiting - in_broker - returned)
+            with db.begin():
+                got = reconciliation.unpublish_oldest(db, queue, settle_s=settle_s, limit=wanted)
+            returned += got
+            if got < wanted:
+                break  # the rest were claimed meanwhile
+    if returned:
         log.warning(
-            "reconciler republished %d job(s) of queue %s: %d waiting in SQL, %d in the broker",
-            republished,
+            "reconciler returned %d job(s) of queue %s to the outbox: %d waiting in SQL, "
+            "%d in the broker",
+            returned,
             queue,
             waiting,
-            max(held - running, 0),
-            extra={"queue": queue, "republished": republished},
+            in_broker,
+            extra={"queue": queue, "republished": returned},
         )
-    return republished
+    return returned

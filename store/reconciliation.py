@@ -9,11 +9,11 @@ broker lost. The ages are the database's, never a host's.
 
 from __future__ import annotations
 
-import hashlib
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Float,
     Integer,
     String,
@@ -27,7 +27,6 @@ from sqlalchemy import (
 
 from store import states
 from store.models import Attempt, Job
-from store.outbox import MESSAGE_COLUMNS, JobMessage
 from store.sql import now_plus
 from store.states import Status
 
@@ -55,13 +54,10 @@ _OLDEST = (
     .limit(bindparam("limit", type_=Integer))
     .with_for_update(skip_locked=True)
 )
-# Unpublished, the jobs are the outbox's again: the publish that follows marks them published
-# anew (so the next round counts them as recent), and should it fail, the relay sends them.
+# Unpublished, the jobs are the outbox's again: the relay publishes them and marks them
+# published anew, so the next round counts them as recent.
 _UNPUBLISH_OLDEST = (
-    update(JOBS)
-    .where(J.id.in_(_OLDEST.scalar_subquery()))
-    .values(published_at=None)
-    .returning(*MESSAGE_COLUMNS)
+    update(JOBS).where(J.id.in_(_OLDEST.scalar_subquery())).values(published_at=None)
 )
 
 
@@ -75,31 +71,10 @@ def count_running(db: Connection, queue: str, *, settle_s: float) -> int:
     return db.scalar(_COUNT_RUNNING, {"of_queue": queue, "settle_s": settle_s}) or 0
 
 
-def unpublish_oldest(
-    db: Connection, queue: str, *, settle_s: float, limit: int
-) -> list[JobMessage]:
-    """Take the `limit` oldest settled jobs of `queue` back into the outbox, locked until the
-    transaction ends; rows locked elsewhere (being claimed) are skipped."""
-    rows = db.execute(_UNPUBLISH_OLDEST, {"of_queue": queue, "settle_s": settle_s, "limit": limit})
-    return [JobMessage(*row) for row in rows]
-
-
-def try_lock(db: Connection, queue: str) -> bool:
-    """Take the queue's reconcile lock for this connection's session, if nobody holds it.
-
-    SQLite runs a single process, which needs no lock.
-    """
-    if db.dialect.name != "postgresql":
-        return True
-    return bool(db.scalar(select(func.pg_try_advisory_lock(_lock_key(queue)))))
-
-
-def unlock(db: Connection, queue: str) -> None:
-    """Release the lock `try_lock` took."""
-    if db.dialect.name == "postgresql":
-        db.execute(select(func.pg_advisory_unlock(_lock_key(queue))))
-
-
-def _lock_key(queue: str) -> int:
-    digest = hashlib.blake2b(f"courier.reconcile:{queue}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def unpublish_oldest(db: Connection, queue: str, *, settle_s: float, limit: int) -> int:
+    """Take the `limit` oldest settled jobs of `queue` back into the outbox; returns how many.
+    Rows locked elsewhere (being claimed) are skipped."""
+    result = db.execute(
+        _UNPUBLISH_OLDEST, {"of_queue": queue, "settle_s": settle_s, "limit": limit}
+    )
+    return cast(CursorResult[Any], result).rowcount

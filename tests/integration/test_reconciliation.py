@@ -12,9 +12,9 @@ from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, insert, select
 
-from delivery import reconcile
+from delivery import reconcile, relay
 from delivery.outbox import Outbox
-from store import reconciliation, transitions
+from store import reconciliation, transitions, turns
 from store.ids import new_id
 from store.models import Job
 from store.states import Status
@@ -98,17 +98,19 @@ def test_a_round_republishes_the_surplus_oldest_first_and_marks_it_published_aga
     out = Outbox(stub, db_engine)
 
     republished = reconcile.reconcile(
-        db_engine, out, ["sync"], lambda qs: dict.fromkeys(qs, 7), settle_s=SETTLE_S
+        db_engine, ["sync"], lambda qs: dict.fromkeys(qs, 7), settle_s=SETTLE_S
     )
 
     assert republished == {"sync": 3}
+    assert stub.queues["sync"].qsize() == 0  # the round only hands them back to the relay
+    assert relay.publish_due(db_engine, out, limit=100) == 3
     assert sorted(queued_ids(stub)) == sorted(ids[:3])
     after = published_at(db_engine)
     assert all(after[i] > before[i] + timedelta(seconds=50) for i in ids[:3])
     assert all(after[i] == before[i] for i in ids[3:])
     # The next round reads the same stale count, but the republished jobs are recent now.
     again = reconcile.reconcile(
-        db_engine, out, ["sync"], lambda qs: dict.fromkeys(qs, 7), settle_s=SETTLE_S
+        db_engine, ["sync"], lambda qs: dict.fromkeys(qs, 7), settle_s=SETTLE_S
     )
     assert again == {"sync": 0}
 
@@ -118,35 +120,29 @@ def test_a_round_republishes_nothing_when_the_broker_holds_every_waiting_message
     running = add_jobs(db_engine, 2, age_s=60)
     with db_engine.begin() as db:
         transitions.claim(db, running, worker="test:1", lease_s=30)
-    out = Outbox(stub, db_engine)
     # 10 waiting + 2 held by running attempts; the recently claimed ones do not count.
     assert reconcile.reconcile(
-        db_engine, out, ["sync"], lambda qs: dict.fromkeys(qs, 12), settle_s=SETTLE_S
+        db_engine, ["sync"], lambda qs: dict.fromkeys(qs, 12), settle_s=SETTLE_S
     ) == {"sync": 0}
     assert reconcile.reconcile(
-        db_engine, out, ["sync"], lambda qs: dict.fromkeys(qs, 10), settle_s=SETTLE_S
+        db_engine, ["sync"], lambda qs: dict.fromkeys(qs, 10), settle_s=SETTLE_S
     ) == {"sync": 0}
-    assert stub.queues["sync"].qsize() == 0
+    assert relay.publish_due(db_engine, Outbox(stub, db_engine), limit=100) == 0  # none given back
 
 
 def test_a_round_with_an_unknown_broker_count_republishes_nothing(db_engine, stub):
     add_jobs(db_engine, 5, age_s=60)
-    out = Outbox(stub, db_engine)
-    assert reconcile.reconcile(db_engine, out, ["sync"], dict.fromkeys, settle_s=SETTLE_S) == {}
-    assert stub.queues["sync"].qsize() == 0
+    assert reconcile.reconcile(db_engine, ["sync"], dict.fromkeys, settle_s=SETTLE_S) == {}
+    assert relay.publish_due(db_engine, Outbox(stub, db_engine), limit=100) == 0  # none given back
 
 
 def test_a_queue_locked_by_another_process_is_left_to_it(engine, stub):
     add_jobs(engine, 5, age_s=60)
-    out = Outbox(stub, engine)
-    with engine.connect() as other:
-        assert reconciliation.try_lock(other, "sync")
-        other.commit()
+    with turns.turn(engine, "reconcile:sync") as other:
+        assert other is not None
         assert reconcile.reconcile(
-            engine, out, ["sync"], lambda qs: dict.fromkeys(qs, 0), settle_s=SETTLE_S
+            engine, ["sync"], lambda qs: dict.fromkeys(qs, 0), settle_s=SETTLE_S
         ) == {"sync": 0}
-        reconciliation.unlock(other, "sync")
-        other.commit()
     assert reconcile.reconcile(
-        engine, out, ["sync"], lambda qs: dict.fromkeys(qs, 0), settle_s=SETTLE_S
+        engine, ["sync"], lambda qs: dict.fromkeys(qs, 0), settle_s=SETTLE_S
     ) == {"sync": 5}
