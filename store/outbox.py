@@ -59,13 +59,18 @@ MESSAGE_COLUMNS = _COLUMNS
 _DUE = select(*_COLUMNS).where(states.due_for_publishing(J)).order_by(J.next_attempt_at)
 
 
-def read_due(db: Connection, *, limit: int) -> list[JobMessage]:
-    """A batch of due, unpublished jobs, oldest first.
+# The rows are locked for the reading transaction alone, which ends before the broker is
+# asked (it may keep a publisher waiting; relays take turns instead, `store.turns`). The lock
+# still matters: a database that would refuse the published marks (read-only after a
+# failover, a missing UPDATE privilege) refuses it too, so nothing is published that could
+# not be marked, and published again every round; and rows a claim holds are skipped.
+def _locked(query: Any, limit: int) -> Any:
+    return query.limit(limit).with_for_update(skip_locked=True)
 
-    Nothing is locked: the relay publishes them with no transaction open (the broker may
-    keep it waiting), and relays take turns instead (`store.turns`).
-    """
-    return [JobMessage(*row) for row in db.execute(_DUE.limit(limit))]
+
+def read_due(db: Connection, *, limit: int) -> list[JobMessage]:
+    """A batch of due, unpublished jobs, oldest first."""
+    return [JobMessage(*row) for row in db.execute(_locked(_DUE, limit))]
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,6 @@ _MISSING_DEAD_LETTERS = select(*_COLUMNS, J.error_type).where(states.dead_letter
 
 
 def read_missing_dead_letters(db: Connection, *, limit: int) -> Sequence[DeadLetter]:
-    """Dead, unreplayed jobs whose copy is not in the dead-letter queue yet (locks nothing)."""
-    rows = db.execute(_MISSING_DEAD_LETTERS.limit(limit))
+    """Dead, unreplayed jobs whose copy is not in the dead-letter queue yet."""
+    rows = db.execute(_locked(_MISSING_DEAD_LETTERS, limit))
     return [DeadLetter(JobMessage(*row[:7]), row[7]) for row in rows]
