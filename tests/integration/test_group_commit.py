@@ -16,19 +16,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert, select, text, update
+from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.exc import StatementError
 
 from middleware import group_commit
 from middleware.group_commit import GroupCommit
 from store import errors, transitions
-from store.ids import new_id
 from store.models import Attempt, Job
 from store.sql import now
 from store.states import AttemptStatus, Decision, Status
 from store.transitions import Claim, Outcome
 from store.types import utcnow
 from tests.support.polling import wait_for
+from tests.support.records import insert_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -67,30 +67,7 @@ def any_writer(db_engine: Engine) -> Iterator[GroupCommit]:
 
 def add_jobs(engine: Engine, count: int, **columns: Any) -> list[uuid.UUID]:
     """Insert `count` queued, published jobs (columns override the defaults)."""
-    at = utcnow()
-    rows = [
-        {
-            "id": (job_id := new_id()),
-            "tenant": "t",
-            "type": "customer_sync",
-            "queue": "sync",
-            "entity_id": str(job_id),
-            "payload": {},
-            "status": Status.QUEUED,
-            "priority": 0,
-            "attempts": 0,
-            "max_attempts": 3,
-            "timeout_s": 60,
-            "correlation_id": f"corr-{i}",
-            "created_at": at,
-            "published_at": at,
-            **columns,
-        }
-        for i in range(count)
-    ]
-    with engine.begin() as conn:
-        conn.execute(insert(JOBS), rows)
-    return [row["id"] for row in rows]
+    return insert_jobs(engine, count, **columns)
 
 
 def set_columns(engine: Engine, job_id: uuid.UUID, **values: Any) -> None:

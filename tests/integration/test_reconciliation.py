@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
 from delivery import reconcile, relay
 from delivery.outbox import Outbox
 from store import reconciliation, transitions, turns
-from store.ids import new_id
 from store.models import Job
 from store.states import Status
 from store.types import utcnow
+from tests.support.records import insert_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -41,29 +41,8 @@ def stub() -> StubBroker:
 def add_jobs(engine: Engine, count: int, *, age_s: float, **columns: Any) -> list[uuid.UUID]:
     """Queued jobs of queue `sync` published `age_s` ago (published_at ascending with the list)."""
     at = utcnow()
-    rows = [
-        {
-            "id": (job_id := new_id()),
-            "tenant": "t",
-            "type": "customer_sync",
-            "queue": "sync",
-            "entity_id": str(job_id),
-            "payload": {},
-            "status": Status.QUEUED,
-            "priority": 0,
-            "attempts": 0,
-            "max_attempts": 3,
-            "timeout_s": 60,
-            "correlation_id": f"corr-{i}",
-            "created_at": at - timedelta(seconds=age_s + 1),
-            "published_at": at - timedelta(seconds=age_s - i * 0.001),
-            **columns,
-        }
-        for i in range(count)
-    ]
-    with engine.begin() as conn:
-        conn.execute(insert(JOBS), rows)
-    return [row["id"] for row in rows]
+    spread = {"published_at": lambda i: at - timedelta(seconds=age_s - i * 0.001)}
+    return insert_jobs(engine, count, at=at - timedelta(seconds=age_s + 1), **{**spread, **columns})
 
 
 def published_at(engine: Engine) -> dict[uuid.UUID, Any]:

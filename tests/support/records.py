@@ -1,16 +1,19 @@
 """Jobs written straight into the record, past the API: dead ones for tests of replay that
-need no worker, queued ones the API would refuse."""
+need no worker, queued ones the API would refuse, and rows for the store's own statements."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import submissions
 from store.ids import new_id
 from store.models import Job
+from store.states import Status
 from store.submissions import NewJob
 from store.types import utcnow
 
@@ -62,3 +65,36 @@ def add_queued(sessions: sessionmaker[Session], **fields: Any) -> uuid.UUID:
         [job] = submissions.create_jobs(session, [new])
     assert isinstance(job, Job), job
     return job.id
+
+
+def insert_jobs(
+    engine: Engine, count: int, *, at: datetime | None = None, **columns: Any
+) -> list[uuid.UUID]:
+    """Insert `count` queued jobs of queue `sync`, created and published `at` (now), with one
+    statement; `columns` override the defaults, and a callable column is given the row's
+    index. Returns their ids in order."""
+    at = at or utcnow()
+    rows = []
+    for i in range(count):
+        job_id = new_id()
+        row = {
+            "id": job_id,
+            "tenant": "t",
+            "type": "customer_sync",
+            "queue": "sync",
+            "entity_id": str(job_id),
+            "payload": {},
+            "status": Status.QUEUED,
+            "priority": 0,
+            "attempts": 0,
+            "max_attempts": 3,
+            "timeout_s": 60,
+            "correlation_id": f"corr-{i}",
+            "created_at": at,
+            "published_at": at,
+        }
+        row.update({k: v(i) if callable(v) else v for k, v in columns.items()})
+        rows.append(row)
+    with engine.begin() as conn:
+        conn.execute(insert(Job.__table__), rows)
+    return [row["id"] for row in rows]
