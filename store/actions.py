@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Table, delete, select, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from store import audit, errors, states, transitions
 from store.ids import new_id
-from store.models import Job
+from store.models import JOBS, Job
 from store.sql import one_of
 from store.states import Status
 
-# A declarative class's `__table__` is typed FromClause; this one is a Table.
-JOBS = cast(Table, Job.__table__)
 J = JOBS.c
 
 #: What a replay reads of the job it replays.

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from store.ids import new_id
-from store.models import AuditEntry
+from store.models import AUDIT_LOG, AuditEntry
 from store.types import utcnow
-
-# A declarative class's `__table__` is typed FromClause; this one is a Table.
-AUDIT_LOG = cast(Table, AuditEntry.__table__)
 
 
 def record(

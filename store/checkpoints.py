@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from store import states
-from store.models import Job
+from store.models import JOBS
 
-# A declarative class's `__table__` is typed FromClause; this one is a Table.
-JOBS = cast(Table, Job.__table__)
 J = JOBS.c
 
 _SET_PROGRESS = (

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from store import tokens
-from store.models import DashboardSession
+from store.models import SESSIONS
 from store.sql import now, now_plus
 
 LIFETIME_S = 12 * 3600
 
-# A declarative class's `__table__` is typed FromClause; this one is a Table.
-SESSIONS = cast(Table, DashboardSession.__table__)
 _S = SESSIONS.c
 _T = tokens.API_TOKENS.c
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     Uuid,
     text,
@@ -213,3 +214,12 @@ class AuditEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_audit_log_job_id", "job_id"),)
+
+
+# Core tables, for the statements that load no ORM entity. (A declarative class's `__table__`
+# is typed FromClause; these are Tables.)
+JOBS = cast(Table, Job.__table__)
+ATTEMPTS = cast(Table, Attempt.__table__)
+API_TOKENS = cast(Table, ApiToken.__table__)
+SESSIONS = cast(Table, DashboardSession.__table__)
+AUDIT_LOG = cast(Table, AuditEntry.__table__)

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
-    Table,
     and_,
     bindparam,
     func,
@@ -26,11 +25,10 @@ from sqlalchemy import (
 )
 
 from store import states
-from store.models import Attempt, Job
+from store.models import ATTEMPTS, JOBS
 from store.sql import now_plus
 from store.states import Status
 
-JOBS, ATTEMPTS = cast(Table, Job.__table__), cast(Table, Attempt.__table__)
 J, A = JOBS.c, ATTEMPTS.c
 
 _QUEUE = bindparam("of_queue", type_=String)

@@ -6,21 +6,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
 from sqlalchemy.orm import Session
 
 from store import errors, states
 from store.ids import new_id
-from store.models import Job
+from store.models import JOBS, Job
 from store.sql import now, one_of
 
 # Core statements built once: a submission is the API's hot path, and building a
 # statement (and its cache key) per call cost more than running it.
-# A declarative class's `__table__` is typed FromClause; this one is a Table.
-JOBS = cast(Table, Job.__table__)
 J = JOBS.c
 
 # A row that hits a unique index is skipped (no exception, no savepoint) and explained.

@@ -15,7 +15,6 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Row,
-    Table,
     and_,
     bindparam,
     insert,
@@ -25,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from store.models import ROLES, ApiToken
+from store.models import API_TOKENS, ROLES
 from store.sql import now, now_plus
 
 PREFIX = "ck_"
@@ -33,8 +32,6 @@ PREFIX = "ck_"
 # How stale `last_used_at` may get: requests within it write nothing.
 LAST_USE_RESOLUTION_S = 60
 
-# A declarative class's `__table__` is typed FromClause; this one is a Table.
-API_TOKENS = cast(Table, ApiToken.__table__)
 _T = API_TOKENS.c
 
 

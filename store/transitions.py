@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -21,7 +21,6 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
-    Table,
     Text,
     Uuid,
     and_,
@@ -39,14 +38,12 @@ from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
 from sqlalchemy.sql.expression import ColumnClause
 
 from store import states
-from store.models import Attempt, Job
+from store.models import ATTEMPTS, JOBS
 from store.sql import Batch, Chain, millis_since, now, now_plus, one_of
 from store.states import AttemptStatus, Status
 from store.storable import storable
 
-# Core tables, not ORM entities: these statements run for every message. (A declarative
-# class's `__table__` is typed FromClause; these are Tables.)
-JOBS, ATTEMPTS = cast(Table, Job.__table__), cast(Table, Attempt.__table__)
+# Core tables, not ORM entities: these statements run for every message.
 J, A = JOBS.c, ATTEMPTS.c
 
 
