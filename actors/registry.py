@@ -111,9 +111,23 @@ def job_types(modules: Sequence[str] = ()) -> Mapping[str, JobType]:
     return dict(_REGISTRY)
 
 
-def queues_by_type(modules: Sequence[str] = ()) -> dict[str, str]:
-    """Job type name → queue name, where the API publishes each type's jobs."""
-    return {name: jt.queue for name, jt in job_types(modules).items()}
+class JobQueuesError(ValueError):
+    """COURIER_JOB_QUEUES names a job type that no module registers."""
+
+
+def queues_by_type(
+    modules: Sequence[str] = (), overrides: Sequence[tuple[str, str]] = ()
+) -> dict[str, str]:
+    """Job type name → queue name: the queue each type names, unless `overrides`
+    (COURIER_JOB_QUEUES) moves it. The API publishes there and the workers consume there."""
+    queues = {name: jt.queue for name, jt in job_types(modules).items()}
+    for name, queue in overrides:
+        if name not in queues:
+            raise JobQueuesError(
+                f"COURIER_JOB_QUEUES: no job type {name!r} (known: {', '.join(sorted(queues))})"
+            )
+        queues[name] = queue
+    return queues
 
 
 def input_checks(
@@ -124,14 +138,20 @@ def input_checks(
     return {name: jt.input_problem for name, jt in job_types(modules).items()}
 
 
-def declare_all(broker: dramatiq.Broker, upstreams: Upstreams, modules: Sequence[str] = ()) -> None:
-    """Declare one actor per job type on `broker`."""
+def declare_all(
+    broker: dramatiq.Broker,
+    upstreams: Upstreams,
+    modules: Sequence[str] = (),
+    queues: Mapping[str, str] | None = None,
+) -> None:
+    """Declare one actor per job type on `broker`, on its queue in `queues` (default: the
+    queue the type names)."""
     for jt in job_types(modules).values():
         dramatiq.Actor(
             _actor_body(jt, upstreams),
             broker=broker,
             actor_name=jt.name,
-            queue_name=jt.queue,
+            queue_name=jt.queue if queues is None else queues[jt.name],
             priority=0,
             options={"classifier": DEFAULT.extended(jt.rules), "throws": (errors.JobError,)},
         )

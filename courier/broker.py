@@ -11,7 +11,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, TimeLimit
 from sqlalchemy import Engine
 
-from actors.registry import Upstreams, declare_all
+from actors.registry import Upstreams, declare_all, queues_by_type
 from actors.upstream import UpstreamClient
 from courier.settings import Settings
 from delivery import held_messages, publisher, reconcile
@@ -97,7 +97,12 @@ def worker_stack(
         crm=_client(settings, settings.crm_url, "CRM"),
         billing=_client(settings, settings.billing_url, "Billing"),
     )
-    declare_all(broker, upstreams, settings.job_modules)
+    declare_all(
+        broker,
+        upstreams,
+        settings.job_modules,
+        queues_by_type(settings.job_modules, settings.job_queues),
+    )
     return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler)
 
 

@@ -110,7 +110,7 @@ def stats(as_json: bool) -> None:
     with session_scope() as session:
         summary = aggregates.summary(session)
     depths = queue_depths.depths(
-        sorted(set(queues_by_type(settings.job_modules).values())),
+        sorted(set(queues_by_type(settings.job_modules, settings.job_queues).values())),
         broker_url=settings.broker_url,
         api_url=settings.rabbitmq_api_url,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,6 +18,8 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/courier"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEV_DATABASE_URL = "sqlite:///courier-dev.db"
 DEV_BROKER_URL = "memory://"
+#: What a queue may be called: its RabbitMQ queues are the name and the name plus `.XQ`.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}")
 
 
 class SettingsError(ValueError):
@@ -56,6 +59,10 @@ class Settings:
     reconcile_settle_s: float = 30.0
     # Modules that register more job types (comma-separated), imported by the API and workers.
     job_modules: tuple[str, ...] = ()
+    # Job type -> queue, overriding the queue a job type names (`directory_sync=low,...`).
+    job_queues: tuple[tuple[str, str], ...] = ()
+    # How often each worker's scheduler looks for due schedules.
+    scheduler_interval_s: float = 1.0
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -134,6 +141,23 @@ def _module_names(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _job_queues(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        job_type, sep, queue = (side.strip() for side in item.partition("="))
+        if not sep or not job_type or not QUEUE_NAME.fullmatch(queue):
+            raise ValueError(
+                f"expected <type>=<queue> pairs separated by commas, with queue names of "
+                f"letters, digits, '_' and '-', got {item!r}"
+            )
+        if job_type in pairs:
+            raise ValueError(f"job type {job_type!r} is mapped twice")
+        pairs[job_type] = queue
+    return tuple(pairs.items())
+
+
 def _log_format(raw: str) -> str:
     if raw not in ("json", "console"):
         raise ValueError(f"expected 'json' or 'console', got {raw!r}")
@@ -162,6 +186,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "reconcile_interval_s": _positive_float,
     "reconcile_settle_s": _positive_float,
     "job_modules": _module_names,
+    "job_queues": _job_queues,
+    "scheduler_interval_s": _positive_float,
 }
 
 

@@ -30,7 +30,7 @@ def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type
     """The API for these settings, on a given broker (and store, if already open)."""
     if sessions is None:
         sessions = make_sessionmaker(make_engine(settings.database_url))
-    queues = queues_by_type(settings.job_modules)
+    queues = queues_by_type(settings.job_modules, settings.job_queues)
     return create_app(
         sessions=sessions,
         broker=broker,

@@ -1,4 +1,5 @@
-"""The schema: jobs (also the outbox), attempts, API tokens, dashboard sessions, the audit log."""
+"""The schema: jobs (also the outbox), attempts, schedules and their occurrences, API tokens,
+dashboard sessions, the audit log."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -84,6 +86,10 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(Timestamp)
     dead_lettered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The schedule that created the job (no foreign key: jobs outlive their schedule) and the
+    # occurrence it was created for.
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    scheduled_for: Mapped[datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (
         # Dedup of active work, enforced by the database rather than a racy check.
@@ -141,6 +147,14 @@ class Job(Base):
         ),
         # Retention: finished jobs by age.
         Index("ix_jobs_finished_at", "finished_at"),
+        # A schedule's jobs, newest first.
+        Index(
+            "ix_jobs_schedule_id_id",
+            "schedule_id",
+            "id",
+            postgresql_where=text("schedule_id IS NOT NULL"),
+            sqlite_where=text("schedule_id IS NOT NULL"),
+        ),
     )
 
 
@@ -162,6 +176,74 @@ class Attempt(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     worker: Mapped[str] = mapped_column(String(128))
+
+
+class Schedule(Base):
+    """A tenant's recurring job: a cron expression or an interval, read in a timezone.
+
+    `next_occurrence` is the nominal time of the next occurrence not yet handled and
+    `next_fire_at` that time plus its jitter: the scheduler handles a schedule once
+    `next_fire_at` has passed by the database's clock.
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str | None] = mapped_column(String(256))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    max_attempts: Mapped[int] = mapped_column(SmallInteger)
+    cron: Mapped[str | None] = mapped_column(String(128))
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64))
+    jitter_s: Mapped[int] = mapped_column(Integer, default=0)
+    overlap: Mapped[str] = mapped_column(String(8))
+    missed: Mapped[str] = mapped_column(String(8))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why the scheduler paused it itself (e.g. its job type no longer exists); null otherwise.
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    next_occurrence: Mapped[datetime] = mapped_column(Timestamp)
+    next_fire_at: Mapped[datetime] = mapped_column(Timestamp)
+    skipped_runs: Mapped[int] = mapped_column(Integer, default=0)
+    last_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    last_scheduled_for: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("uq_schedules_tenant_name", "tenant", "name", unique=True),
+        Index("ix_schedules_tenant_id", "tenant", "id"),
+        # The scheduler's tick: live schedules by when they are next due.
+        Index(
+            "ix_schedules_due",
+            "next_fire_at",
+            postgresql_where=text("NOT paused"),
+            sqlite_where=text("NOT paused"),
+        ),
+    )
+
+
+class ScheduleRun(Base):
+    """One handled occurrence of a schedule: its job, or why it got none.
+
+    The primary key (schedule, occurrence) makes each occurrence happen once: the row is
+    inserted in the transaction that inserts its job, and whichever process inserts it first
+    wins.
+    """
+
+    __tablename__ = "schedule_runs"
+
+    schedule_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True
+    )
+    scheduled_for: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
+    # created, triggered, or skipped (overlap: the previous job was still active).
+    outcome: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class ApiToken(Base):
@@ -223,3 +305,5 @@ ATTEMPTS = cast(Table, Attempt.__table__)
 API_TOKENS = cast(Table, ApiToken.__table__)
 SESSIONS = cast(Table, DashboardSession.__table__)
 AUDIT_LOG = cast(Table, AuditEntry.__table__)
+SCHEDULES = cast(Table, Schedule.__table__)
+SCHEDULE_RUNS = cast(Table, ScheduleRun.__table__)

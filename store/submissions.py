@@ -57,6 +57,9 @@ class NewJob:
     idempotency_key: str | None = None
     request_hash: str | None = None
     replay_of: uuid.UUID | None = None
+    # A schedule's job: the schedule and the occurrence it is for.
+    schedule_id: uuid.UUID | None = None
+    scheduled_for: datetime | None = None
 
 
 def create_job(db: Session | Connection, new: NewJob) -> tuple[Job, bool]:
@@ -134,6 +137,8 @@ def _values(new: NewJob) -> dict[str, Any]:
         "lease_expires_at": None,
         "cancel_requested_at": None,
         "dead_lettered_at": None,
+        "schedule_id": new.schedule_id,
+        "scheduled_for": new.scheduled_for,
     }
 
 
