@@ -78,6 +78,7 @@ def list_jobs(
     entity_id: str | None = None,
     error_type: str | None = None,
     ids: Sequence[uuid.UUID] | None = None,
+    schedule_id: uuid.UUID | None = None,
     dead_letters: bool = False,
     limit: int = 50,
     before: uuid.UUID | None = None,
@@ -98,6 +99,8 @@ def list_jobs(
         query = query.where(Job.error_type == error_type)
     if ids is not None:
         query = query.where(Job.id.in_(ids))
+    if schedule_id is not None:
+        query = query.where(Job.schedule_id == schedule_id)
     if before is not None:
         query = query.where(Job.id < before)
     rows = session.scalars(query).all()
