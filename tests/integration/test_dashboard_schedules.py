@@ -1,5 +1,5 @@
 """The dashboard's schedules: the list and a schedule's page, pausing, resuming and triggering
-from them, and the links between jobs and their schedules."""
+from them, the links between jobs and their schedules, and `courier dev`'s demo schedule."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from api import serialize
+from courier import dev
 from store import schedules
 from store.cadence import Cadence
+from store.db import make_engine, make_sessionmaker
 from store.models import AuditEntry, Job, Schedule, ScheduleRun
 from tests.support.dashboard import csrf_of, page, post_form, secret, session_of
 from tests.support.polling import wait_for
@@ -280,3 +282,30 @@ def test_a_job_without_a_schedule_says_nothing_of_one(stack, operator):
     job_id = stack.submit(type="customer_sync", entity_id="c_1")
     job_page = page(stack, f"/ui/jobs/{job_id}", operator).text
     assert "Scheduled by" not in job_page and "/ui/schedules/" not in job_page
+
+
+def test_courier_dev_creates_its_paused_demo_schedule_on_the_first_start_only(settings, tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'courier-dev.db'}")
+    sessions = make_sessionmaker(engine)
+
+    def demo_schedules() -> list[Schedule]:
+        with sessions() as session:
+            return list(session.scalars(select(Schedule)).all())
+
+    try:
+        dev.prepare(engine, settings)
+        dev.prepare(engine, settings)  # a restart
+        (demo,) = demo_schedules()
+        assert (demo.tenant, demo.name, demo.type) == (
+            "demo",
+            "demo-directory-sync",
+            "directory_sync",
+        )
+        assert (demo.cron, demo.timezone, demo.jitter_s) == ("0 3 * * *", "Europe/Berlin", 300)
+        assert demo.paused is True
+        with sessions.begin() as session:  # the user deletes it: it stays deleted
+            session.execute(delete(Schedule))
+        dev.prepare(engine, settings)
+        assert demo_schedules() == []
+    finally:
+        engine.dispose()
