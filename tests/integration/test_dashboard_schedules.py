@@ -259,6 +259,35 @@ def test_trigger_now_is_refused_while_the_entitys_job_is_active(stack, operator)
     assert audit_actions(stack) == []
 
 
+def test_trigger_now_is_refused_for_a_job_type_no_worker_knows(stack, operator):
+    schedule_id = add_schedule(stack, type="retired_type")
+    path = f"/ui/schedules/{schedule_id}"
+    csrf = csrf_of(page(stack, path, operator).text)
+    refused = post_form(stack, f"{path}/trigger", operator, reason="try", csrf=csrf)
+    assert refused.status_code == 409
+    assert "no worker knows the job type &#39;retired_type&#39;" in refused.text
+    with stack.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ScheduleRun)) == 0
+    assert audit_actions(stack) == []
+
+
+def test_a_schedule_courier_paused_itself_says_why_until_resumed(stack, operator):
+    schedule_id = add_schedule(stack, type="retired_type")
+    why = "its job type retired_type is no longer deployed"
+    with stack.sessions.begin() as session:
+        row = session.get_one(Schedule, schedule_id)
+        row.paused, row.paused_reason = True, why
+    assert why in page(stack, "/ui/schedules", operator).text
+    path = f"/ui/schedules/{schedule_id}"
+    html = page(stack, path, operator).text
+    assert f'Paused because</dt><dd class="error">{why}' in html
+    resumed = post_form(stack, f"{path}/resume", operator, reason="redeployed", csrf=csrf_of(html))
+    assert resumed.status_code == 303
+    row = schedule_row(stack, schedule_id)
+    assert row.paused is False and row.paused_reason is None
+    assert why not in page(stack, "/ui/schedules", operator).text
+
+
 def test_a_job_and_its_schedule_link_to_each_other(stack, operator):
     schedule_id = add_schedule(stack, "nightly-directory")
     scheduled_for = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
