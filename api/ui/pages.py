@@ -5,11 +5,9 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import falcon
 from sqlalchemy import select
@@ -18,6 +16,7 @@ from sqlalchemy.orm import Session
 from api import body, serialize
 from api.intake import Intake
 from api.ui import login_cookie as login
+from api.ui import schedule_view
 from api.ui.render import render
 from delivery import replays
 from store import actions, audit, bulk_replay, errors, queries, schedules, states, tokens
@@ -157,7 +156,7 @@ class Dashboard:
                 "schedules.html",
                 who=who,
                 req=req,
-                schedules=[_schedule(s, runs.get(s.id), next_count=1) for s in rows],
+                schedules=[schedule_view.of(s, runs.get(s.id), next_count=1) for s in rows],
                 filters=filters,
                 next_url=_next("/ui/schedules", filters, next_id),
             )
@@ -224,12 +223,12 @@ class Dashboard:
     def on_post_pause(
         self, req: falcon.Request, resp: falcon.Response, schedule_id: uuid.UUID
     ) -> None:
-        self._set_paused(req, schedule_id, paused=True)
+        self._pause_or_resume(req, schedule_id, paused=True)
 
     def on_post_resume(
         self, req: falcon.Request, resp: falcon.Response, schedule_id: uuid.UUID
     ) -> None:
-        self._set_paused(req, schedule_id, paused=False)
+        self._pause_or_resume(req, schedule_id, paused=False)
 
     def on_post_trigger(
         self, req: falcon.Request, resp: falcon.Response, schedule_id: uuid.UUID
@@ -271,7 +270,9 @@ class Dashboard:
         except login.LoginRequired:
             raise falcon.HTTPSeeOther("/ui/login") from None
 
-    def _set_paused(self, req: falcon.Request, schedule_id: uuid.UUID, *, paused: bool) -> None:
+    def _pause_or_resume(
+        self, req: falcon.Request, schedule_id: uuid.UUID, *, paused: bool
+    ) -> None:
         who = self._operator(req)
         form = _form(req)
         login.check_csrf(req, form)
@@ -300,7 +301,7 @@ class Dashboard:
             who=who,
             req=req,
             notice=notice,
-            schedule=_schedule(schedule, run, next_count=5),
+            schedule=schedule_view.of(schedule, run, next_count=5),
             payload_json=json.dumps(schedule.payload, indent=2, sort_keys=True),
             jobs=[_job(r) for r in rows],
             next_url=_next(f"/ui/schedules/{schedule.id}", {}, next_id),
@@ -435,50 +436,10 @@ def _schedule_name(session: Session, schedule_id: uuid.UUID | None) -> str | Non
     return session.scalar(select(Schedule.name).where(Schedule.id == schedule_id))
 
 
-def _schedule(
-    schedule: Schedule, run: schedules.LastRun | None, *, next_count: int
-) -> dict[str, Any]:
-    zone = ZoneInfo(schedule.timezone)
-    return {
-        "id": str(schedule.id),
-        "tenant": schedule.tenant,
-        "name": schedule.name,
-        "type": schedule.type,
-        "entity_id": schedule.entity_id,
-        "cadence": schedule.cron or f"every {schedule.interval_s} s",
-        "timezone": schedule.timezone,
-        "jitter_s": schedule.jitter_s,
-        "overlap": schedule.overlap,
-        "missed": schedule.missed,
-        "priority": schedule.priority,
-        "max_attempts": schedule.max_attempts,
-        "paused": schedule.paused,
-        "paused_reason": schedule.paused_reason,
-        "skipped_runs": schedule.skipped_runs,
-        # Each run in UTC and in the wall-clock time of the schedule's zone, as cron reads it.
-        "next_runs": [
-            (_to_the_second(t), t.astimezone(zone).strftime("%a %Y-%m-%d %H:%M:%S %Z"))
-            for t in schedules.next_runs(schedule, next_count)
-        ],
-        "last_run": None
-        if run is None
-        else {
-            "job_id": str(run.job_id),
-            "scheduled_for": _to_the_second(run.scheduled_for),
-            "status": run.status,
-        },
-        "created_at": serialize.timestamp(schedule.created_at),
-        "updated_at": serialize.timestamp(schedule.updated_at),
-    }
-
-
-def _to_the_second(moment: datetime) -> str | None:
-    # Jitter gives runs microseconds that only make them harder to read.
-    return serialize.timestamp(moment.replace(microsecond=0))
-
-
-# The dashboard's schedule actions. They mirror what the API does through the store's shared
-# pause/resume/trigger functions and are to be replaced by calls to those.
+# -- schedule actions, kept here for now ------------------------------------------------------
+# These two do what the schedule API's pause/resume and trigger do; once the store has shared
+# functions for them (schedules.set_paused, schedules.trigger), the responders call those and
+# these go.
 
 
 def _set_paused(
