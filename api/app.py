@@ -89,10 +89,13 @@ def _with_job_types(document: dict[str, Any], queues: Mapping[str, str]) -> dict
 def _add_dashboard(routes: Routes, intake: Intake) -> None:
     dashboard = Dashboard(intake)
     routes.add("/ui", dashboard)
-    for page in ("login", "logout", "jobs", "dead-letters", "audit"):
+    for page in ("login", "logout", "jobs", "dead-letters", "schedules", "audit"):
         routes.add(f"/ui/{page}", dashboard, suffix=page.replace("-", "_"))
     routes.add("/ui/jobs/{job_id:uuid}", dashboard, suffix="job")
     routes.add("/ui/jobs/{job_id:uuid}/cancel", dashboard, suffix="cancel")
     routes.add("/ui/jobs/{job_id:uuid}/replay", dashboard, suffix="replay")
     routes.add("/ui/dead-letters/replay", dashboard, suffix="dead_letters_replay")
+    routes.add("/ui/schedules/{schedule_id:uuid}", dashboard, suffix="schedule")
+    for action in ("pause", "resume", "trigger"):
+        routes.add(f"/ui/schedules/{{schedule_id:uuid}}/{action}", dashboard, suffix=action)
     routes.add("/ui/static/{name}", Static())

@@ -10,12 +10,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import Engine, inspect
 
 from courier import upstream_mock
 from courier.broker import start_in_process_worker, worker_stack
 from courier.settings import Settings
 from courier.wsgi import app_for
-from store import migrate, tokens, transitions
+from store import migrate, schedules, tokens, transitions
+from store.cadence import Cadence
 from store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -33,13 +35,8 @@ class _QuietHandler(WSGIRequestHandler):
 def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int = 4) -> None:
     """Serve the API, run workers and the demo upstream until SIGINT or SIGTERM."""
     engine = make_engine(settings.database_url)
-    migrate.upgrade(engine)
     sessions = make_sessionmaker(engine)
-    with sessions.begin() as session:
-        client_token = tokens.create(session, tenant="demo", role="client", name="dev client")
-        operator_token = tokens.create(session, tenant="demo", role="operator", name="dev operator")
-        # The in-process queue did not survive the last run: every waiting job is due again.
-        transitions.unpublish_waiting(session.connection())
+    client_token, operator_token = prepare(engine, settings)
 
     upstream = _start_upstream(settings)
     stack = worker_stack(settings, engine, broker=StubBroker(middleware=[]))
@@ -69,6 +66,36 @@ def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int 
     if upstream is not None:
         upstream.stop()
     engine.dispose()
+
+
+def prepare(engine: Engine, settings: Settings) -> tuple[str, str]:
+    """Bring the database up to date and return new client and operator tokens of the demo
+    tenant; a new database also gets the demo schedule."""
+    new_database = not inspect(engine).has_table("alembic_version")
+    migrate.upgrade(engine)
+    with make_sessionmaker(engine).begin() as session:
+        client_token = tokens.create(session, tenant="demo", role="client", name="dev client")
+        operator_token = tokens.create(session, tenant="demo", role="operator", name="dev operator")
+        # The in-process queue did not survive the last run: every waiting job is due again.
+        transitions.unpublish_waiting(session.connection())
+        if new_database:
+            # Only on the first start, so that a demo schedule the user deleted stays deleted.
+            schedules.create(session, _demo_schedule(settings))
+    return client_token, operator_token
+
+
+def _demo_schedule(settings: Settings) -> schedules.NewSchedule:
+    # Paused: it shows the schedules page filled without running anything on its own.
+    return schedules.NewSchedule(
+        tenant="demo",
+        name="demo-directory-sync",
+        type="directory_sync",
+        cadence=Cadence.checked(
+            cron="0 3 * * *", interval_s=None, timezone="Europe/Berlin", jitter_s=300
+        ),
+        max_attempts=settings.max_attempts,
+        paused=True,
+    )
 
 
 def _start_upstream(settings: Settings) -> upstream_mock.MockServer | None:

@@ -1,11 +1,18 @@
 """A new operator, in a real browser, finds a dead job, sees why it died, replays it, and
-watches the replay succeed. Screenshots go to test-artifacts/."""
+watches the replay succeed; finds a schedule, triggers it, and follows its job. Screenshots go
+to test-artifacts/."""
 
 from __future__ import annotations
+
+import re
+from datetime import timedelta
 
 import pytest
 from selenium.webdriver.common.by import By
 
+from store import schedules
+from store.cadence import Cadence
+from store.db import make_engine, make_sessionmaker
 from tests.support.browser import start_browser
 from tests.support.polling import wait_for
 from tests.support.processes import ARTIFACTS
@@ -23,6 +30,14 @@ def browser():
 def shot(browser, name):
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / f"dashboard-{name}.png"))
+
+
+def log_in(browser, deployment):
+    operator = deployment.token("ops", "operator")["Authorization"].split()[1]
+    browser.get(f"{deployment.api_url}/ui/login")
+    browser.find_element(By.NAME, "token").send_keys(operator)
+    browser.find_element(By.CSS_SELECTOR, "form button").click()
+    wait_for(lambda: browser.current_url.endswith("/ui/jobs"), what="the job list")
 
 
 def test_an_operator_finds_a_dead_job_and_replays_it_to_success(deployment, upstream, browser):
@@ -45,12 +60,7 @@ def test_an_operator_finds_a_dead_job_and_replays_it_to_success(deployment, upst
             what="the job to die",
         )
     upstream.reset()  # the CRM is back
-    operator = deployment.token("ops", "operator")["Authorization"].split()[1]
-
-    browser.get(f"{deployment.api_url}/ui/login")
-    browser.find_element(By.NAME, "token").send_keys(operator)
-    browser.find_element(By.CSS_SELECTOR, "form button").click()
-    wait_for(lambda: browser.current_url.endswith("/ui/jobs"), what="the job list")
+    log_in(browser, deployment)
 
     browser.find_element(By.LINK_TEXT, "Dead letters").click()
     rows = browser.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
@@ -84,3 +94,86 @@ def test_an_operator_finds_a_dead_job_and_replays_it_to_success(deployment, upst
     assert "CRM maintenance is over" in browser.page_source  # the audit entry
     browser.find_element(By.LINK_TEXT, "Dead letters").click()
     assert "Nothing here." in browser.page_source
+
+
+def test_an_operator_finds_a_schedule_triggers_it_and_follows_its_job(
+    deployment, database_url, browser
+):
+    deployment.start_api()
+    deployment.start_worker(threads=2)
+    engine = make_engine(database_url)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            hourly = schedules.create(
+                session,
+                schedules.NewSchedule(
+                    tenant="acme",
+                    name="hourly-customer-sync",
+                    type="customer_sync",
+                    entity_id="c_42",
+                    cadence=Cadence.checked(cron=None, interval_s=3600),
+                    max_attempts=4,
+                ),
+            )
+            schedules.add_job(  # the run of the hour before, as the scheduler left it
+                session,
+                hourly,
+                scheduled_for=hourly.next_occurrence - timedelta(hours=1),
+                outcome="created",
+                queue="sync",
+                timeout_s=60,
+            )
+            schedules.create(
+                session,
+                schedules.NewSchedule(
+                    tenant="acme",
+                    name="nightly-directory",
+                    type="directory_sync",
+                    cadence=Cadence.checked(
+                        cron="0 3 * * *", interval_s=None, timezone="Europe/Berlin", jitter_s=300
+                    ),
+                    max_attempts=4,
+                ),
+            )
+    finally:
+        engine.dispose()
+    log_in(browser, deployment)
+
+    browser.find_element(By.LINK_TEXT, "Schedules").click()
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.schedules tbody tr")
+    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == [
+        "nightly-directory",
+        "hourly-customer-sync",
+    ]
+    for row in rows:
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row.find_element(By.CLASS_NAME, "next-run").text
+        )
+    assert rows[1].find_element(By.CSS_SELECTOR, "td.last-run a .status").text
+    assert "every 3600 s" in rows[1].text and "0 3 * * *" in rows[0].text
+
+    rows[0].find_element(By.LINK_TEXT, "nightly-directory").click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "ol.next-runs li")) == 5
+    shot(browser, "schedule")
+    trigger = browser.find_element(By.CSS_SELECTOR, "form[action$='/trigger']")
+    trigger.find_element(By.NAME, "reason").send_keys("the directory changed today")
+    trigger.find_element(By.TAG_NAME, "button").click()
+    wait_for(lambda: "Scheduled by" in browser.page_source, what="the triggered job's page")
+    job_url = browser.current_url
+
+    def succeeded() -> bool:
+        browser.refresh()
+        return "succeeded" in browser.find_element(By.CSS_SELECTOR, "h1 .status").text
+
+    wait_for(succeeded, timeout=30, interval=0.5, what="the triggered job to succeed")
+    assert "the directory changed today" in browser.page_source  # the audit entry
+    browser.find_element(By.CSS_SELECTOR, "a.schedule").click()  # back to its schedule
+    assert browser.find_element(By.TAG_NAME, "h1").text == "nightly-directory"
+    job_id = job_url.rsplit("/", 1)[1]
+    browser.find_element(By.CSS_SELECTOR, f"table.jobs a[href='/ui/jobs/{job_id}']").click()
+    assert browser.current_url == job_url
+
+    browser.find_element(By.LINK_TEXT, "Schedules").click()
+    last_run = browser.find_elements(By.CSS_SELECTOR, "table.schedules td.last-run")[0]
+    assert last_run.find_element(By.CSS_SELECTOR, ".status").text == "succeeded"
+    shot(browser, "schedules")
