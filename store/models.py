@@ -1,5 +1,5 @@
-"""The schema: jobs (also the outbox), attempts, schedules and their occurrences, API tokens,
-dashboard sessions, the audit log."""
+"""The schema: jobs (also the outbox), attempts, schedules and their occurrences, tenants and
+webhook deliveries, attempt totals, API tokens, dashboard sessions, the audit log."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -33,6 +34,9 @@ Timestamp = UtcDateTime
 
 _ACTIVE_SQL = states.in_sql(states.ACTIVE)
 _DUE_SQL = "published_at IS NULL AND " + states.in_sql(states.CLAIMABLE)
+_CALLBACK_DUE_SQL = "callback_url IS NOT NULL AND callback_queued_at IS NULL AND " + states.in_sql(
+    states.TERMINAL
+)
 _WAITING_IN_BROKER_SQL = "published_at IS NOT NULL AND " + states.in_sql(states.CLAIMABLE)
 
 
@@ -90,6 +94,11 @@ class Job(Base):
     # occurrence it was created for.
     schedule_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     scheduled_for: Mapped[datetime | None] = mapped_column(Timestamp)
+    # W3C trace context the job's work carries (the submitter's, or a trace started for it).
+    traceparent: Mapped[str | None] = mapped_column(String(55))
+    # Where the job's end is announced (a webhook), and when its delivery was queued.
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    callback_queued_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (
         # Dedup of active work, enforced by the database rather than a racy check.
@@ -147,6 +156,29 @@ class Job(Base):
         ),
         # Retention: finished jobs by age.
         Index("ix_jobs_finished_at", "finished_at"),
+        # Oldest job ready to run per queue: queued (not retrying) and ready since its run_at
+        # or its creation.
+        Index(
+            "ix_jobs_ready_since",
+            "queue",
+            func.coalesce(text("next_attempt_at"), text("created_at")),
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+        # Oldest dead letter.
+        Index(
+            "ix_jobs_dead_finished_at",
+            "finished_at",
+            postgresql_where=text("status = 'dead' AND replayed_by IS NULL"),
+            sqlite_where=text("status = 'dead' AND replayed_by IS NULL"),
+        ),
+        # Ended jobs with a callback whose delivery is not queued yet.
+        Index(
+            "ix_jobs_callback_due",
+            "finished_at",
+            postgresql_where=text(_CALLBACK_DUE_SQL),
+            sqlite_where=text(_CALLBACK_DUE_SQL),
+        ),
         # A schedule's jobs, newest first.
         Index(
             "ix_jobs_schedule_id_id",
@@ -246,6 +278,64 @@ class ScheduleRun(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+class Tenant(Base):
+    """What Courier keeps per tenant: the secret its webhooks are signed with."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    rotated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class WebhookDelivery(Base):
+    """One announcement of a job's end to its `callback_url`, retried until delivered or
+    given up."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("jobs.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    # The Job JSON as it was when the job ended: every retry sends the same body.
+    body: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    # pending, delivered or failed (gave up).
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_job_id_id", "job_id", "id"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class AttemptTotal(Base):
+    """Finished attempts counted by type and decision, kept by the transitions that finish them.
+
+    Several rows (shards) per pair, so concurrent writers rarely wait on one row; a reader sums
+    them. /metrics reads this instead of counting the attempts table.
+    """
+
+    __tablename__ = "attempt_totals"
+
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
 class ApiToken(Base):
     """A bearer token; only its SHA-256 is stored."""
 
@@ -307,3 +397,6 @@ SESSIONS = cast(Table, DashboardSession.__table__)
 AUDIT_LOG = cast(Table, AuditEntry.__table__)
 SCHEDULES = cast(Table, Schedule.__table__)
 SCHEDULE_RUNS = cast(Table, ScheduleRun.__table__)
+TENANTS = cast(Table, Tenant.__table__)
+WEBHOOK_DELIVERIES = cast(Table, WebhookDelivery.__table__)
+ATTEMPT_TOTALS = cast(Table, AttemptTotal.__table__)
