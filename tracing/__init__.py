@@ -1,0 +1,1 @@
+"""W3C trace context for jobs, and OpenTelemetry spans around their work."""
