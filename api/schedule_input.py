@@ -57,11 +57,13 @@ class JobTypes:
 
 def new_schedule(request: ScheduleRequest, *, tenant: str, job_types: JobTypes) -> NewSchedule:
     """The store's view of a validated request; InvalidSchedule if it cannot run."""
+    new = _as_new(request, tenant=tenant, job_types=job_types)
     job_types.check(request.type, request.entity_id, request.payload)
-    return _as_new(request, tenant=tenant, job_types=job_types)
+    return new
 
 
 def _as_new(request: ScheduleRequest, *, tenant: str, job_types: JobTypes) -> NewSchedule:
+    # The cadence is checked here, before the job type: the order in which fields are named.
     return NewSchedule(
         tenant=tenant,
         name=request.name,
@@ -106,10 +108,11 @@ def patched(schedule: Schedule, patch: SchedulePatch, *, job_types: JobTypes) ->
     if given.get("interval_s") is not None and "cron" not in given:
         merged["cron"] = None
     request = ScheduleRequest.model_validate(merged)
+    new = _as_new(request, tenant=schedule.tenant, job_types=job_types)
     resuming = schedule.paused and not request.paused
     if resuming or given.keys() & {"type", "entity_id", "payload"}:
         job_types.check(request.type, request.entity_id, request.payload)
-    return _as_new(request, tenant=schedule.tenant, job_types=job_types)
+    return new
 
 
 def _fields_of(schedule: Schedule) -> dict[str, Any]:
