@@ -370,10 +370,9 @@ def test_pausing_empties_next_runs_and_resuming_starts_after_now(stack, acme):
     assert paused.status_code == 200 and paused.json["paused"] is True
     assert paused.json["next_runs"] == []
     assert patch(stack, schedule["id"], {"paused": True}, acme).json == paused.json
-    # The scheduler paused it for a reason, and it was not run meanwhile.
+    # Left pointing at an occurrence long gone, as after a long pause.
     with stack.sessions.begin() as session:
         row = session.get_one(Schedule, uuid.UUID(schedule["id"]))
-        row.paused_reason = "job type gone"
         row.next_occurrence = row.next_fire_at = datetime(2020, 1, 1, tzinfo=UTC)
     resumed = patch(stack, schedule["id"], {"paused": False}, acme)
     assert resumed.status_code == 200, resumed.text
@@ -387,6 +386,36 @@ def test_pausing_empties_next_runs_and_resuming_starts_after_now(stack, acme):
         "schedule.pause",
         "schedule.resume",
     ]
+
+
+def test_a_schedule_courier_paused_itself_says_why_until_it_is_resumed(stack, acme):
+    schedule = create(stack, acme)
+    with stack.sessions.begin() as session:
+        row = schedules.get(session, uuid.UUID(schedule["id"]), tenant=None)
+        assert schedules.pause(
+            session, row, actor="scheduler", paused_reason="job type directory_sync is gone"
+        )
+    shown = stack.client.simulate_get(f"/v1/schedules/{schedule['id']}", headers=acme).json
+    assert shown["paused"] is True and shown["next_runs"] == []
+    assert shown["paused_reason"] == "job type directory_sync is gone"
+    assert audit_actions(stack, schedule["id"])[-1] == (
+        "schedule.pause",
+        "job type directory_sync is gone",
+    )
+    resumed = patch(stack, schedule["id"], {"paused": False}, acme).json
+    assert resumed["paused_reason"] is None and len(resumed["next_runs"]) == 5
+
+
+def test_resuming_a_schedule_whose_type_is_gone_is_422_but_pausing_it_works(stack, acme):
+    schedule = create(stack, acme, paused=True)
+    with stack.sessions.begin() as session:
+        session.get_one(Schedule, uuid.UUID(schedule["id"])).type = "retired_type"
+    resumed = patch(stack, schedule["id"], {"paused": False}, acme)
+    assert resumed.status_code == 422 and "type" in resumed.json["description"]
+    renamed = patch(stack, schedule["id"], {"name": "kept", "paused": True}, acme)
+    assert renamed.status_code == 200 and renamed.json["name"] == "kept"
+    trigger = post(stack, f"/v1/schedules/{schedule['id']}/trigger", "", acme)
+    assert trigger.status_code == 422 and "retired_type" in trigger.json["description"]
 
 
 def test_a_schedule_created_paused_has_no_next_runs(stack, acme):
