@@ -137,3 +137,9 @@ def test_a_missing_schedule_exits_1_and_a_malformed_id_exits_2(deployment):
         assert len(missing.stderr.strip().splitlines()) == 1 and "no schedule" in missing.stderr
         malformed = deployment.run("schedule", command, "nope")
         assert malformed.returncode == 2, (command, malformed.stderr)
+
+
+def test_every_schedule_command_has_help(deployment):
+    for command in ("list", "create", "pause", "resume", "trigger", "delete"):
+        done = deployment.run("schedule", command, "--help")
+        assert done.returncode == 0 and "Usage: courier schedule" in done.stdout, command
