@@ -95,21 +95,20 @@ def set_next_occurrence(schedule: Schedule, *, after: datetime) -> None:
 
 
 #: The columns a change may set, besides the cadence's and `paused`.
-_PLAIN_FIELDS = ("name", "type", "entity_id", "payload", "priority", "max_attempts")
-_POLICY_FIELDS = ("overlap", "missed")
+_FIELDS = ("name", "type", "entity_id", "payload", "priority", "max_attempts", "overlap", "missed")
 #: The cadence's columns: changing one re-points the next occurrence.
 CADENCE_FIELDS = ("cron", "interval_s", "timezone", "jitter_s")
 
 
 def change(session: Session, schedule: Schedule, wanted: NewSchedule, *, actor: str) -> list[str]:
     """Make the schedule what `wanted` describes (its tenant excepted), audited; the names of
-    the fields that changed (`paused` included), in the order of the Schedule object.
+    the fields that changed (`paused` last, if it did).
 
     A new cadence points the schedule at its first occurrence after now (database clock);
     a change of `paused` pauses or resumes it as `pause` and `resume` do. Raises
     DuplicateScheduleName for a name the tenant already uses.
     """
-    values: dict[str, Any] = {f: getattr(wanted, f) for f in (*_PLAIN_FIELDS, *_POLICY_FIELDS)}
+    values: dict[str, Any] = {f: getattr(wanted, f) for f in _FIELDS}
     values.update({f: getattr(wanted.cadence, f) for f in CADENCE_FIELDS})
     changed = [f for f, v in values.items() if getattr(schedule, f) != v]
     if "name" in changed:
