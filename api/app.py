@@ -18,6 +18,7 @@ from api.resources.dead_letters import DeadLetters
 from api.resources.docs import OpenApi
 from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
+from api.resources.schedules import Schedule, Schedules
 from api.resources.stats import Metrics, QueueDepths, Stats, shared_figures
 from api.spec import Routes, openapi
 from api.ui.pages import Dashboard, Static
@@ -62,6 +63,10 @@ def create_app(
     routes.add("/v1/jobs/{job_id:uuid}/attempts", job, suffix="attempts")
     routes.add("/v1/jobs/{job_id:uuid}/cancel", job, suffix="cancel")
     routes.add("/v1/jobs/{job_id:uuid}/replay", job, suffix="replay")
+    schedules, schedule = Schedules(intake), Schedule(intake)
+    routes.add("/v1/schedules", schedules)
+    routes.add("/v1/schedules/{schedule_id:uuid}", schedule)
+    routes.add("/v1/schedules/{schedule_id:uuid}/trigger", schedule, suffix="trigger")
     dead_letters = DeadLetters(intake)
     routes.add("/v1/dead-letters", dead_letters)
     routes.add("/v1/dead-letters/replay", dead_letters, suffix="replay")
@@ -81,8 +86,9 @@ def create_app(
 
 def _with_job_types(document: dict[str, Any], queues: Mapping[str, str]) -> dict[str, Any]:
     # The job types are known only at start-up (the registry); the document lists them.
-    job_type = document["components"]["schemas"]["JobRequest"]["properties"]["type"]
-    job_type["enum"] = sorted(queues)
+    for request in ("JobRequest", "ScheduleRequest"):
+        job_type = document["components"]["schemas"][request]["properties"]["type"]
+        job_type["enum"] = sorted(queues)
     return document
 
 

@@ -90,3 +90,14 @@ def scope(req: falcon.Request) -> str | None:
     """The tenant every query of this caller is keyed by (None: an operator sees all)."""
     who = principal(req)
     return None if who.is_operator else who.tenant
+
+
+def listing_scope(req: falcon.Request, asked: str | None) -> str | None:
+    """The tenant a listing is keyed by: the caller's own, or for an operator the `tenant=`
+    filter it asked for (None: all); 403 for a client that asks for another tenant."""
+    tenant = scope(req)
+    if asked is None:
+        return tenant
+    if tenant is not None and asked != tenant:
+        raise Problem(falcon.HTTP_403, "Forbidden", "the tenant filter is for operators")
+    return asked

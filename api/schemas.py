@@ -302,3 +302,132 @@ class ReadyOut(BaseModel):
     title: str
     description: str
     checks: dict[str, Literal["ok", "unavailable"]]
+
+
+# Schedules (recurring jobs).
+
+#: A schedule's name: the characters of a job type's name, up to 128 of them.
+ScheduleName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+EntityId = Annotated[str, Field(min_length=1, max_length=256)]
+Priority = Annotated[int, Field(ge=0, le=9), WHOLE]
+MaxAttempts = Annotated[int, Field(ge=1, le=20), WHOLE]
+Cron = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        description="Five-field cron expression, read in wall-clock time of `timezone`.",
+    ),
+]
+#: At least a second, at most a year and a day (the column is a 32-bit integer).
+IntervalS = Annotated[
+    int,
+    Field(ge=1, le=366 * 86400, description="Seconds between occurrences, from the epoch."),
+    WHOLE,
+]
+Timezone = Annotated[str, Field(min_length=1, max_length=64, description="IANA timezone name.")]
+JitterS = Annotated[
+    int,
+    Field(ge=0, le=3600, description="Each occurrence is delayed by a stable offset below it."),
+    WHOLE,
+]
+Overlap = Literal["skip", "allow"]
+Missed = Literal["skip", "once"]
+
+
+class ScheduleRequest(Strict):
+    """A schedule to create: exactly one of `cron` and `interval_s`."""
+
+    tenant: Name | None = Field(
+        None, description="Operators must name the tenant; a client may only name its own."
+    )
+    name: ScheduleName
+    type: Name
+    entity_id: EntityId | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = 0
+    max_attempts: MaxAttempts | None = None
+    cron: Cron | None = None
+    interval_s: IntervalS | None = None
+    timezone: Timezone = "UTC"
+    jitter_s: JitterS = 0
+    overlap: Overlap = Field("skip", description="skip: no new job while the last one is active.")
+    missed: Missed = Field(
+        "once", description="After downtime: skip missed occurrences, or run the latest once."
+    )
+    paused: StrictBool = False
+
+
+class SchedulePatch(Strict):
+    """Fields of a schedule to change; giving `cron` or `interval_s` alone replaces the other."""
+
+    name: ScheduleName | None = None
+    type: Name | None = None
+    entity_id: EntityId | None = None
+    payload: dict[str, Any] | None = None
+    priority: Priority | None = None
+    max_attempts: MaxAttempts | None = None
+    cron: Cron | None = None
+    interval_s: IntervalS | None = None
+    timezone: Timezone | None = None
+    jitter_s: JitterS | None = None
+    overlap: Overlap | None = None
+    missed: Missed | None = None
+    paused: StrictBool | None = Field(None, description="true pauses, false resumes.")
+
+
+class TriggerRequest(Strict):
+    """Why a schedule's job is created now (optional, for the audit log)."""
+
+    reason: Reason | None = None
+
+
+class LastRunOut(BaseModel):
+    """The job a schedule created most recently."""
+
+    job_id: uuid.UUID
+    scheduled_for: datetime
+    status: Status
+
+
+class ScheduleOut(BaseModel):
+    """A schedule as the API shows it."""
+
+    id: uuid.UUID
+    tenant: str
+    name: str
+    type: str
+    entity_id: str | None
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int
+    cron: str | None
+    interval_s: int | None
+    timezone: str
+    jitter_s: int
+    overlap: Overlap
+    missed: Missed
+    paused: bool
+    paused_reason: str | None = Field(description="Why Courier paused it itself; else null.")
+    next_runs: list[datetime] = Field(description="The next five runs, jitter applied.")
+    last_run: LastRunOut | None
+    skipped_runs: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SchedulePage(BaseModel):
+    """A page of schedules, newest first."""
+
+    items: list[ScheduleOut]
+    next_cursor: str | None
+
+
+class ListSchedulesQuery(Strict):
+    """Filters and paging of the schedule list (`tenant` only for operators)."""
+
+    type: str | None = None
+    paused: bool | None = None
+    tenant: str | None = None
+    limit: Limit = 50
+    cursor: uuid.UUID | None = None

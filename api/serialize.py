@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from store.models import Attempt, Job
+from store import schedules
+from store.models import Attempt, Job, Schedule
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -56,4 +57,37 @@ def attempt(row: Attempt) -> dict[str, Any]:
         "finished_at": timestamp(row.finished_at),
         "duration_ms": row.duration_ms,
         "worker": row.worker,
+    }
+
+
+def schedule(row: Schedule, last_run: schedules.LastRun | None) -> dict[str, Any]:
+    """The contract's Schedule object, with its last run as `schedules.last_runs` found it."""
+    return {
+        "id": str(row.id),
+        "tenant": row.tenant,
+        "name": row.name,
+        "type": row.type,
+        "entity_id": row.entity_id,
+        "payload": row.payload,
+        "priority": row.priority,
+        "max_attempts": row.max_attempts,
+        "cron": row.cron,
+        "interval_s": row.interval_s,
+        "timezone": row.timezone,
+        "jitter_s": row.jitter_s,
+        "overlap": row.overlap,
+        "missed": row.missed,
+        "paused": row.paused,
+        "paused_reason": row.paused_reason,
+        "next_runs": [timestamp(t) for t in schedules.next_runs(row)],
+        "last_run": None
+        if last_run is None
+        else {
+            "job_id": str(last_run.job_id),
+            "scheduled_for": timestamp(last_run.scheduled_for),
+            "status": last_run.status,
+        },
+        "skipped_runs": row.skipped_runs,
+        "created_at": timestamp(row.created_at),
+        "updated_at": timestamp(row.updated_at),
     }

@@ -115,7 +115,7 @@ def openapi(routes: Routes, *, title: str, version: str) -> dict[str, Any]:
 
 def _operations(routes: Routes) -> Iterator[tuple[str, str, Operation]]:
     for path, resource, suffix in routes.added:
-        for method in ("get", "post", "put", "delete"):
+        for method in ("get", "post", "put", "patch", "delete"):
             name = f"on_{method}" + (f"_{suffix}" if suffix else "")
             spec = getattr(getattr(resource, name, None), "__openapi__", None)
             if spec is not None:

@@ -149,10 +149,11 @@ def upstream_mock(host: str, port: int) -> None:
 
 
 def _add_operator_commands() -> None:
-    from courier import operator_commands
+    from courier import operator_commands, schedule_commands
 
     for command in (operator_commands.replay, operator_commands.stats, operator_commands.prune):
         main.add_command(command)
+    main.add_command(schedule_commands.schedule)
 
 
 _add_operator_commands()

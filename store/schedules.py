@@ -1,4 +1,8 @@
-"""Schedules: creating and reading them, and adding the job of one occurrence."""
+"""Schedules: creating, changing and reading them, and adding the job of one occurrence.
+
+Every change a person makes (create, update, pause, resume, trigger, delete) is written to
+the audit log in the transaction that makes it.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store import errors, submissions
+from store import audit, errors, submissions
 from store.cadence import Cadence
 from store.ids import new_id
 from store.models import SCHEDULE_RUNS, Job, Schedule
@@ -48,12 +53,8 @@ def create(session: Session, new: NewSchedule) -> Schedule:
 
     Raises DuplicateScheduleName.
     """
-    db_now = session.execute(select(now())).scalar_one()
-    exists = session.scalar(
-        select(Schedule.id).where(Schedule.tenant == new.tenant, Schedule.name == new.name)
-    )
-    if exists is not None:
-        raise DuplicateScheduleName()
+    db_now = _db_now(session)
+    _check_name_free(session, new.tenant, new.name)
     schedule = Schedule(
         id=new_id(),
         tenant=new.tenant,
@@ -76,7 +77,7 @@ def create(session: Session, new: NewSchedule) -> Schedule:
     )
     set_next_occurrence(schedule, after=db_now)
     session.add(schedule)
-    session.flush()
+    _flush_unless_name_taken(session)
     return schedule
 
 
@@ -93,6 +94,167 @@ def set_next_occurrence(schedule: Schedule, *, after: datetime) -> None:
     schedule.next_fire_at = cadence.fire_at(schedule.id, occurrence)
 
 
+#: The columns a change may set, besides the cadence's and `paused`.
+_FIELDS = ("name", "type", "entity_id", "payload", "priority", "max_attempts", "overlap", "missed")
+#: The cadence's columns: changing one re-points the next occurrence.
+CADENCE_FIELDS = ("cron", "interval_s", "timezone", "jitter_s")
+
+
+def change(session: Session, schedule: Schedule, wanted: NewSchedule, *, actor: str) -> list[str]:
+    """Make the schedule what `wanted` describes (its tenant excepted), audited; the names of
+    the fields that changed (`paused` last, if it did).
+
+    A new cadence points the schedule at its first occurrence after now (database clock);
+    a change of `paused` pauses or resumes it as `pause` and `resume` do. Raises
+    DuplicateScheduleName for a name the tenant already uses.
+    """
+    values: dict[str, Any] = {f: getattr(wanted, f) for f in _FIELDS}
+    values.update({f: getattr(wanted.cadence, f) for f in CADENCE_FIELDS})
+    changed = [f for f, v in values.items() if getattr(schedule, f) != v]
+    if "name" in changed:
+        _check_name_free(session, schedule.tenant, wanted.name)
+    for f in changed:
+        setattr(schedule, f, values[f])
+    if changed:
+        db_now = _db_now(session)
+        schedule.updated_at = db_now
+        if set(changed) & set(CADENCE_FIELDS):
+            set_next_occurrence(schedule, after=db_now)
+        _flush_unless_name_taken(session)
+        record(session, schedule, "schedule.update", actor=actor, changed=changed)
+    toggle = pause if wanted.paused else resume
+    if toggle(session, schedule, actor=actor):
+        changed.append("paused")
+    return changed
+
+
+def pause(
+    session: Session,
+    schedule: Schedule,
+    *,
+    actor: str,
+    reason: str | None = None,
+    paused_reason: str | None = None,
+) -> bool:
+    """Pause the schedule, audited; False if it was paused already.
+
+    `paused_reason` says why Courier itself paused it (shown with the schedule); a person's
+    pause leaves it empty and gives any `reason` to the audit log alone.
+    """
+    if schedule.paused:
+        return False
+    schedule.paused = True
+    schedule.paused_reason = paused_reason
+    schedule.updated_at = _db_now(session)
+    record(session, schedule, "schedule.pause", actor=actor, reason=reason or paused_reason)
+    session.flush()
+    return True
+
+
+def resume(session: Session, schedule: Schedule, *, actor: str, reason: str | None = None) -> bool:
+    """Resume a paused schedule at its first occurrence after now, audited; False if it was
+    not paused. Occurrences that fell while it was paused are neither run nor counted."""
+    if not schedule.paused:
+        return False
+    db_now = _db_now(session)
+    schedule.paused = False
+    schedule.paused_reason = None
+    schedule.updated_at = db_now
+    set_next_occurrence(schedule, after=db_now)
+    record(session, schedule, "schedule.resume", actor=actor, reason=reason)
+    session.flush()
+    return True
+
+
+def trigger(
+    session: Session,
+    schedule: Schedule,
+    *,
+    queue: str,
+    timeout_s: int,
+    actor: str,
+    reason: str | None = None,
+) -> Job:
+    """Create the schedule's job now, outside its cadence (scheduled for the database's now),
+    audited with the job.
+
+    Raises DuplicateActiveJob while an active job of the same tenant, type and entity exists.
+    """
+    job = add_job(
+        session,
+        schedule,
+        scheduled_for=_db_now(session),
+        outcome="triggered",
+        queue=queue,
+        timeout_s=timeout_s,
+    )
+    session.flush()
+    record(session, schedule, "schedule.trigger", actor=actor, reason=reason, job_id=job.id)
+    return job
+
+
+def delete(session: Session, schedule: Schedule, *, actor: str, reason: str | None = None) -> None:
+    """Delete the schedule and its record of handled occurrences, audited; the jobs it created
+    stay, and keep its id as their `schedule_id`."""
+    record(session, schedule, "schedule.delete", actor=actor, reason=reason)
+    session.delete(schedule)
+    session.flush()
+
+
+def record(
+    session: Session,
+    schedule: Schedule,
+    action: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    job_id: uuid.UUID | None = None,
+    changed: Sequence[str] | None = None,
+) -> None:
+    """Write an audit entry about the schedule, naming it by id and name."""
+    details: dict[str, Any] = {"schedule_id": str(schedule.id), "name": schedule.name}
+    if changed:
+        details["changed"] = list(changed)
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        job_id=job_id,
+        tenant=schedule.tenant,
+        reason=reason,
+        details=details,
+    )
+
+
+def _db_now(session: Session) -> datetime:
+    return session.execute(select(now())).scalar_one()
+
+
+def _check_name_free(session: Session, tenant: str, name: str) -> None:
+    exists = session.scalar(
+        select(Schedule.id).where(Schedule.tenant == tenant, Schedule.name == name)
+    )
+    if exists is not None:
+        raise DuplicateScheduleName(f"the tenant already has a schedule named {name!r}")
+
+
+def _flush_unless_name_taken(session: Session) -> None:
+    # The check before the write answers the common case; a concurrent writer of the same
+    # name passes it too, and the unique index then decides.
+    try:
+        session.flush()
+    except IntegrityError as e:
+        if not _names_taken(e):
+            raise
+        raise DuplicateScheduleName() from None
+
+
+def _names_taken(error: IntegrityError) -> bool:
+    # PostgreSQL names the index; SQLite names its columns.
+    message = str(error.orig)
+    return "uq_schedules_tenant_name" in message or "schedules.tenant, schedules.name" in message
+
+
 class ScheduleNotFound(errors.StoreError):
     """No such schedule, or not one the caller may see."""
 
@@ -106,9 +268,15 @@ class LastRun:
     status: str
 
 
-def get(session: Session, schedule_id: uuid.UUID, *, tenant: str | None) -> Schedule:
-    """The schedule, if it exists and `tenant` (None: any tenant) may see it."""
+def get(
+    session: Session, schedule_id: uuid.UUID, *, tenant: str | None, lock: bool = False
+) -> Schedule:
+    """The schedule, if it exists and `tenant` (None: any tenant) may see it; with `lock`,
+    locked until the transaction ends, so that a change and the scheduler's handling of an
+    occurrence happen one after the other."""
     query = select(Schedule).where(Schedule.id == schedule_id)
+    if lock:
+        query = query.with_for_update()
     if tenant is not None:
         query = query.where(Schedule.tenant == tenant)
     schedule = session.scalars(query).one_or_none()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
@@ -140,11 +140,7 @@ class Jobs:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List jobs, newest first, a page at a time."""
         query: ListJobsQuery = req.context.query
-        tenant = auth.scope(req)
-        if query.tenant is not None:
-            if tenant is not None and query.tenant != tenant:
-                raise Problem(falcon.HTTP_403, "Forbidden", "the tenant filter is for operators")
-            tenant = query.tenant
+        tenant = auth.listing_scope(req, query.tenant)
         with self._intake.sessions() as session:
             rows, next_id = queries.list_jobs(
                 session,
@@ -221,21 +217,28 @@ class Job:
         resp.media = serialize.job(new)
 
 
-def send_page(resp: falcon.Response, rows: Sequence[models.Job], next_id: uuid.UUID | None) -> None:
-    """Answer a page of jobs in the contract's shape, cut short before its items pass
-    PAGE_BYTES; `next_cursor` then continues after the last item sent.
+def send_page(
+    resp: falcon.Response,
+    rows: Sequence[Any],
+    next_id: uuid.UUID | None,
+    *,
+    item: Callable[[Any], dict[str, Any]] = serialize.job,
+) -> None:
+    """Answer a page of rows (jobs, unless `item` shows them otherwise) in the contract's
+    shape, cut short before its items pass PAGE_BYTES; `next_cursor` then continues after the
+    last item sent.
 
     Each item is encoded once, to measure it and to send it.
     """
     items: list[bytes] = []
     size = 0
     for row in rows:
-        item = json.dumps(serialize.job(row), ensure_ascii=False).encode()
-        if items and size + len(item) > PAGE_BYTES:
+        encoded = json.dumps(item(row), ensure_ascii=False).encode()
+        if items and size + len(encoded) > PAGE_BYTES:
             next_id = rows[len(items) - 1].id
             break
-        items.append(item)
-        size += len(item) + 1
+        items.append(encoded)
+        size += len(encoded) + 1
     cursor = json.dumps(None if next_id is None else str(next_id)).encode()
     resp.content_type = falcon.MEDIA_JSON
     resp.data = b'{"items": [' + b", ".join(items) + b'], "next_cursor": ' + cursor + b"}"
