@@ -21,7 +21,6 @@ from api.ui.render import render
 from delivery import replays
 from store import actions, audit, bulk_replay, errors, queries, schedules, states, tokens
 from store.models import Job, Schedule
-from store.sql import now
 
 HERE = Path(__file__).parent
 PAGE = 50
@@ -242,13 +241,13 @@ class Dashboard:
                 queue = self._intake.queues.get(schedule.type)
                 if queue is None:
                     raise _UnknownType(f"no worker knows the job type {schedule.type!r}")
-                job = _trigger(
+                job = schedules.trigger(
                     session,
                     schedule,
-                    actor=who.label,
-                    reason=_reason(form),
                     queue=queue,
                     timeout_s=self._intake.defaults.timeout_s,
+                    actor=who.label,
+                    reason=_reason(form),
                 )
         except (_UnknownType, errors.DuplicateActiveJob) as e:
             # Rolled back; the schedule's page again, saying why.
@@ -278,7 +277,8 @@ class Dashboard:
         login.check_csrf(req, form)
         with self._sessions.begin() as session:
             schedule = _find_schedule(session, schedule_id, for_update=True)
-            _set_paused(session, schedule, paused, actor=who.label, reason=_reason(form))
+            toggle = schedules.pause if paused else schedules.resume
+            toggle(session, schedule, actor=who.label, reason=_reason(form))
         raise falcon.HTTPSeeOther(f"/ui/schedules/{schedule_id}")
 
     def _schedule_page(
@@ -420,14 +420,12 @@ def _job(row: Job) -> dict[str, Any]:
 def _find_schedule(
     session: Session, schedule_id: uuid.UUID, *, for_update: bool = False
 ) -> Schedule:
+    # Locked for an action: one operator action at a time per schedule, so a double click
+    # pauses (or audits) once.
     try:
-        schedule = schedules.get(session, schedule_id, tenant=None)
+        return schedules.get(session, schedule_id, tenant=None, lock=for_update)
     except schedules.ScheduleNotFound:
         raise falcon.HTTPNotFound(title="Not Found", description="no such schedule") from None
-    if for_update:
-        # One operator action at a time per schedule: a double click pauses (or audits) once.
-        session.refresh(schedule, with_for_update=True)
-    return schedule
 
 
 def _schedule_name(session: Session, schedule_id: uuid.UUID | None) -> str | None:
@@ -436,68 +434,5 @@ def _schedule_name(session: Session, schedule_id: uuid.UUID | None) -> str | Non
     return session.scalar(select(Schedule.name).where(Schedule.id == schedule_id))
 
 
-# -- schedule actions, kept here for now ------------------------------------------------------
-# These two do what the schedule API's pause/resume and trigger do; once the store has shared
-# functions for them (schedules.set_paused, schedules.trigger), the responders call those and
-# these go.
-
-
-def _set_paused(
-    session: Session, schedule: Schedule, paused: bool, *, actor: str, reason: str | None
-) -> None:
-    """Pause or resume; a resumed schedule starts at its first occurrence after now."""
-    if schedule.paused == paused:
-        return
-    db_now = session.execute(select(now())).scalar_one()
-    schedule.paused = paused
-    schedule.paused_reason = None
-    if not paused:
-        schedules.set_next_occurrence(schedule, after=db_now)
-    schedule.updated_at = db_now
-    audit.record(
-        session,
-        actor=actor,
-        action="schedule.pause" if paused else "schedule.resume",
-        tenant=schedule.tenant,
-        reason=reason,
-        details=_audited(schedule),
-    )
-
-
-def _trigger(
-    session: Session,
-    schedule: Schedule,
-    *,
-    actor: str,
-    reason: str | None,
-    queue: str,
-    timeout_s: int,
-) -> Job:
-    """The schedule's job, created now outside its cadence (the active-job rule applies)."""
-    db_now = session.execute(select(now())).scalar_one()
-    job = schedules.add_job(
-        session,
-        schedule,
-        scheduled_for=db_now,
-        outcome="triggered",
-        queue=queue,
-        timeout_s=timeout_s,
-    )
-    audit.record(
-        session,
-        actor=actor,
-        action="schedule.trigger",
-        job_id=job.id,
-        tenant=schedule.tenant,
-        reason=reason,
-        details=_audited(schedule),
-    )
-    return job
-
-
 class _UnknownType(Exception):
     """The schedule's job type is not one this deployment runs."""
-
-
-def _audited(schedule: Schedule) -> dict[str, Any]:
-    return {"schedule_id": str(schedule.id), "name": schedule.name}
