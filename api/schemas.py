@@ -130,6 +130,7 @@ class JobOut(BaseModel):
     id: uuid.UUID
     tenant: str
     type: str
+    queue: str
     entity_id: str | None
     payload: dict[str, Any]
     status: Status
@@ -148,6 +149,8 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     next_attempt_at: datetime | None
     run_at: datetime | None
+    schedule_id: uuid.UUID | None
+    scheduled_for: datetime | None
     status_url: str
 
 

@@ -66,6 +66,8 @@ _EMPTY = (
     "lease_expires_at",
     "cancel_requested_at",
     "dead_lettered_at",
+    "schedule_id",
+    "scheduled_for",
 )
 
 
