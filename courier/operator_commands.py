@@ -39,6 +39,7 @@ def replay(
 
     from tqdm import tqdm
 
+    from actors.registry import queues_by_type
     from courier.broker import publishing_broker
     from delivery import replays
     from delivery.outbox import Outbox
@@ -88,6 +89,7 @@ def replay(
             actor=f"cli:{getpass.getuser()}",
             reason=reason,
             on_progress=advance,
+            queues=queues_by_type(settings.job_modules, settings.job_queues),
         )
     if broker is not None:
         broker.close()
