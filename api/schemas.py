@@ -96,6 +96,12 @@ class CancelRequest(Strict):
     reason: Reason | None = None
 
 
+class PurgeRequest(Strict):
+    """Why a queue is purged (optional, for the audit log)."""
+
+    reason: Reason | None = None
+
+
 class DeadLetterReplayRequest(Strict):
     """Replay dead jobs by id or by filter; with neither, only with `all` set."""
 
@@ -220,6 +226,13 @@ class BulkReplayPreview(BaseModel):
     dry_run: Literal[True]
     count: int = Field(description="How many dead jobs the replay would take.")
     job_ids: list[uuid.UUID] = Field(description="The first (newest) of them, up to 20.")
+
+
+class PurgeResult(BaseModel):
+    """What a purge did."""
+
+    queue: str
+    cancelled: int = Field(description="How many queued or retrying jobs were cancelled.")
 
 
 class FieldError(BaseModel):

@@ -183,7 +183,12 @@ def upstream_mock(host: str, port: int) -> None:
 def _add_operator_commands() -> None:
     from courier import operator_commands
 
-    for command in (operator_commands.replay, operator_commands.stats, operator_commands.prune):
+    for command in (
+        operator_commands.replay,
+        operator_commands.stats,
+        operator_commands.prune,
+        operator_commands.purge,
+    ):
         main.add_command(command)
 
 

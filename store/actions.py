@@ -1,4 +1,4 @@
-"""Actions people take on jobs: cancel and replay, each with its audit entry."""
+"""Actions people take on jobs: cancel, purge a queue and replay, each with its audit entry."""
 
 from __future__ import annotations
 
@@ -82,6 +82,23 @@ def cancel(session: Session, job: Job, *, actor: str, reason: str | None = None)
     session.flush()
     session.refresh(job)
     return job
+
+
+def purge_queue(session: Session, queue: str, *, actor: str, reason: str | None = None) -> int:
+    """Cancel every queued or retrying job of `queue`, with one audit entry; returns how many.
+
+    The caller empties the broker's queue first (`delivery.purge`), so that any job this
+    misses, committed after its statement began, was published after the broker was emptied.
+    """
+    cancelled = transitions.cancel_waiting_in_queue(session.connection(), queue)
+    audit.record(
+        session,
+        actor=actor,
+        action="queue.purge",
+        reason=reason,
+        details={"queue": queue, "cancelled": cancelled},
+    )
+    return cancelled
 
 
 def replay(

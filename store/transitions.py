@@ -499,6 +499,26 @@ def cancel(db: Connection, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]
     return {job_id: status for job_id, status in db.execute(_CANCEL, {"cancelling": rows})}
 
 
+_CANCEL_WAITING_IN_QUEUE = (
+    update(JOBS)
+    .where(J.queue == bindparam("of_queue", type_=String), _AT_ONCE)
+    .values(
+        status=Status.CANCELLED,
+        finished_at=now(),
+        cancel_requested_at=func.coalesce(J.cancel_requested_at, now()),
+    )
+)
+
+
+def cancel_waiting_in_queue(db: Connection, queue: str) -> int:
+    """Cancel every waiting job of `queue` (a purge) in one statement; returns how many.
+
+    The same rule as `cancel` for a waiting job; running jobs are left to finish. A job
+    committed after the statement began is not seen, and is not cancelled.
+    """
+    return db.execute(_CANCEL_WAITING_IN_QUEUE, {"of_queue": queue}).rowcount
+
+
 # --- replay -----------------------------------------------------------------------------
 
 _REPLAYING = Batch(
