@@ -167,3 +167,9 @@ def test_a_worker_for_sync_only_leaves_low_jobs_queued(stack, upstream):
     assert stack.ready("low") == 1
     stack.start_worker(queues={"low"})
     stack.wait_status(on_low, "succeeded")
+
+
+def test_the_openapi_job_object_has_its_queue_and_schedule_fields(stack):
+    document = stack.client.simulate_get("/openapi.json").json
+    job = document["components"]["schemas"]["JobOut"]
+    assert {"queue", "schedule_id", "scheduled_for"} <= set(job["required"])

@@ -156,3 +156,13 @@ def test_the_in_memory_broker_is_purged_too(sqlite_engine):
     response = purge(client, "low", operator)
     assert (response.status_code, response.json) == (200, {"queue": "low", "cancelled": 3})
     assert broker.queues["low"].qsize() == 0
+
+
+def test_the_purge_is_described_in_the_openapi_document(stack):
+    document = stack.client.simulate_get("/openapi.json").json
+    purging = document["paths"]["/v1/queues/{queue}/purge"]["post"]
+    [queue] = purging["parameters"]
+    assert (queue["name"], queue["in"], queue["schema"]) == ("queue", "path", {"type": "string"})
+    assert purging["requestBody"]["required"] is False
+    result = document["components"]["schemas"]["PurgeResult"]["properties"]
+    assert set(result) == {"queue", "cancelled"}
