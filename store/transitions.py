@@ -501,7 +501,7 @@ def cancel(db: Connection, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]
 
 _CANCEL_WAITING_IN_QUEUE = (
     update(JOBS)
-    .where(J.queue == bindparam("of_queue", type_=String), _AT_ONCE)
+    .where(J.queue == bindparam("of_queue", type_=String), states.purgeable(J))
     .values(
         status=Status.CANCELLED,
         finished_at=now(),
