@@ -18,6 +18,7 @@ from api.resources.dead_letters import DeadLetters
 from api.resources.docs import OpenApi
 from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
+from api.resources.queues import QueuePurge
 from api.resources.schedules import Schedule, Schedules
 from api.resources.stats import Metrics, QueueDepths, Stats, shared_figures
 from api.spec import Routes, openapi
@@ -70,6 +71,7 @@ def create_app(
     dead_letters = DeadLetters(intake)
     routes.add("/v1/dead-letters", dead_letters)
     routes.add("/v1/dead-letters/replay", dead_letters, suffix="replay")
+    routes.add("/v1/queues/{queue}/purge", QueuePurge(intake))
     figures = shared_figures(sessions, queue_depths, max_age_s=stats_max_age_s)
     routes.add("/v1/stats", Stats(figures))
     routes.add("/metrics", Metrics(figures))

@@ -96,6 +96,12 @@ class CancelRequest(Strict):
     reason: Reason | None = None
 
 
+class PurgeRequest(Strict):
+    """Why a queue is purged (optional, for the audit log)."""
+
+    reason: Reason | None = None
+
+
 class DeadLetterReplayRequest(Strict):
     """Replay dead jobs by id or by filter; with neither, only with `all` set."""
 
@@ -130,6 +136,7 @@ class JobOut(BaseModel):
     id: uuid.UUID
     tenant: str
     type: str
+    queue: str
     entity_id: str | None
     payload: dict[str, Any]
     status: Status
@@ -148,6 +155,8 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     next_attempt_at: datetime | None
     run_at: datetime | None
+    schedule_id: uuid.UUID | None
+    scheduled_for: datetime | None
     status_url: str
 
 
@@ -217,6 +226,13 @@ class BulkReplayPreview(BaseModel):
     dry_run: Literal[True]
     count: int = Field(description="How many dead jobs the replay would take.")
     job_ids: list[uuid.UUID] = Field(description="The first (newest) of them, up to 20.")
+
+
+class PurgeResult(BaseModel):
+    """What a purge did."""
+
+    queue: str
+    cancelled: int = Field(description="How many queued or retrying jobs were cancelled.")
 
 
 class FieldError(BaseModel):

@@ -22,6 +22,7 @@ def job(row: Job | Row[*tuple[Any, ...]]) -> dict[str, Any]:
         "id": str(row.id),
         "tenant": row.tenant,
         "type": row.type,
+        "queue": row.queue,
         "entity_id": row.entity_id,
         "payload": row.payload,
         "status": row.status,
@@ -40,6 +41,8 @@ def job(row: Job | Row[*tuple[Any, ...]]) -> dict[str, Any]:
         "finished_at": timestamp(row.finished_at),
         "next_attempt_at": timestamp(row.next_attempt_at),
         "run_at": timestamp(row.run_at),
+        "schedule_id": None if row.schedule_id is None else str(row.schedule_id),
+        "scheduled_for": timestamp(row.scheduled_for),
         "status_url": f"/v1/jobs/{row.id}",
     }
 

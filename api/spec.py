@@ -141,13 +141,8 @@ def _describe(path: str, op: Operation) -> dict[str, Any]:
     if op.auth is not None:
         described["security"] = [{"bearer": []}]
     parameters = [
-        {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "format": "uuid"},
-        }
-        for name in _path_params(path)
+        {"name": name, "in": "path", "required": True, "schema": _PATH_SCHEMAS[converter]}
+        for name, converter in _path_params(path)
     ]
     if op.query is not None:
         for name, prop in op.query.model_json_schema()["properties"].items():
@@ -181,5 +176,14 @@ def _response(model: type[BaseModel] | None) -> dict[str, Any]:
     }
 
 
-def _path_params(path: str) -> list[str]:
-    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+#: The schema of a path segment by its Falcon converter (none: any string).
+_PATH_SCHEMAS: dict[str, dict[str, str]] = {
+    "uuid": {"type": "string", "format": "uuid"},
+    "": {"type": "string"},
+}
+
+
+def _path_params(path: str) -> list[tuple[str, str]]:
+    """(name, converter) of each `{name}` or `{name:converter}` segment of `path`."""
+    segments = (part[1:-1] for part in path.split("/") if part.startswith("{"))
+    return [(name, converter) for name, _, converter in (s.partition(":") for s in segments)]

@@ -16,12 +16,14 @@ from sqlalchemy.orm import Session
 
 from store import outbox, stats, transitions
 
-#: What runs on a timer in every worker (relay, reaper) or on every scrape (stats, metrics).
+#: What runs on a timer in every worker (relay, reaper) or on every scrape (stats, metrics),
+#: and a purge, which must not read the history to find a queue's backlog.
 QUERIES: dict[str, Callable[[Connection], Any]] = {
     "relay: due jobs": lambda db: outbox.read_due(db, limit=100),
     "relay: dead letters to copy": lambda db: outbox.read_missing_dead_letters(db, limit=100),
     "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100, stuck_grace_s=60),
     "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
+    "purge: waiting jobs of a queue": lambda db: transitions.cancel_waiting_in_queue(db, "sync"),
     "stats: counts by type and status": lambda db: stats.counts(Session(bind=db)),
 }
 

@@ -106,14 +106,19 @@ def worker_stack(
     return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler)
 
 
-def start_in_process_worker(stack: WorkerStack, *, threads: int) -> dramatiq.Worker:
-    """Run workers as threads of this process (embedded mode, tests).
+def start_in_process_worker(
+    stack: WorkerStack, *, threads: int, queues: set[str] | None = None
+) -> dramatiq.Worker:
+    """Run workers as threads of this process (embedded mode, tests), consuming `queues`
+    (default: every declared queue).
 
     Announces the process boot first, as Dramatiq's command line does: the TimeLimit
     middleware starts its timer thread then.
     """
     stack.broker.emit_after("process_boot")
-    worker = dramatiq.Worker(stack.broker, worker_threads=threads, worker_timeout=100)
+    worker = dramatiq.Worker(
+        stack.broker, queues=queues, worker_threads=threads, worker_timeout=100
+    )
     worker.start()
     return worker
 

@@ -7,7 +7,15 @@ import sys
 
 import click
 
-from courier.cli_support import BadUsage, Fail, duration, session_scope, settings_from_env
+from courier.cli_support import (
+    BadUsage,
+    Fail,
+    duration,
+    known_queues,
+    session_scope,
+    settings_from_env,
+)
+from courier.settings import Settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,19 +72,43 @@ def api(bind: str, workers: int, threads: int) -> None:
 @click.option("--processes", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
 @click.option("--no-restart", is_flag=True, help="Exit when the worker group dies.")
-def worker(processes: int, threads: int, no_restart: bool) -> None:
-    """Run Dramatiq workers for every job type (`dramatiq courier.worker`), restarted on death."""
+@click.option(
+    "--queues",
+    "queue_list",
+    default=None,
+    metavar="Q[,Q...]",
+    help="Consume only these queues, comma-separated (default: every queue).",
+)
+def worker(processes: int, threads: int, no_restart: bool, queue_list: str | None) -> None:
+    """Run Dramatiq workers for every job type (`dramatiq courier.worker`), restarted on death.
+
+    The relay, reaper, reconciler and scheduler run in every worker process for every queue,
+    whatever `--queues` says.
+    """
     from courier import supervise
     from courier.logs import configure_logging
 
     settings = settings_from_env()
+    consumed = _consumed_queues(settings, queue_list)
     configure_logging(settings.log_format)
     command = [sys.executable, "-m", "dramatiq", "courier.worker"]
     command += ["--processes", str(processes), "--threads", str(threads)]
     command += ["--worker-shutdown-timeout", str(round(settings.drain_timeout_s * 1000))]
+    if consumed:
+        command += ["--queues", *consumed]
     if no_restart:
         os.execv(sys.executable, command)
     sys.exit(supervise.run(command))
+
+
+def _consumed_queues(settings: Settings, queue_list: str | None) -> list[str]:
+    """The queues `--queues` names (empty: all), each one a job type runs on; BadUsage if not."""
+    if queue_list is None:
+        return []
+    named = [q.strip() for q in queue_list.split(",") if q.strip()]
+    if not named:
+        raise BadUsage("--queues: name at least one queue")
+    return known_queues(settings, named, option="--queues")
 
 
 @main.group()
@@ -151,7 +183,12 @@ def upstream_mock(host: str, port: int) -> None:
 def _add_operator_commands() -> None:
     from courier import operator_commands, schedule_commands
 
-    for command in (operator_commands.replay, operator_commands.stats, operator_commands.prune):
+    for command in (
+        operator_commands.replay,
+        operator_commands.stats,
+        operator_commands.prune,
+        operator_commands.purge,
+    ):
         main.add_command(command)
     main.add_command(schedule_commands.schedule)
 

@@ -40,14 +40,29 @@ def settings_from_env(*, dev: bool = False) -> Settings:
         settings = Settings.from_env(dev=dev)
     except SettingsError as e:
         raise Fail(str(e)) from None
-    if settings.job_modules:
-        from actors.registry import JobModuleError, job_types
+    if settings.job_modules or settings.job_queues:
+        from actors.registry import JobModuleError, JobQueuesError, queues_by_type
 
         try:
-            job_types(settings.job_modules)
-        except JobModuleError as e:
+            queues_by_type(settings.job_modules, settings.job_queues)
+        except (JobModuleError, JobQueuesError) as e:
             raise Fail(str(e)) from None
     return settings
+
+
+def known_queues(settings: Settings, names: list[str], *, option: str) -> list[str]:
+    """`names` without repeats, each a queue some job type runs on; BadUsage naming `option`
+    if one is not."""
+    from actors.registry import queues_by_type
+
+    known = set(queues_by_type(settings.job_modules, settings.job_queues).values())
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise BadUsage(
+            f"{option}: no job type runs on {', '.join(unknown)}"
+            f" (queues: {', '.join(sorted(known))})"
+        )
+    return list(dict.fromkeys(names))
 
 
 def session_scope() -> Any:

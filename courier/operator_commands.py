@@ -1,4 +1,4 @@
-"""Operators' commands: bulk replay, stats and retention."""
+"""Operators' commands: bulk replay, stats, retention and purging a queue."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from courier.cli_support import BadUsage, duration, session_scope, settings_from_env
+from courier.cli_support import BadUsage, duration, known_queues, session_scope, settings_from_env
 
 
 @click.command()
@@ -39,6 +39,7 @@ def replay(
 
     from tqdm import tqdm
 
+    from actors.registry import queues_by_type
     from courier.broker import publishing_broker
     from delivery import replays
     from delivery.outbox import Outbox
@@ -88,6 +89,7 @@ def replay(
             actor=f"cli:{getpass.getuser()}",
             reason=reason,
             on_progress=advance,
+            queues=queues_by_type(settings.job_modules, settings.job_queues),
         )
     if broker is not None:
         broker.close()
@@ -154,3 +156,35 @@ def prune(older_than: str, include_dead: bool, dry_run: bool) -> None:
         return
     deleted = retention.prune(sessions, cutoff, include_dead=include_dead)
     click.echo(f"deleted {deleted} job(s) {before} ({detail}); the audit log is kept")
+
+
+@click.command()
+@click.option("--queue", "queue", required=True, help="The queue to purge.")
+@click.option("--reason", default=None, help="Why, for the audit log.")
+def purge(queue: str, reason: str | None) -> None:
+    """Cancel every queued or retrying job of a queue and empty it in the broker."""
+    import getpass
+
+    from courier.broker import publishing_broker
+    from delivery import purge as purging
+    from store.db import make_engine, make_sessionmaker
+
+    settings = settings_from_env()
+    known_queues(settings, [queue], option="--queue")
+    engine = make_engine(settings.database_url)
+    # An in-memory broker lives in `courier dev`'s process: the jobs are cancelled in SQL and
+    # their messages there are refused when claimed.
+    broker = None if settings.uses_memory_broker else publishing_broker(settings)
+    try:
+        cancelled = purging.purge(
+            make_sessionmaker(engine),
+            broker,
+            queue,
+            actor=f"cli:{getpass.getuser()}",
+            reason=reason,
+        )
+    finally:
+        if broker is not None:
+            broker.close()
+        engine.dispose()
+    click.echo(f"purged {queue}: cancelled {cancelled} job(s)")

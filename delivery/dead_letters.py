@@ -16,6 +16,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import q_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
+from delivery import channels
+
 
 def headers_for(job_id: str, error_type: str | None, attempts: int) -> dict[str, Any]:
     """The AMQP headers that explain a dead letter."""
@@ -64,13 +66,8 @@ def remove(broker: Broker, queue_name: str, job_ids: set[str]) -> int:
         return before - len(kept)
     if not isinstance(broker, RabbitmqBroker):
         raise TypeError(f"dead letters are not supported on {type(broker).__name__}")
-    try:
-        connection = pika.BlockingConnection(broker.parameters)
-    except pika.exceptions.AMQPError as e:
-        raise ConnectionClosed(e) from None
     removed = 0
-    try:
-        channel = connection.channel()
+    with channels.own_channel(broker) as channel:
         count = channel.queue_declare(queue, passive=True).method.message_count
         for _ in range(count):
             method, properties, _body = channel.basic_get(queue, auto_ack=False)
@@ -82,12 +79,4 @@ def remove(broker: Broker, queue_name: str, job_ids: set[str]) -> int:
                 removed += 1
         # Everything not acked goes back to the queue when the channel closes.
         channel.close()
-    except pika.exceptions.ChannelClosedByBroker as e:
-        if e.reply_code != 404:  # no such queue: nothing to remove
-            raise ConnectionClosed(e) from None
-    except pika.exceptions.AMQPError as e:
-        raise ConnectionClosed(e) from None
-    finally:
-        if connection.is_open:
-            connection.close()
     return removed

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,9 +46,11 @@ def replay_dead(
     actor: str,
     reason: str | None,
     on_progress: Callable[[int], None] | None = None,
+    queues: Mapping[str, str] | None = None,
 ) -> Result:
     """Replay the selected dead jobs; returns what was replayed and what was skipped.
 
+    Each new job goes to its type's queue in `queues` (job type → queue, as configured).
     Without an `outbox` the new jobs are left to the relay (as when the broker is in another
     process's memory).
     """
@@ -60,7 +62,13 @@ def replay_dead(
         size = min(bulk_replay.CHUNK, selection.limit - done)
         with sessions.begin() as session:
             chunk = bulk_replay.replay_chunk(
-                session, selection, size=size, before=before, actor=actor, reason=reason
+                session,
+                selection,
+                size=size,
+                before=before,
+                actor=actor,
+                reason=reason,
+                queues=queues,
             )
         result.skipped.extend((old_id, str(why)) for old_id, why in chunk.refused)
         if outbox is not None:

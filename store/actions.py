@@ -1,9 +1,9 @@
-"""Actions people take on jobs: cancel and replay, each with its audit entry."""
+"""Actions people take on jobs: cancel, purge a queue and replay, each with its audit entry."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete, select, tuple_
@@ -66,6 +66,8 @@ _EMPTY = (
     "lease_expires_at",
     "cancel_requested_at",
     "dead_lettered_at",
+    "schedule_id",
+    "scheduled_for",
 )
 
 
@@ -82,6 +84,23 @@ def cancel(session: Session, job: Job, *, actor: str, reason: str | None = None)
     return job
 
 
+def purge_queue(session: Session, queue: str, *, actor: str, reason: str | None = None) -> int:
+    """Cancel every queued or retrying job of `queue`, with one audit entry; returns how many.
+
+    The caller empties the broker's queue first (`delivery.purge`), so that any job this
+    misses, committed after its statement began, was published after the broker was emptied.
+    """
+    cancelled = transitions.cancel_waiting_in_queue(session.connection(), queue)
+    audit.record(
+        session,
+        actor=actor,
+        action="queue.purge",
+        reason=reason,
+        details={"queue": queue, "cancelled": cancelled},
+    )
+    return cancelled
+
+
 def replay(
     session: Session,
     job: Job,
@@ -90,8 +109,13 @@ def replay(
     payload: dict[str, Any] | None = None,
     reason: str | None = None,
     via: str = "api",
+    queues: Mapping[str, str] | None = None,
 ) -> Job:
-    """Create a new job linked to `job` (`replay_of`/`replayed_by`); history is left as it was."""
+    """Create a new job linked to `job` (`replay_of`/`replayed_by`); history is left as it was.
+
+    The new job goes to its type's queue in `queues` (the configured map), where the type
+    runs now; a type missing from it keeps the old job's queue.
+    """
     if job.status not in states.REPLAYABLE:
         raise errors.InvalidTransition(
             f"only failed, dead or cancelled jobs can be replayed, not {job.status}"
@@ -99,7 +123,7 @@ def replay(
     if job.replayed_by is not None:
         raise errors.InvalidTransition(f"the job was already replayed by {job.replayed_by}")
     replayed, refused = replay_many(
-        session, [job], actor=actor, payload=payload, reason=reason, via=via
+        session, [job], actor=actor, payload=payload, reason=reason, via=via, queues=queues
     )
     if refused:
         raise refused[0][1]
@@ -115,19 +139,22 @@ def replay_many(
     reason: str | None,
     via: str,
     payload: dict[str, Any] | None = None,
+    queues: Mapping[str, str] | None = None,
 ) -> tuple[list[tuple[R, dict[str, Any]]], list[tuple[uuid.UUID, errors.StoreError]]]:
     """Replay `olds` in the session's transaction, a few statements for all of them.
 
     Returns (old, new job's column values) pairs and the old ids that were refused, with
-    why. `payload`, if given, replaces every old job's payload. Each replay links both ways
-    and writes its audit entry in the same transaction.
+    why. `payload`, if given, replaces every old job's payload; `queues` is as for `replay`.
+    Each replay links both ways and writes its audit entry in the same transaction.
     """
     if not olds:
         return [], []
     connection = session.connection()
-    news = {old.id: _new_job(old, payload) for old in olds}
+    news = {old.id: _new_job(old, payload, queues or {}) for old in olds}
     pairs = [(old_id, new["id"]) for old_id, new in news.items()]
-    inserted = transitions.insert_replays(connection, pairs, payload)
+    inserted = transitions.insert_replays(
+        connection, [(old_id, new["id"], new["queue"]) for old_id, new in news.items()], payload
+    )
     refused = _explain_refused(session, [o for o in olds if news[o.id]["id"] not in inserted])
     links = [(old, new) for old, new in pairs if old not in refused]
     linked = transitions.link_replays(connection, links) if links else set()
@@ -165,12 +192,15 @@ def replay_many(
     return replayed, [(o.id, refused[o.id]) for o in olds if o.id in refused]
 
 
-def _new_job(old: Replayable, payload: dict[str, Any] | None) -> dict[str, Any]:
+def _new_job(
+    old: Replayable, payload: dict[str, Any] | None, queues: Mapping[str, str]
+) -> dict[str, Any]:
     return {
         "id": new_id(),
         "tenant": old.tenant,
         "type": old.type,
-        "queue": old.queue,
+        # Where the type runs now: COURIER_JOB_QUEUES may have moved it since the old job.
+        "queue": queues.get(old.type, old.queue),
         "entity_id": old.entity_id,
         "payload": old.payload if payload is None else payload,
         "status": Status.QUEUED,

@@ -7,7 +7,7 @@ many locks for long. Publishing the new jobs is the broker side's (`delivery.rep
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +82,14 @@ def replay_chunk(
     before: uuid.UUID | None,
     actor: str,
     reason: str | None,
+    queues: Mapping[str, str] | None = None,
 ) -> Chunk:
-    """Replay the next `size` selected dead jobs older than `before`, newest first."""
+    """Replay the next `size` selected dead jobs older than `before`, newest first, each to
+    its type's queue in `queues` (see `actions.replay`)."""
     olds = _lock_page(session, selection, size, before)
-    replayed, refused = actions.replay_many(session, olds, actor=actor, reason=reason, via="bulk")
+    replayed, refused = actions.replay_many(
+        session, olds, actor=actor, reason=reason, via="bulk", queues=queues
+    )
     return Chunk(olds, replayed, refused)
 
 

@@ -20,6 +20,7 @@ _READ = select(
     J.id,
     J.tenant,
     J.type,
+    J.queue,
     J.entity_id,
     J.payload,
     J.status,
@@ -38,6 +39,8 @@ _READ = select(
     J.finished_at,
     J.next_attempt_at,
     J.run_at,
+    J.schedule_id,
+    J.scheduled_for,
 ).where(J.id == bindparam("p_id"))
 _READ_IN_TENANT = _READ.where(J.tenant == bindparam("p_tenant"))
 

@@ -8,7 +8,7 @@ table and to an alias of it alike.
     queued ──claim──▶ running ──finish──▶ succeeded | failed | dead | cancelled
       ▲                 │  └──finish (retryable)──▶ retrying ──claim──▶ running
       └── replay        └──reap (lease expired, or hung)──▶ retrying | dead | cancelled
-    queued | retrying ──cancel──▶ cancelled      queued | retrying ──bury──▶ dead
+    queued | retrying ──cancel, purge──▶ cancelled      queued | retrying ──bury──▶ dead
 """
 
 from __future__ import annotations
@@ -197,6 +197,15 @@ def decision_for(status: Any) -> ColumnElement[str]:
 def cancellable_at_once(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
     """Cancel: a waiting job stops at once; a running one is asked to stop at a checkpoint."""
     return one_of(status_of(j), CLAIMABLE)
+
+
+def purgeable(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
+    """Purge: every waiting job (those a cancel stops at once); running ones finish.
+
+    Tested on the status itself, not `status_of`: a purge reads a queue's whole backlog, which
+    the status index finds without reading the finished jobs.
+    """
+    return one_of(j.status, CLAIMABLE)
 
 
 def due_for_publishing(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:

@@ -499,10 +499,34 @@ def cancel(db: Connection, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]
     return {job_id: status for job_id, status in db.execute(_CANCEL, {"cancelling": rows})}
 
 
+_CANCEL_WAITING_IN_QUEUE = (
+    update(JOBS)
+    .where(J.queue == bindparam("of_queue", type_=String), states.purgeable(J))
+    .values(
+        status=Status.CANCELLED,
+        finished_at=now(),
+        cancel_requested_at=func.coalesce(J.cancel_requested_at, now()),
+    )
+)
+
+
+def cancel_waiting_in_queue(db: Connection, queue: str) -> int:
+    """Cancel every waiting job of `queue` (a purge) in one statement; returns how many.
+
+    The same rule as `cancel` for a waiting job; running jobs are left to finish. A job
+    committed after the statement began is not seen, and is not cancelled.
+    """
+    return db.execute(_CANCEL_WAITING_IN_QUEUE, {"of_queue": queue}).rowcount
+
+
 # --- replay -----------------------------------------------------------------------------
 
 _REPLAYING = Batch(
-    "replaying", column("old_id", Uuid), column("new_id", Uuid), column("n", Integer)
+    "replaying",
+    column("old_id", Uuid),
+    column("new_id", Uuid),
+    column("n", Integer),
+    column("queue", String),
 )
 _OLD = JOBS.alias("old")
 _PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -532,7 +556,7 @@ _INSERT_REPLAYS = (
             _REPLAYING.c.new_id,
             _OLD.c.tenant,
             _OLD.c.type,
-            _OLD.c.queue,
+            _REPLAYING.c.queue,
             _OLD.c.entity_id,
             func.coalesce(bindparam("payload", type_=_PAYLOAD), _OLD.c.payload),
             literal(Status.QUEUED),
@@ -562,13 +586,15 @@ _LINK_REPLAYS = (
 
 
 def insert_replays(
-    db: Connection, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]], payload: dict[str, Any] | None
+    db: Connection,
+    replays: Sequence[tuple[uuid.UUID, uuid.UUID, str]],
+    payload: dict[str, Any] | None,
 ) -> dict[uuid.UUID, datetime]:
-    """Insert a new queued job copied from each old one of `(old id, new id)`; returns the new
-    jobs that went in, with their creation times. `payload`, if given, replaces every old
-    job's payload.
+    """Insert a new queued job copied from each old one of `(old id, new id, queue)`; returns
+    the new jobs that went in, with their creation times. `payload`, if given, replaces every
+    old job's payload.
     """
-    rows = [(old, new, n) for n, (old, new) in enumerate(pairs)]
+    rows = [(old, new, n, queue) for n, (old, new, queue) in enumerate(replays)]
     found = db.execute(_INSERT_REPLAYS, {"replaying": rows, "payload": payload})
     return {row.id: row.created_at for row in found}
 

@@ -70,7 +70,19 @@ def upstream(upstream_server: ScriptableUpstream) -> ScriptableUpstream:
 
 
 @pytest.fixture
-def settings(database_url: str, vhost: str, upstream: ScriptableUpstream) -> Settings:
+def job_queues() -> tuple[tuple[str, str], ...]:
+    """The COURIER_JOB_QUEUES of a test's settings: none; a module overrides this fixture to
+    move job types to other queues."""
+    return ()
+
+
+@pytest.fixture
+def settings(
+    database_url: str,
+    vhost: str,
+    upstream: ScriptableUpstream,
+    job_queues: tuple[tuple[str, str], ...],
+) -> Settings:
     """Settings for a test: its own database and vhost, fast retries, short leases."""
     return Settings(
         database_url=database_url,
@@ -86,6 +98,7 @@ def settings(database_url: str, vhost: str, upstream: ScriptableUpstream) -> Set
         relay_interval_s=0.1,
         progress_interval_s=0.05,
         log_format="console",
+        job_queues=job_queues,
     )
 
 

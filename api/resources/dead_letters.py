@@ -81,6 +81,7 @@ class DeadLetters:
             selection,
             actor=who.label,
             reason=request.reason,
+            queues=self._intake.queues,
         )
         resp.status = falcon.HTTP_202
         resp.media = {

@@ -207,7 +207,12 @@ class Job:
             if request.payload is not None:
                 self._intake.check_input(old.type, old.entity_id, request.payload)
             new = actions.replay(
-                session, old, actor=who.label, payload=request.payload, reason=request.reason
+                session,
+                old,
+                actor=who.label,
+                payload=request.payload,
+                reason=request.reason,
+                queues=self._intake.queues,
             )
         self._intake.publish([new])
         if old.status == states.Status.DEAD:

@@ -192,7 +192,13 @@ class Dashboard:
         with self._sessions.begin() as session:
             old = queries.get_job(session, job_id, tenant=None)
             new = actions.replay(
-                session, old, actor=who.label, payload=payload, reason=_reason(form), via="ui"
+                session,
+                old,
+                actor=who.label,
+                payload=payload,
+                reason=_reason(form),
+                via="ui",
+                queues=self._intake.queues,
             )
         self._intake.publish([new])
         if old.status == states.Status.DEAD:
@@ -216,6 +222,7 @@ class Dashboard:
             bulk_replay.Selection(job_ids=ids, limit=len(ids)),
             actor=who.label,
             reason=_reason(form),
+            queues=self._intake.queues,
         )
         raise falcon.HTTPSeeOther("/ui/dead-letters")
 

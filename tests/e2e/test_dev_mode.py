@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -14,16 +16,21 @@ from tests.support.processes import Process, courier_command, free_port
 pytestmark = pytest.mark.e2e
 
 
-def test_courier_dev_runs_a_job_to_success_and_exits_0_on_ctrl_c(tmp_path):
+@contextmanager
+def courier_dev(
+    tmp_path, env: dict[str, str] | None = None
+) -> Iterator[tuple[Process, int, str, str]]:
+    """`courier dev` in `tmp_path`, once its banner is out: the process, its port, and its
+    client and operator tokens."""
     port, upstream_port = free_port(), free_port()
-    env = {
-        "COURIER_CRM_URL": f"http://127.0.0.1:{upstream_port}/crm",
-        "COURIER_BILLING_URL": f"http://127.0.0.1:{upstream_port}/billing",
-    }
     process = Process(
         "courier-dev",
         courier_command("dev", "--port", str(port)),
-        env,
+        {
+            "COURIER_CRM_URL": f"http://127.0.0.1:{upstream_port}/crm",
+            "COURIER_BILLING_URL": f"http://127.0.0.1:{upstream_port}/billing",
+            **(env or {}),
+        },
         cwd=str(tmp_path),
         unset=("COURIER_DATABASE_URL", "COURIER_BROKER_URL"),  # dev mode uses its own defaults
     )
@@ -36,6 +43,26 @@ def test_courier_dev_runs_a_job_to_success_and_exits_0_on_ctrl_c(tmp_path):
         assert f"url: http://127.0.0.1:{port}" in banner
         client = re.search(r"^client token: (\S+)$", banner, re.M).group(1)
         operator = re.search(r"^operator token: (\S+)$", banner, re.M).group(1)
+        yield process, port, client, operator
+    finally:
+        process.stop()
+
+
+def finished(http: httpx.Client, location: str, headers: dict[str, str]) -> dict:
+    """The job at `location` once it has finished."""
+    return wait_for(
+        lambda: (
+            (j := http.get(location, headers=headers).json())["status"]
+            in ("succeeded", "failed", "dead")
+            and j
+        ),
+        timeout=30,
+        what="the job to finish",
+    )
+
+
+def test_courier_dev_runs_a_job_to_success_and_exits_0_on_ctrl_c(tmp_path):
+    with courier_dev(tmp_path) as (process, port, client, operator):
         assert client != operator
         headers = {"Authorization": f"Bearer {client}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -43,18 +70,32 @@ def test_courier_dev_runs_a_job_to_success_and_exits_0_on_ctrl_c(tmp_path):
                 "/v1/jobs", json={"type": "customer_sync", "entity_id": "c_1001"}, headers=headers
             )
             assert created.status_code == 202, created.text
-            job = wait_for(
-                lambda: (
-                    (j := http.get(created.headers["Location"], headers=headers).json())["status"]
-                    in ("succeeded", "failed", "dead")
-                    and j
-                ),
-                timeout=30,
-                what="the job to finish",
-            )
+            job = finished(http, created.headers["Location"], headers)
         assert job["status"] == "succeeded", job
         assert (tmp_path / "courier-dev.db").exists()
         process.send(signal.SIGINT)
         assert process.popen.wait(30) == 0
-    finally:
-        process.stop()
+
+
+def test_courier_dev_runs_the_jobs_of_every_queue(tmp_path):
+    with courier_dev(tmp_path, {"COURIER_JOB_QUEUES": "customer_sync=low"}) as (
+        _process,
+        port,
+        client,
+        _operator,
+    ):
+        headers = {"Authorization": f"Bearer {client}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            locations = []
+            for body in (
+                {"type": "customer_sync", "entity_id": "c_low"},
+                {"type": "invoice_sync", "entity_id": "i_sync"},
+            ):
+                created = http.post("/v1/jobs", json=body, headers=headers)
+                assert created.status_code == 202, created.text
+                locations.append(created.headers["Location"])
+            jobs = [finished(http, location, headers) for location in locations]
+        assert [(j["queue"], j["status"]) for j in jobs] == [
+            ("low", "succeeded"),
+            ("sync", "succeeded"),
+        ]

@@ -21,10 +21,11 @@ BOUNDED = (
     "relay: dead letters to copy",
     "reaper: expired leases",
     "stats: dead letters",
+    "purge: waiting jobs of a queue",
 )
 
 
-def test_relay_reaper_and_dead_letter_queries_scan_no_history(database_url, engine):
+def test_relay_reaper_dead_letter_and_purge_queries_scan_no_history(database_url, engine):
     with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
         seed.finished_jobs(conn, first=1, count=FINISHED_JOBS, tenants=8)
         seed.dead_jobs(conn, count=1000, tenant="dead")

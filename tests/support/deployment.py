@@ -197,17 +197,14 @@ class ProcessDeployment(Harness):
         threads: int = 4,
         env: dict[str, str] | None = None,
         wait: bool = True,
+        queues: str | None = None,
     ) -> WorkerGroup:
-        """Start `courier worker` (supervised) and, by default, wait until it is ready."""
-        process = self.start(
-            label,
-            "worker",
-            "--processes",
-            str(processes),
-            "--threads",
-            str(threads),
-            env=env,
-        )
+        """Start `courier worker` (supervised; `queues`: its `--queues`) and, by default, wait
+        until it is ready."""
+        args = ["worker", "--processes", str(processes), "--threads", str(threads)]
+        if queues is not None:
+            args += ["--queues", queues]
+        process = self.start(label, *args, env=env)
         group = WorkerGroup(process, processes)
         if wait:
             group.wait_ready()

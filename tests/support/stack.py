@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import dramatiq
+import pika
 from falcon import testing
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,11 +55,14 @@ class Stack(Harness):
         response = self.client.simulate_post(path, json=body, headers=dict(headers))
         return response.status_code, response.text
 
-    def start_worker(self, *, threads: int = 4, **changes: Any) -> WorkerStack:
-        """Start an in-process worker (its own broker connection and middleware)."""
+    def start_worker(
+        self, *, threads: int = 4, queues: set[str] | None = None, **changes: Any
+    ) -> WorkerStack:
+        """Start an in-process worker (its own broker connection and middleware) consuming
+        `queues` (default: all); `changes` are settings."""
         settings = self.settings.replace(**changes) if changes else self.settings
         stack = worker_stack(settings, self.engine)
-        worker = start_in_process_worker(stack, threads=threads)
+        worker = start_in_process_worker(stack, threads=threads, queues=queues)
         self.workers.append((stack, worker))
         return stack
 
@@ -117,6 +121,13 @@ class Stack(Harness):
             return f"{count} acknowledged on {queue} (seen {acked} acknowledged, {figures})"
 
         wait_for(acknowledged, timeout=timeout, interval=0.2, what=what)
+
+    def ready(self, queue: str) -> int:
+        """Ready messages in `queue` now, over AMQP (0 while nothing has declared it)."""
+        try:
+            return services.SHARED_RABBITMQ.ready_now(self.vhost, queue)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
 
     def message_counts(self, queue: str = "sync") -> dict[str, int]:
         """Ready messages in the queue, its delay queue and its dead-letter queue, asked of the
