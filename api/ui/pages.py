@@ -20,7 +20,7 @@ from api.ui import schedule_view
 from api.ui.render import render
 from delivery import replays
 from store import actions, audit, bulk_replay, errors, queries, schedules, states, tokens
-from store.models import Job, Schedule
+from store.models import Schedule
 
 HERE = Path(__file__).parent
 PAGE = 50
@@ -90,7 +90,7 @@ class Dashboard:
                 "jobs.html",
                 who=who,
                 req=req,
-                jobs=[_job(r) for r in rows],
+                jobs=[serialize.job(r) for r in rows],
                 statuses=states.VALUES,
                 filters=filters,
                 next_url=_next("/ui/jobs", filters, next_id),
@@ -103,7 +103,7 @@ class Dashboard:
                 row = queries.get_job(session, job_id, tenant=None)
             except errors.JobNotFound:
                 raise falcon.HTTPNotFound(title="Not Found", description="no such job") from None
-            job = _job(row)
+            job = serialize.job(row)
             self._render(
                 resp,
                 "job.html",
@@ -129,7 +129,7 @@ class Dashboard:
                 "dead_letters.html",
                 who=who,
                 req=req,
-                jobs=[_job(r) for r in rows],
+                jobs=[serialize.job(r) for r in rows],
                 filters=filters,
                 next_url=_next("/ui/dead-letters", filters, next_id),
             )
@@ -310,7 +310,7 @@ class Dashboard:
             notice=notice,
             schedule=schedule_view.of(schedule, run, next_count=5),
             payload_json=json.dumps(schedule.payload, indent=2, sort_keys=True),
-            jobs=[_job(r) for r in rows],
+            jobs=[serialize.job(r) for r in rows],
             next_url=_next(f"/ui/schedules/{schedule.id}", {}, next_id),
         )
 
@@ -412,15 +412,6 @@ def _entry(e: Any) -> dict[str, Any]:
         "job_id": e.job_id,
         "reason": e.reason,
         "details": e.details,
-    }
-
-
-def _job(row: Job) -> dict[str, Any]:
-    # The schedule fields, until the Job object carries them itself.
-    return {
-        **serialize.job(row),
-        "schedule_id": None if row.schedule_id is None else str(row.schedule_id),
-        "scheduled_for": serialize.timestamp(row.scheduled_for),
     }
 
 
