@@ -27,6 +27,7 @@ def dev(port: int, host: str) -> None:
     from courier.logs import configure_logging
 
     settings = settings_from_env(dev=True)
+    _check_error_reports()
     configure_logging(settings.log_format)
     embedded.run(settings, port=port, host=host)
 
@@ -70,6 +71,7 @@ def worker(processes: int, threads: int, no_restart: bool) -> None:
     from courier.logs import configure_logging
 
     settings = settings_from_env()
+    _check_error_reports()
     configure_logging(settings.log_format)
     command = [sys.executable, "-m", "dramatiq", "courier.worker"]
     command += ["--processes", str(processes), "--threads", str(threads)]
@@ -77,6 +79,16 @@ def worker(processes: int, threads: int, no_restart: bool) -> None:
     if no_restart:
         os.execv(sys.executable, command)
     sys.exit(supervise.run(command))
+
+
+def _check_error_reports() -> None:
+    """Fail fast on a SENTRY_DSN Sentry's client cannot use, before workers start."""
+    from middleware import error_reports
+
+    try:
+        error_reports.check(os.environ)
+    except error_reports.BadReportingSettings as e:
+        raise Fail(str(e)) from None
 
 
 @main.group()
