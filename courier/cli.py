@@ -35,6 +35,7 @@ def dev(port: int, host: str) -> None:
     from courier.logs import configure_logging
 
     settings = settings_from_env(dev=True)
+    _check_error_reports()
     configure_logging(settings.log_format)
     embedded.run(settings, port=port, host=host)
 
@@ -90,6 +91,7 @@ def worker(processes: int, threads: int, no_restart: bool, queue_list: str | Non
 
     settings = settings_from_env()
     consumed = _consumed_queues(settings, queue_list)
+    _check_error_reports()
     configure_logging(settings.log_format)
     command = [sys.executable, "-m", "dramatiq", "courier.worker"]
     command += ["--processes", str(processes), "--threads", str(threads)]
@@ -109,6 +111,16 @@ def _consumed_queues(settings: Settings, queue_list: str | None) -> list[str]:
     if not named:
         raise BadUsage("--queues: name at least one queue")
     return known_queues(settings, named, option="--queues")
+
+
+def _check_error_reports() -> None:
+    """Fail fast on a SENTRY_DSN Sentry's client cannot use, before workers start."""
+    from middleware import error_reports
+
+    try:
+        error_reports.check(os.environ)
+    except error_reports.BadReportingSettings as e:
+        raise Fail(str(e)) from None
 
 
 @main.group()

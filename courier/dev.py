@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from socketserver import ThreadingMixIn
@@ -16,6 +17,7 @@ from courier import upstream_mock
 from courier.broker import start_in_process_worker, worker_stack
 from courier.settings import Settings
 from courier.wsgi import app_for
+from middleware import error_reports
 from store import migrate, schedules, tokens, transitions
 from store.cadence import Cadence
 from store.db import make_engine, make_sessionmaker
@@ -34,6 +36,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int = 4) -> None:
     """Serve the API, run workers and the demo upstream until SIGINT or SIGTERM."""
+    error_reports.start(os.environ)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     client_token, operator_token = prepare(engine, settings)
@@ -66,6 +69,7 @@ def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int 
     if upstream is not None:
         upstream.stop()
     engine.dispose()
+    error_reports.stop()
 
 
 def prepare(engine: Engine, settings: Settings) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from dramatiq.middleware import SkipMessage
 from sqlalchemy import Engine
 
 from delivery import dead_letters
-from middleware import backoff, current_job
+from middleware import backoff, current_job, error_reports
 from middleware.classify import CANCEL, DEFAULT, SKIP, Classifier
 from middleware.group_commit import GroupCommit
 from store import errors, transitions
@@ -134,6 +134,9 @@ class Attempts(Middleware):
         )
         if status == Status.DEAD:
             self._dead_letter(broker, message, claim, outcome)
+        if outcome.job_status == Status.DEAD and exception is not None and error_reports.active():
+            classifier = self._classifier(broker, message)
+            error_reports.after_dead_finish(self.engine, claim, status, exception, classifier)
 
     def _until_database_answers(
         self,
@@ -197,8 +200,10 @@ class Attempts(Middleware):
             log.error("job %s dead: %s", job_id, error, extra={"job_id": str(job_id)})
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
-        # Worker threads have ended, so no claim or finish can still be waiting.
+        # Worker threads have ended, so no claim or finish can still be waiting, and no
+        # error report can still be made.
         self.group_commit.stop()
+        error_reports.flush()
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         current_job.leave()
@@ -208,10 +213,7 @@ class Attempts(Middleware):
     ) -> Outcome:
         if exception is None:
             return Outcome(job_status=Status.SUCCEEDED, result=result)
-        classifier: Classifier = DEFAULT
-        if broker.actors.get(message.actor_name) is not None:
-            classifier = broker.get_actor(message.actor_name).options.get("classifier", DEFAULT)
-        verdict = classifier.classify(exception)
+        verdict = self._classifier(broker, message).classify(exception)
         error_type, error = verdict.error_type, verdict.message
         if verdict.kind == CANCEL:
             return Outcome(job_status=Status.CANCELLED, error_type=error_type, error=error)
@@ -228,6 +230,14 @@ class Attempts(Middleware):
         return Outcome(
             job_status=Status.RETRYING, error_type=error_type, error=error, retry_in_ms=delay
         )
+
+    def _classifier(self, broker: Broker, message: Any) -> Classifier:
+        if broker.actors.get(message.actor_name) is None:
+            return DEFAULT
+        classifier: Classifier = broker.get_actor(message.actor_name).options.get(
+            "classifier", DEFAULT
+        )
+        return classifier
 
     def _dead_letter(self, broker: Broker, message: Any, claim: Claim, outcome: Outcome) -> None:
         headers = dead_letters.headers_for(str(claim.job_id), outcome.error_type, claim.number)

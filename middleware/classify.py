@@ -40,6 +40,10 @@ class Classifier:
         """A classifier whose `rules` take precedence over these (for one job type)."""
         return Classifier((*rules, *self.rules))
 
+    def names(self, error: BaseException) -> bool:
+        """Whether a rule names `error`: if none does, it is a bug."""
+        return any(isinstance(error, r.error) for r in self.rules)
+
     def classify(self, error: BaseException) -> Verdict:
         """The verdict for `error`, with its type name and a short message."""
         kind = next((r.verdict for r in self.rules if isinstance(error, r.error)), RETRY)

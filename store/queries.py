@@ -117,3 +117,17 @@ def list_attempts(session: Session, job_id: uuid.UUID) -> Sequence[Attempt]:
     return session.scalars(
         select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)
     ).all()
+
+
+def buried_by_its_attempt(db: Connection, job_id: uuid.UUID, number: int) -> bool:
+    """Whether attempt `number` ran to its end and its own failure made the job dead (not
+    the reaper, which records the attempts it ends as abandoned)."""
+    decided = db.execute(
+        select(Attempt.status, Attempt.decision).where(
+            Attempt.job_id == job_id, Attempt.number == number
+        )
+    ).first()
+    return decided is not None and tuple(decided) == (
+        states.AttemptStatus.FAILED,
+        states.Decision.DEAD,
+    )
