@@ -39,6 +39,7 @@ def job(row: Job | Row[*tuple[Any, ...]]) -> dict[str, Any]:
         "finished_at": timestamp(row.finished_at),
         "next_attempt_at": timestamp(row.next_attempt_at),
         "run_at": timestamp(row.run_at),
+        "callback_url": row.callback_url,
         "status_url": f"/v1/jobs/{row.id}",
     }
 

@@ -38,6 +38,7 @@ _READ = select(
     J.finished_at,
     J.next_attempt_at,
     J.run_at,
+    J.callback_url,
 ).where(J.id == bindparam("p_id"))
 _READ_IN_TENANT = _READ.where(J.tenant == bindparam("p_tenant"))
 
