@@ -149,10 +149,11 @@ def upstream_mock(host: str, port: int) -> None:
 
 
 def _add_operator_commands() -> None:
-    from courier import operator_commands
+    from courier import operator_commands, tenant_commands
 
     for command in (operator_commands.replay, operator_commands.stats, operator_commands.prune):
         main.add_command(command)
+    main.add_command(tenant_commands.tenant)
 
 
 _add_operator_commands()
