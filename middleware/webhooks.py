@@ -48,9 +48,10 @@ class Webhooks(Periodic):
         self.max_backoff_ms = round(max_backoff_s * 1000)
         self.concurrency = concurrency
         self.batch = batch
-        # Past the longest a send may take (connect, write and read each get the timeout),
-        # so a delivery is sent again only when its sender is surely gone.
-        self.lease_s = 3 * timeout_s + 30
+        # Past the longest a send may take (waiting for a pooled connection, connecting,
+        # writing and reading each get the timeout), so a delivery is sent again only when
+        # its sender is gone.
+        self.lease_s = 4 * timeout_s + 10
         self.timeout_s = timeout_s
         self._sender: Sender | None = None
         self._pool: ThreadPoolExecutor | None = None
