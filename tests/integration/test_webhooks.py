@@ -390,3 +390,20 @@ def test_the_webhook_secret_command_makes_the_secret_once_and_rotates_it_audited
         ).all()
     assert entry.tenant == "acme"
     assert entry.actor.startswith("cli:")
+
+
+def test_a_replay_keeps_the_callback_and_announces_its_own_end(stack, upstream, receiver):
+    upstream.script("GET", "/crm/customers/c_1", {"status": 404})
+    stack.start_worker()
+    url = receiver.url + HOOK
+    old = stack.submit(type="customer_sync", entity_id="c_1", callback_url=url)
+    wait_delivery(stack, old, "delivered")
+
+    response = stack.client.simulate_post(f"/v1/jobs/{old}/replay", headers=stack.headers)
+    assert response.status_code == 202, response.text
+    new = response.json["id"]
+    assert response.json["callback_url"] == url
+    delivery = wait_delivery(stack, new, "delivered")
+    assert delivery.event == "job.succeeded"
+    assert len(deliveries(stack, old)) == 1
+    assert [json.loads(r.body)["id"] for r in receiver.received()] == [old, new]
