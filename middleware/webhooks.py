@@ -55,11 +55,13 @@ class Webhooks(Periodic):
         self.timeout_s = timeout_s
         self._sender: Sender | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._in_flight = 0
-        self._lock = threading.Lock()
+        # One permit per sender: a delivery is claimed only when a sender is free to send it,
+        # so nothing claimed waits in a queue while its lease runs.
+        self._idle = threading.BoundedSemaphore(concurrency)
+        self._stopping = threading.Event()
 
     def tick(self) -> None:
-        while self.queue_ended() == self.batch:
+        while self.queue_ended() == self.batch and not self._stopping.is_set():
             pass
         self.send_due()
 
@@ -72,21 +74,41 @@ class Webhooks(Periodic):
         return queued
 
     def send_due(self) -> int:
-        """Claim as many due deliveries as there are idle senders and start sending them."""
-        with self._lock:
-            free = self.concurrency - self._in_flight
-        if free <= 0:
-            return 0
-        with self.engine.begin() as db:
-            claimed = webhooks.claim_due(db, limit=free, lease_s=self.lease_s)
+        """Keep the senders busy while deliveries are due; returns how many were started.
+
+        Claims as many as there are idle senders, and again as senders free up, until a
+        claim finds fewer due than it asked for, or no sender frees up within an interval
+        (all of them waiting on slow endpoints): then the next round goes on.
+        """
+        started = 0
+        while not self._stopping.is_set() and self._idle.acquire(timeout=self.interval_s):
+            free = 1
+            while free < self.concurrency and self._idle.acquire(blocking=False):
+                free += 1
+            try:
+                with self.engine.begin() as db:
+                    claimed = webhooks.claim_due(db, limit=free, lease_s=self.lease_s)
+            except Exception:
+                self._release(free)
+                raise
+            self._release(free - len(claimed))
+            pool = self._senders()
+            for due in claimed:
+                pool.submit(self._deliver, due)
+            started += len(claimed)
+            if len(claimed) < free:
+                break
+        return started
+
+    def _release(self, permits: int) -> None:
+        for _ in range(permits):
+            self._idle.release()
+
+    def _senders(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="webhook")
             self._sender = Sender(timeout_s=self.timeout_s, max_connections=self.concurrency)
-        for due in claimed:
-            with self._lock:
-                self._in_flight += 1
-            self._pool.submit(self._deliver, due)
-        return len(claimed)
+        return self._pool
 
     def _deliver(self, due: Due) -> None:
         try:
@@ -95,8 +117,7 @@ class Webhooks(Periodic):
             # The claim's lease runs out and another round sends it again.
             log.exception("webhook delivery %s of job %s could not be recorded", due.id, due.job_id)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._idle.release()
 
     def deliver(self, due: Due) -> None:
         """Send one claimed delivery and record what came of it."""
@@ -130,8 +151,14 @@ class Webhooks(Periodic):
             extra=extra,
         )
 
+    def start(self) -> None:
+        """Start the rounds (worker boot calls this)."""
+        self._stopping.clear()
+        super().start()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop claiming; sends under way finish (each within its timeout)."""
+        self._stopping.set()
         super().stop(timeout_s)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -139,4 +166,4 @@ class Webhooks(Periodic):
         if self._sender is not None:
             self._sender.close()
             self._sender = None
-        self._in_flight = 0
+        self._idle = threading.BoundedSemaphore(self.concurrency)
