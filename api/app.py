@@ -15,6 +15,7 @@ from api.intake import Defaults, InputCheck, Intake
 from api.no_store import NoStore
 from api.request_id import RequestId
 from api.resources.dead_letters import DeadLetters
+from api.resources.deliveries import Deliveries
 from api.resources.docs import OpenApi
 from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
@@ -36,11 +37,13 @@ def create_app(
     queue_depths: QueueDepths,
     input_checks: Mapping[str, InputCheck] | None = None,
     stats_max_age_s: float = 5.0,
+    callback_hosts: frozenset[str] = frozenset(),
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues,
     `input_checks` to the check of their input.
 
     /v1/stats and /metrics share one snapshot of the figures, at most `stats_max_age_s` old.
+    A job's `callback_url` must name one of `callback_hosts` (none: webhooks are refused).
     """
     intake = Intake(
         queues=queues,
@@ -48,6 +51,7 @@ def create_app(
         broker=broker,
         sessions=sessions,
         input_checks=input_checks,
+        callback_hosts=callback_hosts,
     )
     # Naming the request and response types lets the middleware list be checked against them.
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
@@ -68,6 +72,7 @@ def create_app(
     routes.add("/v1/schedules", schedules)
     routes.add("/v1/schedules/{schedule_id:uuid}", schedule)
     routes.add("/v1/schedules/{schedule_id:uuid}/trigger", schedule, suffix="trigger")
+    routes.add("/v1/jobs/{job_id:uuid}/deliveries", Deliveries(intake))
     dead_letters = DeadLetters(intake)
     routes.add("/v1/dead-letters", dead_letters)
     routes.add("/v1/dead-letters/replay", dead_letters, suffix="replay")

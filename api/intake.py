@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import dramatiq
 import falcon
@@ -43,8 +44,10 @@ class Intake:
         broker: dramatiq.Broker,
         sessions: sessionmaker[Session],
         input_checks: Mapping[str, InputCheck] | None = None,
+        callback_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.queues = dict(queues)
+        self.callback_hosts = callback_hosts
         self.input_checks = dict(input_checks or {})
         self.defaults = defaults
         self.broker = broker
@@ -70,6 +73,8 @@ class Intake:
                 f"{request.type!r} is not a job type; known types: {known}",
             )
         self.check_input(request.type, request.entity_id, request.payload)
+        if request.callback_url is not None:
+            self.check_callback(request.callback_url)
         return NewJob(
             tenant=tenant,
             type=request.type,
@@ -83,6 +88,7 @@ class Intake:
             correlation_id=correlation_id,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            callback_url=request.callback_url,
         )
 
     def check_input(self, job_type: str, entity_id: str | None, payload: Mapping[str, Any]) -> None:
@@ -94,6 +100,17 @@ class Intake:
                 falcon.HTTP_422, "Invalid request", f"not valid for {job_type}: {problem}"
             )
 
+    def check_callback(self, url: str) -> None:
+        """422 naming callback_url unless it is an http(s) URL on an allowed host."""
+        problem = callback_problem(url, self.callback_hosts)
+        if problem is not None:
+            raise Problem(
+                falcon.HTTP_422,
+                "Invalid request",
+                f"callback_url: {problem}",
+                errors=[{"field": "callback_url", "message": problem}],
+            )
+
     def publish(self, jobs: list[models.Job]) -> None:
         """Publish committed jobs that are due now; the relay takes the rest (and any failure)."""
         self.outbox.publish([JobMessage.of(j) for j in jobs if j.next_attempt_at is None])
@@ -101,6 +118,34 @@ class Intake:
     def forget_dead_letters(self, jobs: list[models.Job]) -> None:
         """Remove replayed jobs' copies from their dead-letter queues (best effort)."""
         replays.forget(self.outbox, jobs)
+
+
+def callback_problem(url: str, allowed: frozenset[str]) -> str | None:
+    """What is wrong with a callback URL, or None.
+
+    The host must be one of `allowed` exactly (case-insensitive, a trailing dot ignored);
+    any port on it is allowed. Nothing is resolved here: the allowlist names hosts, so a
+    client cannot point Courier at an internal address the deployment did not name.
+    """
+    if not allowed:
+        return "webhooks are off: this deployment allows no callback hosts"
+    if any(c <= " " or c == "\x7f" for c in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not one
+    except ValueError as e:
+        return f"is not a valid URL ({e})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http or https URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        return "must name a host"
+    if host not in allowed and f"[{host}]" not in allowed:
+        return f"host {host!r} is not an allowed callback host"
+    return None
 
 
 def correlation_id(req: falcon.Request) -> str | None:

@@ -75,6 +75,12 @@ class JobRequest(Strict):
     max_attempts: Annotated[int, Field(ge=1, le=20), WHOLE] | None = None
     # Well below RabbitMQ's 30-minute delivery acknowledgement timeout.
     timeout_s: Annotated[int, Field(ge=1, le=1500), WHOLE] | None = None
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Where Courier POSTs the Job when it ends (a webhook): http or https, "
+        "on a host the deployment allows, without user or password.",
+    )
 
 
 class BatchRequest(Strict):
@@ -157,6 +163,7 @@ class JobOut(BaseModel):
     run_at: datetime | None
     schedule_id: uuid.UUID | None
     scheduled_for: datetime | None
+    callback_url: str | None
     status_url: str
 
 
@@ -173,6 +180,27 @@ class AttemptOut(BaseModel):
     finished_at: datetime | None
     duration_ms: int | None
     worker: str
+
+
+class DeliveryOut(BaseModel):
+    """One webhook delivery of a job's end."""
+
+    id: uuid.UUID
+    event: str
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None
+
+
+class DeliveryList(BaseModel):
+    """A job's webhook deliveries, oldest first."""
+
+    items: list[DeliveryOut]
 
 
 class JobPage(BaseModel):

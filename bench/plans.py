@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 
-from store import outbox, stats, transitions
+from store import outbox, stats, transitions, webhooks
 
 #: What runs on a timer in every worker (relay, reaper) or on every scrape (stats, metrics),
 #: and a purge, which must not read the history to find a queue's backlog.
@@ -22,6 +22,8 @@ QUERIES: dict[str, Callable[[Connection], Any]] = {
     "relay: due jobs": lambda db: outbox.read_due(db, limit=100),
     "relay: dead letters to copy": lambda db: outbox.read_missing_dead_letters(db, limit=100),
     "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100, stuck_grace_s=60),
+    "webhooks: ended jobs owed one": lambda db: webhooks.queue_ended(db, body=dict, limit=200),
+    "webhooks: due deliveries": lambda db: webhooks.claim_due(db, limit=8, lease_s=60),
     "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
     "purge: waiting jobs of a queue": lambda db: transitions.cancel_waiting_in_queue(db, "sync"),
     "stats: counts by type and status": lambda db: stats.counts(Session(bind=db)),

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from actors.registry import Upstreams, declare_all, queues_by_type
 from actors.upstream import UpstreamClient
+from api import serialize
 from courier.settings import Settings
 from delivery import held_messages, publisher, reconcile
 from delivery.outbox import Outbox
@@ -21,6 +22,7 @@ from middleware.heartbeat import Heartbeat
 from middleware.reaper import Reaper
 from middleware.reconciler import Reconciler
 from middleware.relay import Relay
+from middleware.webhooks import Webhooks
 
 #: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
 #: because a queue's max priority cannot be changed after it exists.
@@ -49,6 +51,7 @@ class WorkerStack:
     heartbeat: Heartbeat
     upstreams: Upstreams
     reconciler: Reconciler
+    webhooks: Webhooks
 
 
 def worker_stack(
@@ -80,6 +83,17 @@ def worker_stack(
         interval_s=settings.reconcile_interval_s,
         settle_s=settings.reconcile_settle_s,
     )
+    # The webhook body is the Job JSON exactly as the API serializes it.
+    webhooks = Webhooks(
+        engine=engine,
+        body=serialize.job,
+        interval_s=settings.webhook_interval_s,
+        retry_window_s=settings.webhook_retry_s,
+        min_backoff_s=settings.webhook_min_backoff_s,
+        max_backoff_s=settings.webhook_max_backoff_s,
+        timeout_s=settings.webhook_timeout_s,
+        concurrency=settings.webhook_concurrency,
+    )
     # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before
     # the finish: a slow database must not interrupt the bookkeeping itself.
@@ -91,6 +105,7 @@ def worker_stack(
         relay,
         reaper,
         reconciler,
+        webhooks,
     ):
         broker.add_middleware(middleware)
     upstreams = Upstreams(
@@ -103,7 +118,7 @@ def worker_stack(
         settings.job_modules,
         queues_by_type(settings.job_modules, settings.job_queues),
     )
-    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler)
+    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler, webhooks)
 
 
 def start_in_process_worker(

@@ -193,7 +193,7 @@ def upstream_mock(host: str, port: int) -> None:
 
 
 def _add_operator_commands() -> None:
-    from courier import operator_commands, schedule_commands
+    from courier import operator_commands, schedule_commands, tenant_commands
 
     for command in (
         operator_commands.replay,
@@ -203,6 +203,7 @@ def _add_operator_commands() -> None:
     ):
         main.add_command(command)
     main.add_command(schedule_commands.schedule)
+    main.add_command(tenant_commands.tenant)
 
 
 _add_operator_commands()

@@ -20,6 +20,8 @@ DEV_DATABASE_URL = "sqlite:///courier-dev.db"
 DEV_BROKER_URL = "memory://"
 #: What a queue may be called: its RabbitMQ queues are the name and the name plus `.XQ`.
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}")
+#: A DNS name or an IPv4 address (lower case); an IPv6 address in brackets.
+HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})|\[[0-9a-f:.]+\]")
 
 
 class SettingsError(ValueError):
@@ -63,6 +65,17 @@ class Settings:
     job_queues: tuple[tuple[str, str], ...] = ()
     # How often each worker's scheduler looks for due schedules.
     scheduler_interval_s: float = 1.0
+    # Host names a job's callback_url may point at (empty: no webhooks), and how long after
+    # a delivery was queued it is retried before it is given up.
+    callback_hosts: frozenset[str] = frozenset()
+    webhook_retry_s: int = 86_400
+    # How often each worker queues and sends webhook deliveries, the bounds of their retry
+    # delays, the timeout of one delivery and how many one process sends at once.
+    webhook_interval_s: float = 1.0
+    webhook_min_backoff_s: float = 10.0
+    webhook_max_backoff_s: float = 3600.0
+    webhook_timeout_s: float = 10.0
+    webhook_concurrency: int = 8
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -158,6 +171,14 @@ def _job_queues(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs.items())
 
 
+def _host_names(raw: str) -> frozenset[str]:
+    hosts = [host.strip().lower().rstrip(".") for host in raw.split(",") if host.strip()]
+    for host in hosts:
+        if not HOST_NAME.fullmatch(host):
+            raise ValueError(f"expected host names separated by commas (no ports), got {host!r}")
+    return frozenset(hosts)
+
+
 def _log_format(raw: str) -> str:
     if raw not in ("json", "console"):
         raise ValueError(f"expected 'json' or 'console', got {raw!r}")
@@ -188,6 +209,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "job_modules": _module_names,
     "job_queues": _job_queues,
     "scheduler_interval_s": _positive_float,
+    "callback_hosts": _host_names,
+    "webhook_retry_s": _positive_int,
+    "webhook_interval_s": _positive_float,
+    "webhook_min_backoff_s": _positive_float,
+    "webhook_max_backoff_s": _positive_float,
+    "webhook_timeout_s": _positive_float,
+    "webhook_concurrency": _positive_int,
 }
 
 
@@ -196,6 +224,11 @@ def _validated(settings: Settings) -> Settings:
         raise SettingsError(
             "COURIER_MIN_BACKOFF_MS: must not exceed COURIER_MAX_BACKOFF_MS "
             f"({settings.min_backoff_ms} > {settings.max_backoff_ms})"
+        )
+    if settings.webhook_min_backoff_s > settings.webhook_max_backoff_s:
+        raise SettingsError(
+            "COURIER_WEBHOOK_MIN_BACKOFF_S: must not exceed COURIER_WEBHOOK_MAX_BACKOFF_S "
+            f"({settings.webhook_min_backoff_s} > {settings.webhook_max_backoff_s})"
         )
     if settings.max_attempts > 20:
         raise SettingsError(

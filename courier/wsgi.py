@@ -45,4 +45,5 @@ def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type
             broker=broker,
         ),
         stats_max_age_s=settings.stats_max_age_s,
+        callback_hosts=settings.callback_hosts,
     )

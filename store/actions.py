@@ -29,6 +29,7 @@ REPLAY_COLUMNS = (
     J.max_attempts,
     J.timeout_s,
     J.correlation_id,
+    J.callback_url,
 )
 
 
@@ -45,6 +46,7 @@ class Replayable(Protocol):
     max_attempts: int
     timeout_s: int
     correlation_id: str
+    callback_url: str | None
 
 
 R = TypeVar("R", bound=Replayable)
@@ -210,6 +212,7 @@ def _new_job(
         "timeout_s": old.timeout_s,
         "correlation_id": old.correlation_id,
         "replay_of": old.id,
+        "callback_url": old.callback_url,
     }
 
 

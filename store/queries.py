@@ -41,6 +41,7 @@ _READ = select(
     J.run_at,
     J.schedule_id,
     J.scheduled_for,
+    J.callback_url,
 ).where(J.id == bindparam("p_id"))
 _READ_IN_TENANT = _READ.where(J.tenant == bindparam("p_tenant"))
 

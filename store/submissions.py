@@ -60,6 +60,8 @@ class NewJob:
     # A schedule's job: the schedule and the occurrence it is for.
     schedule_id: uuid.UUID | None = None
     scheduled_for: datetime | None = None
+    # Where the job's end is announced (checked against the allowed hosts by the caller).
+    callback_url: str | None = None
 
 
 def create_job(db: Session | Connection, new: NewJob) -> tuple[Job, bool]:
@@ -139,6 +141,7 @@ def _values(new: NewJob) -> dict[str, Any]:
         "dead_lettered_at": None,
         "schedule_id": new.schedule_id,
         "scheduled_for": new.scheduled_for,
+        "callback_url": new.callback_url,
     }
 
 

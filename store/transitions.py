@@ -551,6 +551,7 @@ _INSERT_REPLAYS = (
             "correlation_id",
             "replay_of",
             "created_at",
+            "callback_url",
         ],
         select(
             _REPLAYING.c.new_id,
@@ -567,6 +568,7 @@ _INSERT_REPLAYS = (
             _OLD.c.correlation_id,
             _OLD.c.id,
             now(),
+            _OLD.c.callback_url,
         )
         .where(_REPLAYING.has(_OLD.c.id, "old_id"))
         .order_by(_REPLAYING.c.n),

@@ -20,6 +20,8 @@ BOUNDED = (
     "relay: due jobs",
     "relay: dead letters to copy",
     "reaper: expired leases",
+    "webhooks: ended jobs owed one",
+    "webhooks: due deliveries",
     "stats: dead letters",
     "purge: waiting jobs of a queue",
 )
