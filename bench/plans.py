@@ -23,6 +23,10 @@ QUERIES: dict[str, Callable[[Connection], Any]] = {
     "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100, stuck_grace_s=60),
     "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
     "stats: counts by type and status": lambda db: stats.counts(Session(bind=db)),
+    "metrics: oldest ready job": lambda db: stats.queue_oldest_seconds(Session(bind=db), "sync"),
+    "metrics: oldest dead letter": lambda db: stats.dead_letter_oldest_seconds(Session(bind=db)),
+    "metrics: longest-running attempts": lambda db: stats.running_oldest_seconds(Session(bind=db)),
+    "metrics: attempts by decision": lambda db: stats.attempt_totals(Session(bind=db), types=()),
 }
 
 
