@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
+from sqlalchemy.dialects.postgresql import insert as insert_on_conflict
 from sqlalchemy.sql.expression import ColumnClause
 
 from store import states
@@ -122,7 +122,8 @@ def _count(decision: Callable[[Any], Any]) -> Callable[[Any], Any]:
             .group_by(each.c.type, each.c.decision)
             .order_by(each.c.type, each.c.decision)
         )
-        upsert = insert_skipping_conflicts(ATTEMPT_TOTALS).from_select(
+        # PostgreSQL's INSERT … ON CONFLICT DO UPDATE, which SQLite spells the same.
+        upsert = insert_on_conflict(ATTEMPT_TOTALS).from_select(
             ["type", "decision", "shard", "count"], rows
         )
         return upsert.on_conflict_do_update(
@@ -562,7 +563,7 @@ _PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postg
 # the database and explained afterwards, so one refusal does not sink the others. In the
 # given order, so that of two dead jobs for one entity the first is replayed.
 _INSERT_REPLAYS = (
-    insert_skipping_conflicts(JOBS)
+    insert_on_conflict(JOBS)
     .from_select(
         [
             "id",
