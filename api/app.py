@@ -77,7 +77,7 @@ def create_app(
     routes.add("/v1/dead-letters", dead_letters)
     routes.add("/v1/dead-letters/replay", dead_letters, suffix="replay")
     routes.add("/v1/queues/{queue}/purge", QueuePurge(intake))
-    figures = shared_figures(sessions, queue_depths, max_age_s=stats_max_age_s)
+    figures = shared_figures(sessions, queue_depths, max_age_s=stats_max_age_s, queues=queues)
     routes.add("/v1/stats", Stats(figures))
     routes.add("/metrics", Metrics(figures))
     routes.add("/healthz", Health())

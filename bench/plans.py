@@ -27,6 +27,10 @@ QUERIES: dict[str, Callable[[Connection], Any]] = {
     "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
     "purge: waiting jobs of a queue": lambda db: transitions.cancel_waiting_in_queue(db, "sync"),
     "stats: counts by type and status": lambda db: stats.counts(Session(bind=db)),
+    "metrics: oldest ready job": lambda db: stats.queue_oldest_seconds(Session(bind=db), "sync"),
+    "metrics: oldest dead letter": lambda db: stats.dead_letter_oldest_seconds(Session(bind=db)),
+    "metrics: longest-running attempts": lambda db: stats.running_oldest_seconds(Session(bind=db)),
+    "metrics: attempts by decision": lambda db: stats.attempt_totals(Session(bind=db), types=()),
 }
 
 

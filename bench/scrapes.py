@@ -33,17 +33,6 @@ from store import stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-_ONE_ATTEMPT_EACH = """
-INSERT INTO attempts (job_id, number, status, decision, started_at, finished_at, duration_ms,
-                      worker)
-SELECT id, 1, CASE WHEN status = 'failed' THEN 'failed' ELSE 'succeeded' END,
-       CASE WHEN status = 'failed' THEN 'skip' END, started_at, finished_at,
-       (abs(hashtext(id::text)) % 200) + 5, 'bench:1'
-FROM jobs
-WHERE status IN ('succeeded', 'failed')
-  AND NOT EXISTS (SELECT 1 FROM attempts AS a WHERE a.job_id = jobs.id)
-"""
-
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.scrapes", description=__doc__)
@@ -86,8 +75,7 @@ def _by_size(stack: Stack, args: argparse.Namespace) -> list[dict[str, Any]]:
         for size in sizes:
             began = time.perf_counter()
             seed.finished_jobs(conn, first=loaded + 1, count=size - loaded, tenants=1)
-            conn.execute(_ONE_ATTEMPT_EACH)
-            conn.execute("VACUUM ANALYZE attempts")
+            seed.one_attempt_each(conn)
             loaded = size
             row = {"rows": size, "load_s": round(time.perf_counter() - began, 1)}
             row["summary_in_sql_ms"] = _summary_ms(stack)

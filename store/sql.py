@@ -228,34 +228,36 @@ def _is_json(type_: TypeEngine[Any]) -> bool:
 
 
 class Chain:
-    """A transition over two tables: a statement whose RETURNING rows feed a second one.
+    """A transition over several tables: a statement whose RETURNING rows feed the next ones.
 
-    `first` is a DML statement with RETURNING; `then(done)` builds the second statement
-    from a table `done` holding the `carry` columns of the rows `first` returned.
-    PostgreSQL runs both as one statement (a data-modifying WITH, one round trip);
-    SQLite, which has none, runs `first` and then the second over its rows as a Batch.
-    Either way the two statements are each written once.
+    `first` is a DML statement with RETURNING; each of `then(done)` builds a further
+    statement from a table `done` holding the `carry` columns of the rows `first` returned.
+    PostgreSQL runs them all as one statement (a data-modifying WITH, one round trip);
+    SQLite, which has none, runs `first` and then each further one over its rows as a Batch.
+    Either way every statement is written once.
     """
 
     def __init__(
         self,
         first: Any,
-        then: Callable[[Any], Any],
-        *,
+        *then: Callable[[Any], Any],
         carry: Sequence[str],
         name: str = "done",
     ) -> None:
         returned = {c.key: c for c in first.exported_columns}
         self.first = first
         self.carry = tuple(carry)
-        self._sequential = then(Batch(name, *(column(n, returned[n].type) for n in carry)))
+        carried = Batch(name, *(column(n, returned[n].type) for n in carry))
+        self._sequential = [build(carried) for build in then]
         self._name = name
         done = first.cte(name)
-        self._combined = select(*done.c).add_cte(then(done).cte(f"{name}_then"))
+        self._combined = select(*done.c).add_cte(
+            *(build(done).cte(f"{name}_then{i or ''}") for i, build in enumerate(then))
+        )
         self._prepared: _Prepared | None = None
 
     def run(self, db: Connection, params: dict[str, Any]) -> Sequence[Any]:
-        """Run both statements in the caller's transaction; returns the rows `first` returned
+        """Run every statement in the caller's transaction; returns the rows `first` returned
         (with the columns as attributes)."""
         if db.dialect.name == "postgresql":
             if self._prepared is None:
@@ -264,7 +266,8 @@ class Chain:
         rows = db.execute(self.first, params).all()
         if rows:
             carried = [tuple(getattr(row, n) for n in self.carry) for row in rows]
-            db.execute(self._sequential, {**params, self._name: carried})
+            for statement in self._sequential:
+                db.execute(statement, {**params, self._name: carried})
         return rows
 
 

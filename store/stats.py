@@ -1,15 +1,18 @@
-"""Aggregates over the record for operators: counts, success rate, retries, attempt durations."""
+"""Aggregates over the record for operators: counts, success rate, retries, attempt durations,
+the ages of the oldest waiting and running work, and the attempts counted by decision."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import String, and_, bindparam, case, func, literal_column, select
 from sqlalchemy.orm import Session
 
-from store import states
-from store.models import Attempt, Job
+from store import states, transitions
+from store.models import Attempt, AttemptTotal, Job
+from store.sql import millis_since, now
 from store.states import Status
 
 #: Buckets of the attempt duration histogram, in seconds (Prometheus convention).
@@ -106,3 +109,96 @@ def _p95_in_python(session: Session) -> float | None:
     if not values:
         return None
     return float(values[min(len(values) - 1, int(0.95 * len(values)))])
+
+
+# --- ages and attempt totals: bounded by the work in flight, not by history -------------
+
+#: The decisions `courier_attempts_total` counts: a failed attempt's (`states.Decision`),
+#: and `succeeded` and `abandoned` (its worker vanished), as the transitions count them.
+COUNTED_DECISIONS = (
+    transitions.SUCCEEDED,
+    *states.DECISION_VALUES,
+    transitions.ABANDONED,
+)
+
+
+@dataclass(frozen=True)
+class Ages:
+    """How long the oldest work has waited or run, in seconds by the database's clock."""
+
+    queue_oldest_s: dict[str, float]  # by queue: the oldest job ready to run
+    dead_letter_oldest_s: float  # the oldest dead letter not replayed
+    running_oldest_s: dict[str, float]  # by job type: the longest-running attempt
+
+
+def ages(session: Session, *, queues: Iterable[str], types: Iterable[str]) -> Ages:
+    """The ages of the oldest ready job of each queue, dead letter and running attempt of each
+    type (0 where there is none); each from an index over work in flight alone."""
+    return Ages(
+        queue_oldest_s={queue: queue_oldest_seconds(session, queue) for queue in queues},
+        dead_letter_oldest_s=dead_letter_oldest_seconds(session),
+        running_oldest_s={**dict.fromkeys(types, 0.0), **running_oldest_seconds(session)},
+    )
+
+
+_READY_SINCE = func.coalesce(Job.next_attempt_at, Job.created_at)
+# Spelled as the partial index ix_jobs_ready_since is, so that it answers: the minimum is
+# then its first entry at or before now in the queue.
+_OLDEST_READY = select(millis_since(func.min(_READY_SINCE))).where(
+    Job.status == literal_column(f"'{Status.QUEUED}'"),
+    Job.queue == bindparam("queue", type_=String),
+    now() >= _READY_SINCE,
+)
+
+
+def queue_oldest_seconds(session: Session, queue: str) -> float:
+    """Age of the queue's oldest job ready to run: queued (a retry waits as `retrying`, not
+    counted) and due since its `run_at` or its creation; 0 when none is."""
+    return _seconds(session.scalar(_OLDEST_READY, {"queue": queue}))
+
+
+_OLDEST_DEAD = select(millis_since(func.min(Job.finished_at))).where(
+    states.dead_letter(Job.__table__.c)
+)
+
+
+def dead_letter_oldest_seconds(session: Session) -> float:
+    """Age of the oldest dead letter not replayed (since its job died); 0 when none is."""
+    return _seconds(session.scalar(_OLDEST_DEAD))
+
+
+# The job's started_at is its first attempt's; the running attempt's own start is what ages.
+_RUNNING_OLDEST = (
+    select(Job.type, millis_since(func.min(Attempt.started_at)))
+    .select_from(
+        Job.__table__.join(
+            Attempt.__table__,
+            and_(Attempt.job_id == Job.id, Attempt.number == Job.attempts),
+        )
+    )
+    .where(Job.status == literal_column(f"'{Status.RUNNING}'"))
+    .group_by(Job.type)
+)
+
+
+def running_oldest_seconds(session: Session) -> dict[str, float]:
+    """Age of the longest-running attempt of each job type that has one running."""
+    return {job_type: _seconds(ms) for job_type, ms in session.execute(_RUNNING_OLDEST)}
+
+
+def _seconds(millis: int | None) -> float:
+    return 0.0 if millis is None else max(0.0, millis / 1000)
+
+
+_TOTALS = select(AttemptTotal.type, AttemptTotal.decision, func.sum(AttemptTotal.count)).group_by(
+    AttemptTotal.type, AttemptTotal.decision
+)
+
+
+def attempt_totals(session: Session, *, types: Iterable[str]) -> dict[tuple[str, str], int]:
+    """Finished attempts ever counted per (type, decision), every counted decision of each of
+    `types` included (0 when none), so that a rate starts from the first attempt."""
+    totals = {(t, d): 0 for t in types for d in COUNTED_DECISIONS}
+    for job_type, decision, count in session.execute(_TOTALS):
+        totals[(job_type, decision)] = int(count)
+    return totals

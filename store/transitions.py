@@ -8,6 +8,7 @@ database's.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Float,
     Integer,
+    SmallInteger,
     String,
     Text,
     Uuid,
@@ -34,17 +36,24 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
+from sqlalchemy.dialects.postgresql import insert as insert_on_conflict
 from sqlalchemy.sql.expression import ColumnClause
 
 from store import states
-from store.models import ATTEMPTS, JOBS
+from store.models import ATTEMPT_TOTALS, ATTEMPTS, JOBS
 from store.sql import Batch, Chain, millis_since, now, now_plus, one_of
 from store.states import AttemptStatus, Status
 from store.storable import storable
 
 # Core tables, not ORM entities: these statements run for every message.
-J, A = JOBS.c, ATTEMPTS.c
+J, A, T = JOBS.c, ATTEMPTS.c, ATTEMPT_TOTALS.c
+
+#: Rows per (type, decision) in attempt_totals: processes writing at once mostly write
+#: different rows, so no group commit waits for another process's.
+TOTAL_SHARDS = 8
+#: The decision counted for a succeeded attempt, and for an abandoned one (whose worker
+#: vanished), beside the decisions of failed attempts (`states.Decision`).
+SUCCEEDED, ABANDONED = "succeeded", "abandoned"
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,39 @@ def _ids(name: str) -> Batch:
 
 def _attempts(name: str) -> Batch:
     return Batch(name, column("id", Uuid), column("number", Integer))
+
+
+def _shard() -> int:
+    # Per call, not at import: the worker forks its processes after importing this module.
+    return os.getpid() % TOTAL_SHARDS
+
+
+def _count(decision: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The statement adding the attempts just ended to attempt_totals, one row per
+    (type, decision) in this process's shard; `decision(ended)` is each one's decision.
+
+    Ordered, so that two transactions that share a shard lock its rows in the same order.
+    """
+
+    def build(ended: Any) -> Any:
+        each = select(ended.c.type, decision(ended).label("decision")).subquery("decided")
+        rows = (
+            select(
+                each.c.type, each.c.decision, bindparam("shard", type_=SmallInteger), func.count()
+            )
+            .group_by(each.c.type, each.c.decision)
+            .order_by(each.c.type, each.c.decision)
+        )
+        # PostgreSQL's INSERT … ON CONFLICT DO UPDATE, which SQLite spells the same.
+        upsert = insert_on_conflict(ATTEMPT_TOTALS).from_select(
+            ["type", "decision", "shard", "count"], rows
+        )
+        return upsert.on_conflict_do_update(
+            index_elements=[T.type, T.decision, T.shard],
+            set_={"count": T.count + upsert.excluded.count},
+        )
+
+    return build
 
 
 def _unlocked(batch: Batch, *rules: Callable[[Any], Any]) -> Any:
@@ -229,7 +271,7 @@ _FINISH = (
         # A retry is due for the relay to publish.
         published_at=case((_AFTER == Status.RETRYING, None), else_=J.published_at),
     )
-    .returning(J.id, J.attempts, J.status)
+    .returning(J.id, J.attempts, J.status, J.type)
 )
 
 
@@ -261,7 +303,13 @@ def _close_finished(finished: Any) -> Any:
     )
 
 
-_FINISH_AND_CLOSE = Chain(_FINISH, _close_finished, carry=("id", "attempts", "status"))
+_FINISH_AND_CLOSE = Chain(
+    _FINISH,
+    _close_finished,
+    # The job's new status says the attempt's decision, as it does for the attempt's row.
+    _count(lambda finished: func.coalesce(states.decision_for(finished.c.status), SUCCEEDED)),
+    carry=("id", "attempts", "status", "type"),
+)
 
 
 def finish(db: Connection, finishes: Sequence[tuple[Claim, Outcome]]) -> dict[uuid.UUID, str]:
@@ -283,7 +331,8 @@ def finish(db: Connection, finishes: Sequence[tuple[Claim, Outcome]]) -> dict[uu
         )
         for c, o in finishes
     ]
-    return {row.id: row.status for row in _FINISH_AND_CLOSE.run(db, {"finishing": rows})}
+    params = {"finishing": rows, "shard": _shard()}
+    return {row.id: row.status for row in _FINISH_AND_CLOSE.run(db, params)}
 
 
 # --- leases and the reaper --------------------------------------------------------------
@@ -350,7 +399,7 @@ _REAP = (
         next_attempt_at=case((_REAPED_STATUS == Status.RETRYING, now()), else_=None),
         published_at=case((_REAPED_STATUS == Status.RETRYING, None), else_=J.published_at),
     )
-    .returning(J.id, J.attempts, J.status, J.error_type, J.error)
+    .returning(J.id, J.attempts, J.status, J.error_type, J.error, J.type)
 )
 
 
@@ -376,7 +425,10 @@ def _close_reaped(reaped: Any) -> Any:
 
 
 _REAP_AND_CLOSE = Chain(
-    _REAP, _close_reaped, carry=("id", "attempts", "status", "error_type", "error")
+    _REAP,
+    _close_reaped,
+    _count(lambda reaped: literal(ABANDONED, String)),
+    carry=("id", "attempts", "status", "error_type", "error", "type"),
 )
 
 
@@ -386,7 +438,8 @@ def reap_expired(db: Connection, *, stuck_grace_s: float, limit: int = 100) -> l
 
     Rows locked by another reaper are skipped.
     """
-    rows = _REAP_AND_CLOSE.run(db, {"limit": limit, "stuck_grace_s": stuck_grace_s})
+    params = {"limit": limit, "stuck_grace_s": stuck_grace_s, "shard": _shard()}
+    rows = _REAP_AND_CLOSE.run(db, params)
     return [Reaped(r.id, r.attempts, r.status, r.error_type) for r in rows]
 
 
@@ -534,7 +587,7 @@ _PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postg
 # the database and explained afterwards, so one refusal does not sink the others. In the
 # given order, so that of two dead jobs for one entity the first is replayed.
 _INSERT_REPLAYS = (
-    insert_skipping_conflicts(JOBS)
+    insert_on_conflict(JOBS)
     .from_select(
         [
             "id",

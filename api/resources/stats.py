@@ -11,14 +11,15 @@ however many at once) answers from the latest: the numbers may be that many seco
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import falcon
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.schemas import ErrorOut, StatsOut
@@ -36,21 +37,34 @@ class Figures:
     summary: stats.Summary
     histogram: stats.Histogram
     queues: dict[str, dict[str, int | None]]
+    ages: stats.Ages
+    attempt_totals: dict[tuple[str, str], int]
 
 
 def shared_figures(
-    sessions: sessionmaker[Session], queue_depths: QueueDepths, *, max_age_s: float
+    sessions: sessionmaker[Session],
+    queue_depths: QueueDepths,
+    *,
+    max_age_s: float,
+    queues: Mapping[str, str] | None = None,
 ) -> Recent[Figures]:
-    """The process's snapshot, recomputed at most once per `max_age_s` in the background."""
+    """The process's snapshot, recomputed at most once per `max_age_s` in the background;
+    `queues` maps the job types known to their queues (each reported even when idle)."""
+    types = sorted(queues or {})
+    queue_names = sorted(set((queues or {}).values()))
 
     def compute() -> Figures:
         with sessions() as session:
             summary, histogram = stats.summary_and_histogram(session)
-        return Figures(summary, histogram, queue_depths())
+            ages = stats.ages(session, queues=queue_names, types=types)
+            totals = stats.attempt_totals(session, types=types)
+        return Figures(summary, histogram, queue_depths(), ages, totals)
 
     # Refreshed behind the scrapes: at a million jobs one computation takes most of a second,
-    # which no scrape should wait for.
-    return Recent(compute, max_age_s=max_age_s, refresh_behind=True)
+    # which no scrape should wait for. Unless nobody asked for a while: behind one address
+    # (gunicorn's workers) a scrape may reach a process idle for minutes, whose figures,
+    # older than the last scrape's, would make every counter look reset.
+    return Recent(compute, max_age_s=max_age_s, refresh_behind=True, stale_after_s=2 * max_age_s)
 
 
 class Stats:
@@ -86,6 +100,7 @@ class Metrics:
     def __init__(self, figures: Recent[Figures]) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(figures))
+        self._registry.register(_AgesAndTotals(figures))
 
     @operation(auth=None, responses={200: None})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -135,3 +150,54 @@ class _Collector:
 
 def _le(bound: float) -> str:
     return repr(float(bound))
+
+
+class _AgesAndTotals(Collector):
+    """The ages of the oldest waiting and running work, and the attempts by decision: what
+    the shipped alert rules watch."""
+
+    def __init__(self, figures: Recent[Figures]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Any]:
+        figures = self._figures.get()
+        yield from _ages(figures.ages)
+        yield _attempts_total(figures.attempt_totals)
+
+
+def _ages(ages: stats.Ages) -> Iterator[GaugeMetricFamily]:
+    yield _gauge_by(
+        "courier_queue_oldest_seconds",
+        "Age of the queue's oldest job ready to run (queued and due; not retrying).",
+        "queue",
+        ages.queue_oldest_s,
+    )
+    yield GaugeMetricFamily(
+        "courier_dead_letter_oldest_seconds",
+        "Age of the oldest dead letter not replayed, since its job died.",
+        value=ages.dead_letter_oldest_s,
+    )
+    yield _gauge_by(
+        "courier_running_oldest_seconds",
+        "How long the longest-running attempt of the job type has run.",
+        "type",
+        ages.running_oldest_s,
+    )
+
+
+def _gauge_by(name: str, documentation: str, label: str, values: dict[str, float]) -> Any:
+    gauge = GaugeMetricFamily(name, documentation, labels=[label])
+    for value_of, value in sorted(values.items()):
+        gauge.add_metric([value_of], value)
+    return gauge
+
+
+def _attempts_total(totals: dict[tuple[str, str], int]) -> CounterMetricFamily:
+    counter = CounterMetricFamily(
+        "courier_attempts",
+        "Finished attempts by job type and decision (succeeded, retry, skip, dead, abandoned).",
+        labels=["type", "decision"],
+    )
+    for (job_type, decision), count in sorted(totals.items()):
+        counter.add_metric([job_type, decision], count)
+    return counter

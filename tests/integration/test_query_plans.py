@@ -1,4 +1,5 @@
-"""The queries that run all the time use partial indexes: their cost does not grow with history."""
+"""The queries that run all the time (relay, reaper, every scrape's metrics) use partial indexes:
+their cost does not grow with history."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import psycopg
 import pytest
 
 from bench import plans, seed
+from store import transitions
+from tests.support.records import insert_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +27,34 @@ BOUNDED = (
     "webhooks: due deliveries",
     "stats: dead letters",
     "purge: waiting jobs of a queue",
+    "metrics: oldest ready job",
+    "metrics: oldest dead letter",
+    "metrics: longest-running attempts",
 )
 
 
-def test_relay_reaper_dead_letter_and_purge_queries_scan_no_history(database_url, engine):
+def test_background_purge_webhook_and_metrics_queries_scan_no_history(database_url, engine):
     with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
         seed.finished_jobs(conn, first=1, count=FINISHED_JOBS, tenants=8)
+        seed.one_attempt_each(conn)
         seed.dead_jobs(conn, count=1000, tenant="dead")
+    # Work in flight beside the history: a backlog, and attempts running.
+    insert_jobs(engine, 50)
+    with engine.begin() as db:
+        transitions.claim(db, insert_jobs(engine, 20), worker="test:1", lease_s=30)
     explained = plans.plans(engine)
     for name in BOUNDED:
         assert explained[name], f"{name} sent no statement"
         for plan in explained[name]:
             assert "Seq Scan on jobs" not in plan, f"{name}:\n{plan}"
+            assert "Seq Scan on attempts" not in plan, f"{name}:\n{plan}"
             assert "Index" in plan, f"{name}:\n{plan}"
+
+
+def test_the_attempt_counts_are_read_from_their_totals_not_from_the_attempts(database_url, engine):
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+        seed.finished_jobs(conn, first=1, count=20_000, tenants=1)
+        seed.one_attempt_each(conn)
+    (plan,) = plans.plans(engine)["metrics: attempts by decision"]
+    assert "attempt_totals" in plan
+    assert "on attempts " not in plan and "on jobs" not in plan, plan

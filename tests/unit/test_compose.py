@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,53 @@ def test_every_required_variable_is_documented_in_the_example_env_file() -> None
 def test_the_env_file_is_kept_out_of_git_and_the_image() -> None:
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
     assert ".env" in (ROOT / ".dockerignore").read_text().splitlines()
+
+
+def test_prometheus_scrapes_the_api_on_the_compose_network_with_the_rules_mounted() -> None:
+    prometheus = SERVICES["prometheus"]
+    image, _, tag = prometheus["image"].partition(":")
+    assert image == "prom/prometheus"
+    assert re.match(r"^v\d+\.\d+\.\d+$", tag), f"prometheus's tag {tag!r} is not a pinned version"
+    mounts = {m.split(":")[0]: m.split(":")[1] for m in prometheus["volumes"]}
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    # The config names its rule files relative to itself: each is mounted beside it.
+    for rule_file in config["rule_files"]:
+        assert mounts[f"./deploy/prometheus/{rule_file}"] == f"/etc/prometheus/{rule_file}"
+        assert (ROOT / "deploy/prometheus" / rule_file).is_file()
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    (targets,) = (c["targets"] for c in job["static_configs"])
+    assert targets == ["api:8000"]
+    assert "8000" in [str(p) for p in SERVICES["api"]["expose"]]
+
+
+def test_prometheus_runs_whether_or_not_the_api_is_up() -> None:
+    # It must keep scraping a down API to raise the alert that says so.
+    assert "depends_on" not in SERVICES["prometheus"]
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is None
+    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    reason="the docker compose CLI is not installed; the YAML checks above still run",
+)
+def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("POSTGRES_PASSWORD=x\nRABBITMQ_USER=courier\nRABBITMQ_PASSWORD=y\n")
+    checked = subprocess.run(
+        [
+            "docker",
+            "compose",
+            "--env-file",
+            str(env),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "config",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr

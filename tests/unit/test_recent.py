@@ -92,3 +92,35 @@ def test_a_failed_refresh_forgets_the_value_so_the_next_caller_sees_the_error():
     wait_for(raises, timeout=5, what="the next caller to see the failure")
     with pytest.raises(RuntimeError):
         shared.get()
+
+
+def test_refresh_behind_waits_for_a_fresh_value_once_the_old_one_is_stale():
+    computation, clock = Computation(), Clock()
+    computation.release.set()
+    shared = Recent(computation, max_age_s=5, refresh_behind=True, stale_after_s=10, clock=clock)
+    assert shared.get() == 1
+    clock.now = 9.0
+    assert shared.get() == 1  # expired, not stale: answered, refreshed behind
+    wait_for(lambda: shared.get() == 2, timeout=5, what="the refresh behind")
+    clock.now = 19.0
+    assert shared.get() == 3  # stale: computed before answering
+    assert computation.runs == 3
+
+
+def test_a_refresh_finishing_after_a_fresher_computation_does_not_replace_it():
+    computation, clock = Computation(), Clock()
+    computation.release.set()
+    shared = Recent(computation, max_age_s=5, refresh_behind=True, stale_after_s=10, clock=clock)
+    assert shared.get() == 1
+    computation.release.clear()  # the refresh behind hangs
+    clock.now = 6.0
+    assert shared.get() == 1
+    wait_for(lambda: computation.runs == 2, timeout=5, what="the refresh behind to start")
+    clock.now = 20.0
+    with ThreadPoolExecutor(1) as pool:
+        fresh = pool.submit(shared.get)  # stale: computes run 3 itself
+        wait_for(lambda: computation.runs == 3, timeout=5, what="the caller's computation")
+        computation.release.set()
+        assert fresh.result(timeout=5) == 3
+    wait_for(lambda: not shared._refreshing, timeout=5, what="the refresh behind to end")
+    assert shared.get() == 3
