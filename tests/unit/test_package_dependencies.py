@@ -166,7 +166,7 @@ def test_a_wrong_direction_is_reported(tmp_path: Path) -> None:
     )
     assert checker.find_problems(root) == [
         "api/resources/jobs.py:2: api imports actors.registry: "
-        "api may import only background, delivery, store"
+        "api may import only background, delivery, store, tracing"
     ]
 
 
@@ -187,7 +187,7 @@ def test_the_graph_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "api -> store (2), actors (1) NOT ALLOWED",
     ]
     assert out[3:] == [
-        "api/app.py:3: api imports actors: api may import only background, delivery, store"
+        "api/app.py:3: api imports actors: api may import only background, delivery, store, tracing"
     ]
 
 
