@@ -19,6 +19,7 @@ from courier.wsgi import app_for
 from store import migrate, schedules, tokens, transitions
 from store.cadence import Cadence
 from store.db import make_engine, make_sessionmaker
+from tracing import setup as tracing_setup
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int = 4) -> None:
     """Serve the API, run workers and the demo upstream until SIGINT or SIGTERM."""
+    tracing_setup.configure("courier")
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     client_token, operator_token = prepare(engine, settings)

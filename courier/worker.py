@@ -15,10 +15,12 @@ from courier.process import freeze_long_lived_objects
 from courier.settings import Settings
 from courier.stop_requests import coalesce_stop_signals
 from store.db import make_engine
+from tracing import setup as tracing_setup
 
 coalesce_stop_signals()
 settings = Settings.from_env()
 configure_logging(settings.log_format)
+tracing_setup.configure("courier-worker")
 engine = make_engine(settings.database_url)
 stack = worker_stack(settings, engine)
 broker = stack.broker

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete, select, tuple_
@@ -29,6 +29,7 @@ REPLAY_COLUMNS = (
     J.max_attempts,
     J.timeout_s,
     J.correlation_id,
+    J.traceparent,
 )
 
 
@@ -45,9 +46,13 @@ class Replayable(Protocol):
     max_attempts: int
     timeout_s: int
     correlation_id: str
+    traceparent: str | None
 
 
 R = TypeVar("R", bound=Replayable)
+
+#: The traceparent of a replay's new job, given the job it replays (a new trace, linked).
+NewTrace = Callable[[Replayable], str]
 
 # Columns a new job leaves empty, for the Job handed back (inserted as NULL).
 _EMPTY = (
@@ -87,11 +92,14 @@ def replay(
     job: Job,
     *,
     actor: str,
+    new_trace: NewTrace,
     payload: dict[str, Any] | None = None,
     reason: str | None = None,
     via: str = "api",
 ) -> Job:
-    """Create a new job linked to `job` (`replay_of`/`replayed_by`); history is left as it was."""
+    """Create a new job linked to `job` (`replay_of`/`replayed_by`); history is left as it was.
+
+    The new job's trace context is `new_trace(job)`."""
     if job.status not in states.REPLAYABLE:
         raise errors.InvalidTransition(
             f"only failed, dead or cancelled jobs can be replayed, not {job.status}"
@@ -99,7 +107,7 @@ def replay(
     if job.replayed_by is not None:
         raise errors.InvalidTransition(f"the job was already replayed by {job.replayed_by}")
     replayed, refused = replay_many(
-        session, [job], actor=actor, payload=payload, reason=reason, via=via
+        session, [job], actor=actor, new_trace=new_trace, payload=payload, reason=reason, via=via
     )
     if refused:
         raise refused[0][1]
@@ -114,20 +122,24 @@ def replay_many(
     actor: str,
     reason: str | None,
     via: str,
+    new_trace: NewTrace,
     payload: dict[str, Any] | None = None,
 ) -> tuple[list[tuple[R, dict[str, Any]]], list[tuple[uuid.UUID, errors.StoreError]]]:
     """Replay `olds` in the session's transaction, a few statements for all of them.
 
     Returns (old, new job's column values) pairs and the old ids that were refused, with
-    why. `payload`, if given, replaces every old job's payload. Each replay links both ways
-    and writes its audit entry in the same transaction.
+    why. `payload`, if given, replaces every old job's payload; `new_trace(old)` is each new
+    job's traceparent. Each replay links both ways and writes its audit entry in the same
+    transaction.
     """
     if not olds:
         return [], []
     connection = session.connection()
-    news = {old.id: _new_job(old, payload) for old in olds}
+    news = {old.id: _new_job(old, payload, new_trace(old)) for old in olds}
     pairs = [(old_id, new["id"]) for old_id, new in news.items()]
-    inserted = transitions.insert_replays(connection, pairs, payload)
+    inserted = transitions.insert_replays(
+        connection, [(o, new["id"], new["traceparent"]) for o, new in news.items()], payload
+    )
     refused = _explain_refused(session, [o for o in olds if news[o.id]["id"] not in inserted])
     links = [(old, new) for old, new in pairs if old not in refused]
     linked = transitions.link_replays(connection, links) if links else set()
@@ -165,7 +177,7 @@ def replay_many(
     return replayed, [(o.id, refused[o.id]) for o in olds if o.id in refused]
 
 
-def _new_job(old: Replayable, payload: dict[str, Any] | None) -> dict[str, Any]:
+def _new_job(old: Replayable, payload: dict[str, Any] | None, traceparent: str) -> dict[str, Any]:
     return {
         "id": new_id(),
         "tenant": old.tenant,
@@ -180,6 +192,7 @@ def _new_job(old: Replayable, payload: dict[str, Any] | None) -> dict[str, Any]:
         "timeout_s": old.timeout_s,
         "correlation_id": old.correlation_id,
         "replay_of": old.id,
+        "traceparent": traceparent,
     }
 
 

@@ -82,10 +82,14 @@ def replay_chunk(
     before: uuid.UUID | None,
     actor: str,
     reason: str | None,
+    new_trace: actions.NewTrace,
 ) -> Chunk:
-    """Replay the next `size` selected dead jobs older than `before`, newest first."""
+    """Replay the next `size` selected dead jobs older than `before`, newest first; each new
+    job's traceparent is `new_trace(old)`."""
     olds = _lock_page(session, selection, size, before)
-    replayed, refused = actions.replay_many(session, olds, actor=actor, reason=reason, via="bulk")
+    replayed, refused = actions.replay_many(
+        session, olds, actor=actor, reason=reason, via="bulk", new_trace=new_trace
+    )
     return Chunk(olds, replayed, refused)
 
 

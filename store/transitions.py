@@ -61,6 +61,7 @@ class Claim:
     correlation_id: str
     timeout_s: int
     started_at: datetime  # the database's time
+    traceparent: str | None = None  # the job's trace context, which the attempt continues
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +138,7 @@ _CLAIM = (
         J.correlation_id,
         J.timeout_s,
         now().label("claimed_at"),
+        J.traceparent,
     )
 )
 
@@ -504,6 +506,14 @@ def cancel(db: Connection, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]
 _REPLAYING = Batch(
     "replaying", column("old_id", Uuid), column("new_id", Uuid), column("n", Integer)
 )
+# The new jobs of a replay, each with the traceparent of its new trace.
+_NEW_REPLAYS = Batch(
+    "replaying",
+    column("old_id", Uuid),
+    column("new_id", Uuid),
+    column("n", Integer),
+    column("traceparent", String),
+)
 _OLD = JOBS.alias("old")
 _PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # A new job refused by a unique index (an active job for the same entity) is skipped by
@@ -526,10 +536,11 @@ _INSERT_REPLAYS = (
             "timeout_s",
             "correlation_id",
             "replay_of",
+            "traceparent",
             "created_at",
         ],
         select(
-            _REPLAYING.c.new_id,
+            _NEW_REPLAYS.c.new_id,
             _OLD.c.tenant,
             _OLD.c.type,
             _OLD.c.queue,
@@ -542,10 +553,11 @@ _INSERT_REPLAYS = (
             _OLD.c.timeout_s,
             _OLD.c.correlation_id,
             _OLD.c.id,
+            _NEW_REPLAYS.c.traceparent,
             now(),
         )
-        .where(_REPLAYING.has(_OLD.c.id, "old_id"))
-        .order_by(_REPLAYING.c.n),
+        .where(_NEW_REPLAYS.has(_OLD.c.id, "old_id"))
+        .order_by(_NEW_REPLAYS.c.n),
     )
     .on_conflict_do_nothing()
     .returning(J.id, J.created_at)
@@ -562,13 +574,15 @@ _LINK_REPLAYS = (
 
 
 def insert_replays(
-    db: Connection, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]], payload: dict[str, Any] | None
+    db: Connection,
+    replays: Sequence[tuple[uuid.UUID, uuid.UUID, str | None]],
+    payload: dict[str, Any] | None,
 ) -> dict[uuid.UUID, datetime]:
-    """Insert a new queued job copied from each old one of `(old id, new id)`; returns the new
-    jobs that went in, with their creation times. `payload`, if given, replaces every old
-    job's payload.
+    """Insert a new queued job copied from each old one of `(old id, new id, traceparent)`;
+    returns the new jobs that went in, with their creation times. `payload`, if given,
+    replaces every old job's payload; each new job has the traceparent given (a new trace).
     """
-    rows = [(old, new, n) for n, (old, new) in enumerate(pairs)]
+    rows = [(old, new, n, traceparent) for n, (old, new, traceparent) in enumerate(replays)]
     found = db.execute(_INSERT_REPLAYS, {"replaying": rows, "payload": payload})
     return {row.id: row.created_at for row in found}
 

@@ -193,7 +193,13 @@ class Dashboard:
         with self._sessions.begin() as session:
             old = queries.get_job(session, job_id, tenant=None)
             new = actions.replay(
-                session, old, actor=who.label, payload=payload, reason=_reason(form), via="ui"
+                session,
+                old,
+                actor=who.label,
+                new_trace=replays.new_trace,
+                payload=payload,
+                reason=_reason(form),
+                via="ui",
             )
         self._intake.publish([new])
         if old.status == states.Status.DEAD:
