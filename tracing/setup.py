@@ -51,7 +51,8 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     spans.use(provider)
-    log.info("tracing on: spans of %s exported (%s)", service, ", ".join(_names(exporters)))
+    name = provider.resource.attributes.get(SERVICE_NAME, service)
+    log.info("tracing on: spans of %s exported (%s)", name, ", ".join(_names(exporters)))
     return True
 
 
