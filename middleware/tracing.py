@@ -14,7 +14,7 @@ from typing import Any
 from dramatiq import Broker, Middleware
 
 from middleware import current_job
-from tracing import spans
+from tracing import context, spans
 
 
 class Tracing(Middleware):
@@ -29,7 +29,7 @@ class Tracing(Middleware):
         except RuntimeError:  # not claimed: Attempts skipped the message
             return
         self._local.opened = spans.begin_attempt(
-            claim.traceparent,
+            context.for_job(claim.traceparent, claim.job_id),
             queue=message.queue_name,
             message_id=message.message_id,
             job_id=str(claim.job_id),

@@ -108,7 +108,7 @@ def name_request(opened: Open, method: str, route: str | None) -> None:
 
 
 def begin_attempt(
-    traceparent: str | None,
+    traceparent: str,
     *,
     queue: str,
     message_id: str,
@@ -119,7 +119,7 @@ def begin_attempt(
     """The consumer span of one attempt, a child of the job's traceparent; with tracing off,
     only the job's traceparent is kept for the attempt's upstream calls."""
     if _tracer is None:
-        return Open(job_token=_job_traceparent.set(traceparent or context.start()))
+        return Open(job_token=_job_traceparent.set(traceparent))
     span = _tracer.start_span(
         f"process {queue}",
         context=_parent(traceparent),
@@ -176,7 +176,7 @@ def _publishing(
     made = [
         tracer.start_span(
             f"publish {job.queue}",
-            context=_parent(job.traceparent),
+            context=_parent(context.for_job(job.traceparent, job.job_id)),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",

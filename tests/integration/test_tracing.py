@@ -11,6 +11,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from delivery.outbox import Outbox
+from store import submissions
+from store.outbox import JobMessage
 from tests.support.stack import Stack, build
 from tracing import context, setup, spans
 
@@ -185,3 +188,43 @@ def test_a_bulk_replay_of_dead_jobs_gives_each_new_job_a_new_trace(traced, expor
     # The attempt's span ended before its outcome was written, so all are in by now.
     names = {s.name for s in in_trace(exported, new_trace)}
     assert {"replay", "publish sync", "process sync", "GET"} <= names
+
+
+def test_with_tracing_off_every_upstream_call_still_carries_the_callers_trace(stack, upstream):
+    assert not spans.enabled()
+    upstream.script("GET", "/crm/customers/c_tr8", {"status": 503})
+    stack.start_worker()
+    job_id = stack.submit(
+        headers={**stack.headers, "traceparent": CALLER}, type="customer_sync", entity_id="c_tr8"
+    )
+    stack.wait_status(job_id, "succeeded")
+    assert stack.job(job_id).traceparent == CALLER
+    calls = upstream.calls(path="/crm/customers/c_tr8") + upstream.calls(
+        path="/billing/customers/c_tr8"
+    )
+    assert len(calls) == 3
+    assert {header_trace(c) for c in calls} == {CALLER_TRACE}
+    # A child per call: a new span id each time, the caller's flags.
+    sent = [c["headers"]["traceparent"] for c in calls]
+    assert len({tp.split("-")[2] for tp in sent} | {CALLER.split("-")[2]}) == 4
+    assert {tp[-2:] for tp in sent} == {"01"}
+
+
+def test_a_job_stored_without_a_traceparent_keeps_one_trace_over_its_attempts(stack, upstream):
+    upstream.script("GET", "/crm/customers/c_tr9", {"status": 503})
+    stack.start_worker()
+    new = submissions.NewJob(
+        tenant="acme",
+        type="customer_sync",
+        queue="sync",
+        entity_id="c_tr9",
+        max_attempts=3,
+        timeout_s=30,
+    )
+    with stack.sessions.begin() as session:
+        job, _ = submissions.create_job(session, new)
+    Outbox(stack.api_broker, stack.engine).publish([JobMessage.of(job)])
+    stack.wait_status(str(job.id), "succeeded")
+    calls = upstream.calls(path="/crm/customers/c_tr9")
+    assert len(calls) == 2
+    assert {header_trace(c) for c in calls} == {job.id.hex}

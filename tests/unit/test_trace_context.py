@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tracing import context, setup
@@ -55,6 +57,15 @@ def test_a_child_keeps_the_trace_id_and_flags_with_a_new_span_id(flags):
     assert context.trace_id(child) == context.trace_id(parent)
     assert child.endswith(f"-{flags}")
     assert child.split("-")[2] != parent.split("-")[2]
+
+
+def test_a_job_stored_without_a_traceparent_has_one_trace_for_all_its_attempts():
+    job_id = uuid.UUID("0190f1e2-7a3b-7c4d-8e5f-a1b2c3d4e5f6")
+    derived = context.for_job(None, job_id)
+    assert context.parse(derived) == derived
+    assert context.trace_id(derived) == job_id.hex
+    assert context.for_job(None, job_id) == derived
+    assert context.for_job(VALID, job_id) == VALID
 
 
 @pytest.mark.parametrize(
