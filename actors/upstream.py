@@ -80,7 +80,7 @@ class UpstreamClient:
             method, _without_dot_segments(path), headers=headers, **kwargs
         )
         # Every call carries a traceparent in its job's trace (a child of the attempt).
-        with spans.upstream_call(self.name, method, str(request.url)) as call:
+        with spans.upstream_call(self.name, method, _shown(request.url)) as call:
             request.headers.update(call.headers)
             try:
                 response = self._http.send(request)
@@ -132,6 +132,11 @@ def _without_dot_segments(path: str) -> str:
     route, sep, query = path.partition("?")
     parts = [_DOT_SEGMENTS.get(part, part) for part in route.split("/")]
     return "/".join(parts) + sep + query
+
+
+def _shown(url: httpx.URL) -> str:
+    # The URL a span records, without any user:password of the base URL.
+    return str(url.copy_with(userinfo=b"") if url.userinfo else url)
 
 
 def _snippet(response: httpx.Response, limit: int = 200) -> str:

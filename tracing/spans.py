@@ -210,10 +210,10 @@ class Call:
     span: Span | None = None
 
     def answered(self, status_code: int) -> None:
-        """Record the response's status code (5xx marks the span as an error)."""
+        """Record the response's status code (4xx and 5xx mark a client span as an error)."""
         if self.span is not None:
             self.span.set_attribute("http.response.status_code", status_code)
-            if status_code >= 500:
+            if status_code >= 400:
                 self.span.set_status(Status(StatusCode.ERROR))
                 self.span.set_attribute("error.type", str(status_code))
 
