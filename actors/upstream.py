@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from middleware import errors
+from tracing import spans
 
 _SECONDS = re.compile(r"\d+(\.\d+)?")
 _DOT_SEGMENTS = {".": "%2E", "..": "%2E%2E"}
@@ -71,16 +72,27 @@ class UpstreamClient:
         """Release the connection pool."""
         self._http.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, *, headers: dict[str, str], **kwargs: Any
+    ) -> httpx.Response:
         what = f"{self.name} {method} {path}"
-        try:
-            response = self._http.request(method, _without_dot_segments(path), **kwargs)
-        except httpx.TimeoutException:
-            raise errors.UpstreamUnavailable(f"timeout calling {what}") from None
-        except httpx.DecodingError:
-            raise errors.UpstreamUnavailable(f"undecodable response from {what}") from None
-        except httpx.RequestError as e:
-            raise errors.UpstreamUnavailable(f"cannot reach {what}: {type(e).__name__}") from None
+        request = self._http.build_request(
+            method, _without_dot_segments(path), headers=headers, **kwargs
+        )
+        # Every call carries a traceparent in its job's trace (a child of the attempt).
+        with spans.upstream_call(self.name, method, _shown(request.url)) as call:
+            request.headers.update(call.headers)
+            try:
+                response = self._http.send(request)
+            except httpx.TimeoutException:
+                raise errors.UpstreamUnavailable(f"timeout calling {what}") from None
+            except httpx.DecodingError:
+                raise errors.UpstreamUnavailable(f"undecodable response from {what}") from None
+            except httpx.RequestError as e:
+                raise errors.UpstreamUnavailable(
+                    f"cannot reach {what}: {type(e).__name__}"
+                ) from None
+            call.answered(response.status_code)
         if response.is_success:
             return response
         raise self._error(response, f"{response.status_code} from {what}")
@@ -120,6 +132,11 @@ def _without_dot_segments(path: str) -> str:
     route, sep, query = path.partition("?")
     parts = [_DOT_SEGMENTS.get(part, part) for part in route.split("/")]
     return "/".join(parts) + sep + query
+
+
+def _shown(url: httpx.URL) -> str:
+    # The URL a span records, without any user:password of the base URL.
+    return str(url.copy_with(userinfo=b"") if url.userinfo else url)
 
 
 def _snippet(response: httpx.Response, limit: int = 200) -> str:

@@ -14,6 +14,7 @@ from api.auth import Authenticate
 from api.intake import Defaults, InputCheck, Intake
 from api.no_store import NoStore
 from api.request_id import RequestId
+from api.request_spans import RequestSpans
 from api.resources.dead_letters import DeadLetters
 from api.resources.deliveries import Deliveries
 from api.resources.docs import OpenApi
@@ -24,6 +25,7 @@ from api.resources.schedules import Schedule, Schedules
 from api.resources.stats import Metrics, QueueDepths, Stats, shared_figures
 from api.spec import Routes, openapi
 from api.ui.pages import Dashboard, Static
+from tracing import spans
 
 VERSION = "1.0.0"
 
@@ -54,9 +56,12 @@ def create_app(
         callback_hosts=callback_hosts,
     )
     # Naming the request and response types lets the middleware list be checked against them.
-    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
-        middleware=[NoStore(), RequestId(), Authenticate(sessions.kw["bind"])]
-    )
+    middleware: list[Any] = [NoStore(), RequestId(), Authenticate(sessions.kw["bind"])]
+    if spans.enabled():
+        # First in, last out: the span covers the other middleware too. Left out when
+        # tracing is off, so requests pay nothing for it.
+        middleware.insert(0, RequestSpans())
+    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     routes = Routes(app)

@@ -18,6 +18,7 @@ from delivery.outbox import Outbox
 from store import models
 from store.outbox import JobMessage
 from store.submissions import NewJob
+from tracing import context, spans
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,10 @@ class Intake:
         correlation_id: str | None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        traceparent: str | None = None,
     ) -> NewJob:
-        """The store's view of a request; 422 for a type no worker knows."""
+        """The store's view of a request; 422 for a type no worker knows. Without a
+        `traceparent` the job starts a trace of its own."""
         queue = self.queues.get(request.type)
         if queue is None:
             known = ", ".join(sorted(self.queues))
@@ -89,6 +92,7 @@ class Intake:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             callback_url=request.callback_url,
+            traceparent=traceparent or context.start(),
         )
 
     def check_input(self, job_type: str, entity_id: str | None, payload: Mapping[str, Any]) -> None:
@@ -146,6 +150,23 @@ def callback_problem(url: str, allowed: frozenset[str]) -> str | None:
     if host not in allowed and f"[{host}]" not in allowed:
         return f"host {host!r} is not an allowed callback host"
     return None
+
+
+def traceparent(req: falcon.Request) -> str | None:
+    """The trace context a request's jobs join, or None for a job to start its own.
+
+    It is the caller's valid `traceparent` (a malformed one is ignored), or with tracing on
+    the request's span, itself in the caller's trace; a single job submitted without one
+    joins the request's new trace, so its spans nest under the request.
+    """
+    return spans.current() or context.parse(req.get_header("traceparent"))
+
+
+def shared_traceparent(req: falcon.Request) -> str | None:
+    """The trace context every job of a batch joins: only the caller's (or the request
+    span in it); without one, each job of the batch starts a trace of its own."""
+    caller = context.parse(req.get_header("traceparent"))
+    return (spans.current() or caller) if caller is not None else None
 
 
 def correlation_id(req: falcon.Request) -> str | None:

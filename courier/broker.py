@@ -22,6 +22,7 @@ from middleware.heartbeat import Heartbeat
 from middleware.reaper import Reaper
 from middleware.reconciler import Reconciler
 from middleware.relay import Relay
+from middleware.tracing import Tracing
 from middleware.webhooks import Webhooks
 
 #: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
@@ -96,10 +97,12 @@ def worker_stack(
     )
     # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before
-    # the finish: a slow database must not interrupt the bookkeeping itself.
+    # the finish: a slow database must not interrupt the bookkeeping itself. Tracing comes
+    # right after Attempts: its span holds the claimed attempt's work and nothing else.
     for middleware in (
         CurrentMessage(),
         attempts,
+        Tracing(),
         TimeLimit(time_limit=settings.job_timeout_s * 1000),
         heartbeat,
         relay,

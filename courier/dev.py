@@ -21,6 +21,7 @@ from middleware import error_reports
 from store import migrate, schedules, tokens, transitions
 from store.cadence import Cadence
 from store.db import make_engine, make_sessionmaker
+from tracing import setup as tracing_setup
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class _QuietHandler(WSGIRequestHandler):
 def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int = 4) -> None:
     """Serve the API, run workers and the demo upstream until SIGINT or SIGTERM."""
     error_reports.start(os.environ)
+    tracing_setup.configure("courier")
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     client_token, operator_token = prepare(engine, settings)

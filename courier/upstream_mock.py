@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import falcon
 
-RECORDED_HEADERS = ("X-Correlation-ID", "Idempotency-Key")
+RECORDED_HEADERS = ("X-Correlation-ID", "Idempotency-Key", "traceparent")
 
 
 @dataclass

@@ -19,11 +19,13 @@ from courier.settings import Settings
 from courier.stop_requests import coalesce_stop_signals
 from middleware import error_reports
 from store.db import make_engine
+from tracing import setup as tracing_setup
 
 coalesce_stop_signals()
 settings = Settings.from_env()
 configure_logging(settings.log_format)
 error_reports.start(os.environ)
+tracing_setup.configure("courier-worker")
 engine = make_engine(settings.database_url)
 stack = worker_stack(settings, engine)
 broker = stack.broker

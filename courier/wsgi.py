@@ -15,12 +15,15 @@ from courier.process import freeze_long_lived_objects
 from courier.settings import Settings
 from delivery import queue_depths
 from store.db import make_engine, make_sessionmaker
+from tracing import setup as tracing_setup
 
 
 def get_app() -> falcon.App:
     """Build the API from the environment."""
     settings = Settings.from_env()
     configure_logging(settings.log_format)
+    # Here, in each gunicorn worker after the fork: the span exporter runs a thread.
+    tracing_setup.configure("courier-api")
     app = app_for(settings, broker=publishing_broker(settings))
     freeze_long_lived_objects()
     return app

@@ -22,6 +22,7 @@ from background.thread import BackgroundThread, every
 from delivery import publisher
 from store import errors, transitions
 from store.outbox import JobMessage
+from tracing import spans
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,11 @@ class Outbox:
             return 0
         messages = [message_for(job) for job in jobs]
         try:
-            if self._group is not None:
-                self._group.send(messages)
-            else:
-                publisher.send(self.broker, messages)
+            with spans.publishing(jobs, messages):
+                if self._group is not None:
+                    self._group.send(messages)
+                else:
+                    publisher.send(self.broker, messages)
         except BrokerConnectionError:
             log.warning("broker unavailable; %d job(s) left to the relay", len(jobs))
             return 0

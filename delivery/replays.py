@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from delivery import dead_letters
 from delivery.outbox import Outbox
-from store import bulk_replay
+from store import actions, bulk_replay
 from store.outbox import JobMessage
+from tracing import spans
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def replay_dead(
                 actor=actor,
                 reason=reason,
                 queues=queues,
+                new_trace=new_trace,
             )
         result.skipped.extend((old_id, str(why)) for old_id, why in chunk.refused)
         if outbox is not None:
@@ -84,6 +86,11 @@ def replay_dead(
         # Removing copies reads the whole dead-letter queue: once per replay, not per chunk.
         forget(outbox, replayed_jobs)
     return result
+
+
+def new_trace(old: actions.Replayable) -> str:
+    """A replay's new trace, whose first span links to the replayed job's trace."""
+    return spans.replay(old.traceparent, old_job_id=str(old.id))
 
 
 def forget(outbox: Outbox, old_jobs: Sequence[Queued]) -> None:
@@ -109,4 +116,5 @@ def _message(new: dict[str, Any]) -> JobMessage:
         new["timeout_s"],
         new["correlation_id"],
         new["attempts"],
+        new["traceparent"],
     )

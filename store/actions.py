@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete, select, tuple_
@@ -30,6 +30,7 @@ REPLAY_COLUMNS = (
     J.timeout_s,
     J.correlation_id,
     J.callback_url,
+    J.traceparent,
 )
 
 
@@ -47,9 +48,13 @@ class Replayable(Protocol):
     timeout_s: int
     correlation_id: str
     callback_url: str | None
+    traceparent: str | None
 
 
 R = TypeVar("R", bound=Replayable)
+
+#: The traceparent of a replay's new job, given the job it replays (a new trace, linked).
+NewTrace = Callable[[Replayable], str]
 
 # Columns a new job leaves empty, for the Job handed back (inserted as NULL).
 _EMPTY = (
@@ -108,6 +113,7 @@ def replay(
     job: Job,
     *,
     actor: str,
+    new_trace: NewTrace,
     payload: dict[str, Any] | None = None,
     reason: str | None = None,
     via: str = "api",
@@ -116,7 +122,8 @@ def replay(
     """Create a new job linked to `job` (`replay_of`/`replayed_by`); history is left as it was.
 
     The new job goes to its type's queue in `queues` (the configured map), where the type
-    runs now; a type missing from it keeps the old job's queue.
+    runs now; a type missing from it keeps the old job's queue. Its trace context is
+    `new_trace(job)`.
     """
     if job.status not in states.REPLAYABLE:
         raise errors.InvalidTransition(
@@ -125,7 +132,14 @@ def replay(
     if job.replayed_by is not None:
         raise errors.InvalidTransition(f"the job was already replayed by {job.replayed_by}")
     replayed, refused = replay_many(
-        session, [job], actor=actor, payload=payload, reason=reason, via=via, queues=queues
+        session,
+        [job],
+        actor=actor,
+        new_trace=new_trace,
+        payload=payload,
+        reason=reason,
+        via=via,
+        queues=queues,
     )
     if refused:
         raise refused[0][1]
@@ -140,22 +154,26 @@ def replay_many(
     actor: str,
     reason: str | None,
     via: str,
+    new_trace: NewTrace,
     payload: dict[str, Any] | None = None,
     queues: Mapping[str, str] | None = None,
 ) -> tuple[list[tuple[R, dict[str, Any]]], list[tuple[uuid.UUID, errors.StoreError]]]:
     """Replay `olds` in the session's transaction, a few statements for all of them.
 
     Returns (old, new job's column values) pairs and the old ids that were refused, with
-    why. `payload`, if given, replaces every old job's payload; `queues` is as for `replay`.
-    Each replay links both ways and writes its audit entry in the same transaction.
+    why. `payload`, if given, replaces every old job's payload; `queues` is as for `replay`;
+    `new_trace(old)` is each new job's traceparent. Each replay links both ways and writes
+    its audit entry in the same transaction.
     """
     if not olds:
         return [], []
     connection = session.connection()
-    news = {old.id: _new_job(old, payload, queues or {}) for old in olds}
+    news = {old.id: _new_job(old, payload, queues or {}, new_trace(old)) for old in olds}
     pairs = [(old_id, new["id"]) for old_id, new in news.items()]
     inserted = transitions.insert_replays(
-        connection, [(old_id, new["id"], new["queue"]) for old_id, new in news.items()], payload
+        connection,
+        [(o, new["id"], new["queue"], new["traceparent"]) for o, new in news.items()],
+        payload,
     )
     refused = _explain_refused(session, [o for o in olds if news[o.id]["id"] not in inserted])
     links = [(old, new) for old, new in pairs if old not in refused]
@@ -195,7 +213,7 @@ def replay_many(
 
 
 def _new_job(
-    old: Replayable, payload: dict[str, Any] | None, queues: Mapping[str, str]
+    old: Replayable, payload: dict[str, Any] | None, queues: Mapping[str, str], traceparent: str
 ) -> dict[str, Any]:
     return {
         "id": new_id(),
@@ -213,6 +231,7 @@ def _new_job(
         "correlation_id": old.correlation_id,
         "replay_of": old.id,
         "callback_url": old.callback_url,
+        "traceparent": traceparent,
     }
 
 

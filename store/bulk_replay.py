@@ -82,13 +82,21 @@ def replay_chunk(
     before: uuid.UUID | None,
     actor: str,
     reason: str | None,
+    new_trace: actions.NewTrace,
     queues: Mapping[str, str] | None = None,
 ) -> Chunk:
     """Replay the next `size` selected dead jobs older than `before`, newest first, each to
-    its type's queue in `queues` (see `actions.replay`)."""
+    its type's queue in `queues` (see `actions.replay`); each new job's traceparent is
+    `new_trace(old)`."""
     olds = _lock_page(session, selection, size, before)
     replayed, refused = actions.replay_many(
-        session, olds, actor=actor, reason=reason, via="bulk", queues=queues
+        session,
+        olds,
+        actor=actor,
+        reason=reason,
+        via="bulk",
+        new_trace=new_trace,
+        queues=queues,
     )
     return Chunk(olds, replayed, refused)
 

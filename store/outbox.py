@@ -32,6 +32,8 @@ class JobMessage:
     correlation_id: str
     #: Attempts made when the message was built: its published mark must not outlive that.
     attempts: int
+    #: The job's trace context, which its publish span continues.
+    traceparent: str | None = None
 
     @classmethod
     def of(cls, job: Any) -> JobMessage:
@@ -44,6 +46,7 @@ class JobMessage:
             job.timeout_s,
             job.correlation_id,
             job.attempts,
+            job.traceparent,
         )
 
     @property
@@ -52,7 +55,16 @@ class JobMessage:
         return self.job_id, self.attempts
 
 
-_COLUMNS = (J.id, J.type, J.queue, J.priority, J.timeout_s, J.correlation_id, J.attempts)
+_COLUMNS = (
+    J.id,
+    J.type,
+    J.queue,
+    J.priority,
+    J.timeout_s,
+    J.correlation_id,
+    J.attempts,
+    J.traceparent,
+)
 #: The columns a `JobMessage` is built from, in its fields' order.
 MESSAGE_COLUMNS = _COLUMNS
 
@@ -87,4 +99,4 @@ _MISSING_DEAD_LETTERS = select(*_COLUMNS, J.error_type).where(states.dead_letter
 def read_missing_dead_letters(db: Connection, *, limit: int) -> Sequence[DeadLetter]:
     """Dead, unreplayed jobs whose copy is not in the dead-letter queue yet."""
     rows = db.execute(_locked(_MISSING_DEAD_LETTERS, limit))
-    return [DeadLetter(JobMessage(*row[:7]), row[7]) for row in rows]
+    return [DeadLetter(JobMessage(*row[:-1]), row[-1]) for row in rows]

@@ -57,6 +57,8 @@ class NewJob:
     idempotency_key: str | None = None
     request_hash: str | None = None
     replay_of: uuid.UUID | None = None
+    #: The W3C traceparent the job's work (attempts, upstream calls, webhooks) continues.
+    traceparent: str | None = None
     # A schedule's job: the schedule and the occurrence it is for.
     schedule_id: uuid.UUID | None = None
     scheduled_for: datetime | None = None
@@ -142,6 +144,7 @@ def _values(new: NewJob) -> dict[str, Any]:
         "schedule_id": new.schedule_id,
         "scheduled_for": new.scheduled_for,
         "callback_url": new.callback_url,
+        "traceparent": new.traceparent,
     }
 
 

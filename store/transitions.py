@@ -70,6 +70,7 @@ class Claim:
     correlation_id: str
     timeout_s: int
     started_at: datetime  # the database's time
+    traceparent: str | None = None  # the job's trace context, which the attempt continues
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +180,7 @@ _CLAIM = (
         J.correlation_id,
         J.timeout_s,
         now().label("claimed_at"),
+        J.traceparent,
     )
 )
 
@@ -579,7 +581,16 @@ _REPLAYING = Batch(
     column("old_id", Uuid),
     column("new_id", Uuid),
     column("n", Integer),
+)
+# The new jobs of a replay, each on its type's queue now and with the traceparent of its new
+# trace.
+_NEW_REPLAYS = Batch(
+    "replaying",
+    column("old_id", Uuid),
+    column("new_id", Uuid),
+    column("n", Integer),
     column("queue", String),
+    column("traceparent", String),
 )
 _OLD = JOBS.alias("old")
 _PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -603,14 +614,15 @@ _INSERT_REPLAYS = (
             "timeout_s",
             "correlation_id",
             "replay_of",
+            "traceparent",
             "created_at",
             "callback_url",
         ],
         select(
-            _REPLAYING.c.new_id,
+            _NEW_REPLAYS.c.new_id,
             _OLD.c.tenant,
             _OLD.c.type,
-            _REPLAYING.c.queue,
+            _NEW_REPLAYS.c.queue,
             _OLD.c.entity_id,
             func.coalesce(bindparam("payload", type_=_PAYLOAD), _OLD.c.payload),
             literal(Status.QUEUED),
@@ -620,11 +632,12 @@ _INSERT_REPLAYS = (
             _OLD.c.timeout_s,
             _OLD.c.correlation_id,
             _OLD.c.id,
+            _NEW_REPLAYS.c.traceparent,
             now(),
             _OLD.c.callback_url,
         )
-        .where(_REPLAYING.has(_OLD.c.id, "old_id"))
-        .order_by(_REPLAYING.c.n),
+        .where(_NEW_REPLAYS.has(_OLD.c.id, "old_id"))
+        .order_by(_NEW_REPLAYS.c.n),
     )
     .on_conflict_do_nothing()
     .returning(J.id, J.created_at)
@@ -642,14 +655,15 @@ _LINK_REPLAYS = (
 
 def insert_replays(
     db: Connection,
-    replays: Sequence[tuple[uuid.UUID, uuid.UUID, str]],
+    replays: Sequence[tuple[uuid.UUID, uuid.UUID, str, str | None]],
     payload: dict[str, Any] | None,
 ) -> dict[uuid.UUID, datetime]:
-    """Insert a new queued job copied from each old one of `(old id, new id, queue)`; returns
-    the new jobs that went in, with their creation times. `payload`, if given, replaces every
-    old job's payload.
+    """Insert a new queued job copied from each old one of `(old id, new id, queue,
+    traceparent)`; returns the new jobs that went in, with their creation times. `payload`,
+    if given, replaces every old job's payload; each new job has the traceparent given (a
+    new trace).
     """
-    rows = [(old, new, n, queue) for n, (old, new, queue) in enumerate(replays)]
+    rows = [(old, new, n, queue, tp) for n, (old, new, queue, tp) in enumerate(replays)]
     found = db.execute(_INSERT_REPLAYS, {"replaying": rows, "payload": payload})
     return {row.id: row.created_at for row in found}
 

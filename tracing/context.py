@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 
 # version 00, 32-hex trace id, 16-hex parent id, 2-hex flags (the W3C Trace Context format).
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -40,3 +41,11 @@ def trace_id(traceparent: str) -> str:
 def child(traceparent: str) -> str:
     """A traceparent in the same trace with a new span id (the same flags)."""
     return f"{traceparent[:36]}{secrets.token_hex(8)}{traceparent[52:]}"
+
+
+def for_job(traceparent: str | None, job_id: uuid.UUID) -> str:
+    """The job's traceparent, or for a job stored without one (made by something that gave
+    none) one derived from its id: the same trace for all of the job's attempts."""
+    if traceparent is not None:
+        return traceparent
+    return f"00-{job_id.hex}-{job_id.hex[16:]}-01"

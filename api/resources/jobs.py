@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from api import auth, body, serialize
 from api.errors import Problem, as_problem, store_problem
-from api.intake import Intake, correlation_id
+from api.intake import Intake, correlation_id, shared_traceparent, traceparent
 from api.schemas import (
     AttemptList,
     BatchRequest,
@@ -27,6 +27,7 @@ from api.schemas import (
     ReplayRequest,
 )
 from api.spec import operation
+from delivery import replays
 from store import actions, errors, models, queries, states, submissions
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,256}$")
@@ -78,6 +79,7 @@ class Jobs:
             correlation_id=correlation_id(req),
             idempotency_key=key,
             request_hash=body.fingerprint(request) if key else None,
+            traceparent=traceparent(req),
         )
         # One statement on the request's connection (no transaction of its own): the
         # idempotency lookup and the conflict explanations are single reads around it.
@@ -97,12 +99,16 @@ class Jobs:
         batch: BatchRequest = req.context.body
         items: list[dict[str, Any] | None] = []  # None: submitted, outcome below
         news = []
+        shared_trace = shared_traceparent(req)
         for raw in batch.jobs:
             try:
                 request = JobRequest.model_validate(raw)
                 news.append(
                     self._intake.new_job(
-                        request, tenant=who.tenant, correlation_id=correlation_id(req)
+                        request,
+                        tenant=who.tenant,
+                        correlation_id=correlation_id(req),
+                        traceparent=shared_trace,
                     )
                 )
                 items.append(None)  # filled in from the insert's outcome below
@@ -213,6 +219,7 @@ class Job:
                 payload=request.payload,
                 reason=request.reason,
                 queues=self._intake.queues,
+                new_trace=replays.new_trace,
             )
         self._intake.publish([new])
         if old.status == states.Status.DEAD:

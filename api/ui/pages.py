@@ -199,6 +199,7 @@ class Dashboard:
                 reason=_reason(form),
                 via="ui",
                 queues=self._intake.queues,
+                new_trace=replays.new_trace,
             )
         self._intake.publish([new])
         if old.status == states.Status.DEAD:

@@ -132,14 +132,23 @@ def test_single_replay_shares_the_path_and_still_refuses_a_second_replay(db):
     [old_id] = add_dead(db, 1)
     with db.begin() as session:
         old = session.get(Job, old_id)
-        new = actions.replay(session, old, actor="operator:ops", payload={"x": 1}, via="ui")
+        new = actions.replay(
+            session,
+            old,
+            actor="operator:ops",
+            new_trace=replays.new_trace,
+            payload={"x": 1},
+            via="ui",
+        )
         assert old.replayed_by == new.id  # refreshed for the caller
     assert job(db, new.id).payload == {"x": 1}
     with db() as session:
         [entry] = session.scalars(select(AuditEntry)).all()
     assert entry.details == {"new_job_id": str(new.id), "payload_overridden": True, "via": "ui"}
     with db.begin() as session, pytest.raises(errors.InvalidTransition, match="already replayed"):
-        actions.replay(session, session.get(Job, old_id), actor="operator:ops")
+        actions.replay(
+            session, session.get(Job, old_id), actor="operator:ops", new_trace=replays.new_trace
+        )
 
 
 def test_concurrent_bulk_replays_never_replay_a_job_twice(pg_engine, monkeypatch):
@@ -191,12 +200,18 @@ def test_two_single_replays_racing_for_one_job_create_one_new_job(pg_engine):
     def replay_later() -> None:
         try:
             with sessions.begin() as session:
-                loser.append(actions.replay(session, session.get(Job, old_id), actor="b"))
+                loser.append(
+                    actions.replay(
+                        session, session.get(Job, old_id), actor="b", new_trace=replays.new_trace
+                    )
+                )
         except BaseException as e:  # whatever it is, the assertions below show it
             loser.append(e)
 
     with sessions.begin() as session:
-        winner = actions.replay(session, session.get(Job, old_id), actor="a")
+        winner = actions.replay(
+            session, session.get(Job, old_id), actor="a", new_trace=replays.new_trace
+        )
         thread = threading.Thread(target=replay_later)
         thread.start()
         wait_for(
