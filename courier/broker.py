@@ -21,6 +21,7 @@ from middleware.heartbeat import Heartbeat
 from middleware.reaper import Reaper
 from middleware.reconciler import Reconciler
 from middleware.relay import Relay
+from middleware.scheduler import Scheduler
 
 #: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
 #: because a queue's max priority cannot be changed after it exists.
@@ -49,6 +50,7 @@ class WorkerStack:
     heartbeat: Heartbeat
     upstreams: Upstreams
     reconciler: Reconciler
+    scheduler: Scheduler
 
 
 def worker_stack(
@@ -56,6 +58,7 @@ def worker_stack(
 ) -> WorkerStack:
     """Add the middleware stack to `broker` (default: a new one) and declare the actors."""
     broker = broker or publishing_broker(settings)
+    queues = queues_by_type(settings.job_modules, settings.job_queues)
     attempts = Attempts(
         engine=engine,
         min_backoff_ms=settings.min_backoff_ms,
@@ -80,6 +83,12 @@ def worker_stack(
         interval_s=settings.reconcile_interval_s,
         settle_s=settings.reconcile_settle_s,
     )
+    scheduler = Scheduler(
+        engine=engine,
+        queues=queues,
+        timeout_s=settings.job_timeout_s,
+        interval_s=settings.scheduler_interval_s,
+    )
     # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before
     # the finish: a slow database must not interrupt the bookkeeping itself.
@@ -91,19 +100,15 @@ def worker_stack(
         relay,
         reaper,
         reconciler,
+        scheduler,
     ):
         broker.add_middleware(middleware)
     upstreams = Upstreams(
         crm=_client(settings, settings.crm_url, "CRM"),
         billing=_client(settings, settings.billing_url, "Billing"),
     )
-    declare_all(
-        broker,
-        upstreams,
-        settings.job_modules,
-        queues_by_type(settings.job_modules, settings.job_queues),
-    )
-    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler)
+    declare_all(broker, upstreams, settings.job_modules, queues)
+    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler, scheduler)
 
 
 def start_in_process_worker(stack: WorkerStack, *, threads: int) -> dramatiq.Worker:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
 from sqlalchemy.orm import Session
 
@@ -175,9 +175,49 @@ def add_job(
     """Create the schedule's job for one occurrence and record the occurrence, in the caller's
     transaction; the schedule's last run becomes this job.
 
-    Raises DuplicateActiveJob (the active-job rule applies to schedules too) or
-    OccurrenceTaken if another process has already handled this occurrence.
+    Raises OccurrenceTaken if another process has already handled this occurrence, or
+    DuplicateActiveJob / EntityBusy (the active-job rule applies to schedules too); either
+    way nothing is left behind.
     """
+    _record_run(session, schedule, scheduled_for=scheduled_for, outcome=outcome)
+    new = submissions.NewJob(
+        tenant=schedule.tenant,
+        type=schedule.type,
+        queue=queue,
+        entity_id=schedule.entity_id,
+        payload=schedule.payload,
+        priority=schedule.priority,
+        max_attempts=schedule.max_attempts,
+        timeout_s=timeout_s,
+        schedule_id=schedule.id,
+        scheduled_for=scheduled_for,
+    )
+    try:
+        job, created = submissions.create_job(session, new)
+    except (errors.DuplicateActiveJob, errors.EntityBusy):
+        # The job's insert was skipped, not failed: the transaction is usable, and the
+        # occurrence is the caller's to record otherwise (or to leave to another try).
+        session.execute(delete(SCHEDULE_RUNS).where(*_run_key(schedule.id, scheduled_for)))
+        raise
+    assert created  # no idempotency key: a job that is not new is a conflict, raised above
+    session.execute(
+        update(SCHEDULE_RUNS).where(*_run_key(schedule.id, scheduled_for)).values(job_id=job.id)
+    )
+    schedule.last_job_id = job.id
+    schedule.last_scheduled_for = scheduled_for
+    return job
+
+
+def record_skipped(session: Session, schedule: Schedule, *, scheduled_for: datetime) -> None:
+    """Record that one occurrence got no job (overlap or the active-job rule), in the
+    caller's transaction. Raises OccurrenceTaken if another process has handled it."""
+    _record_run(session, schedule, scheduled_for=scheduled_for, outcome="skipped")
+
+
+def _record_run(
+    session: Session, schedule: Schedule, *, scheduled_for: datetime, outcome: str
+) -> None:
+    # The primary key makes each occurrence happen once: a second insert is a no-op.
     taken = session.execute(
         insert_skipping_conflicts(SCHEDULE_RUNS)
         .values(
@@ -191,33 +231,11 @@ def add_job(
     ).first()
     if taken is None:
         raise OccurrenceTaken()
-    job, created = submissions.create_job(
-        session,
-        submissions.NewJob(
-            tenant=schedule.tenant,
-            type=schedule.type,
-            queue=queue,
-            entity_id=schedule.entity_id,
-            payload=schedule.payload,
-            priority=schedule.priority,
-            max_attempts=schedule.max_attempts,
-            timeout_s=timeout_s,
-            schedule_id=schedule.id,
-            scheduled_for=scheduled_for,
-        ),
-    )
-    assert created  # no idempotency key: a job that is not new is a conflict, raised above
-    session.execute(
-        update(SCHEDULE_RUNS)
-        .where(
-            SCHEDULE_RUNS.c.schedule_id == schedule.id,
-            SCHEDULE_RUNS.c.scheduled_for == scheduled_for,
-        )
-        .values(job_id=job.id)
-    )
-    schedule.last_job_id = job.id
-    schedule.last_scheduled_for = scheduled_for
-    return job
+
+
+def _run_key(schedule_id: uuid.UUID, scheduled_for: datetime) -> tuple[Any, Any]:
+    r = SCHEDULE_RUNS.c
+    return r.schedule_id == schedule_id, r.scheduled_for == scheduled_for
 
 
 class OccurrenceTaken(errors.StoreError):

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.schemas import ErrorOut, StatsOut
 from api.spec import operation
 from background.recent import Recent
-from store import states, stats
+from store import schedule_lag, states, stats
 
 QueueDepths = Callable[[], dict[str, dict[str, int | None]]]
 
@@ -36,6 +36,8 @@ class Figures:
     summary: stats.Summary
     histogram: stats.Histogram
     queues: dict[str, dict[str, int | None]]
+    # Seconds each live schedule ("<tenant>/<name>") is late in starting.
+    schedule_lags: dict[str, float]
 
 
 def shared_figures(
@@ -46,7 +48,8 @@ def shared_figures(
     def compute() -> Figures:
         with sessions() as session:
             summary, histogram = stats.summary_and_histogram(session)
-        return Figures(summary, histogram, queue_depths())
+            lags = schedule_lag.lags(session)
+        return Figures(summary, histogram, queue_depths(), lags)
 
     # Refreshed behind the scrapes: at a million jobs one computation takes most of a second,
     # which no scrape should wait for.
@@ -131,6 +134,14 @@ class _Collector:
                 if value is not None:
                     queue.add_metric([name, state], value)
         yield queue
+        lag = GaugeMetricFamily(
+            "courier_schedule_lag_seconds",
+            "How late each live schedule's latest due occurrence is in starting (0: on time).",
+            labels=["schedule"],
+        )
+        for schedule, seconds in sorted(figures.schedule_lags.items()):
+            lag.add_metric([schedule], seconds)
+        yield lag
 
 
 def _le(bound: float) -> str:

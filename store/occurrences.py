@@ -1,0 +1,261 @@
+"""The scheduler's tick: the occurrences that are due become jobs, exactly once.
+
+Every worker process runs the tick; none leads. A tick locks a batch of due schedules with
+`FOR UPDATE SKIP LOCKED`, so concurrent ticks split the work instead of queueing behind
+each other, and each schedule is advanced with a compare-and-set on its `next_occurrence`.
+The run row's primary key (schedule, occurrence), inserted with the job, is the last word:
+whichever process inserts it first wins. Everything is decided by the database's clock.
+
+The tick's cost follows the due schedules, not all of them: it reads `ix_schedules_due`.
+Jobs it creates wait in the outbox (`published_at` null) for the relay to publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from cronsim import CronSim
+from sqlalchemy import CursorResult, Select, false, select, update
+from sqlalchemy.orm import Session
+
+from store import audit, errors, schedules, states
+from store.cadence import EPOCH, Cadence
+from store.models import SCHEDULES, Job, Schedule
+from store.sql import now
+
+log = logging.getLogger(__name__)
+
+#: An occurrence that fires more than this late was missed (the scheduler was down).
+MISSED_AFTER_S = 60
+#: The most cron occurrences one schedule's catch-up counts one by one; a minutely cron
+#: reaches it after 69 days of downtime, and occurrences beyond it are not counted.
+MAX_CRON_STEPS = 100_000
+
+
+@dataclass(frozen=True)
+class Fired:
+    """A job the tick created for one occurrence of a schedule."""
+
+    job_id: uuid.UUID
+    schedule_id: uuid.UUID
+    schedule: str  # "<tenant>/<name>"
+    scheduled_for: datetime
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with a schedule's due occurrences, decided from its cadence and the clock."""
+
+    run: list[datetime]  # each gets a job (or an overlap skip), in order
+    missed_skipped: int  # missed occurrences dropped and counted (missed="skip")
+    next_occurrence: datetime
+    next_fire_at: datetime
+
+
+def due_schedules(limit: int) -> Select[Schedule]:
+    """Live schedules whose next occurrence fires by now, soonest first; concurrent ticks
+    skip each other's rows."""
+    return (
+        select(Schedule)
+        .where(Schedule.paused == false(), Schedule.next_fire_at <= now())
+        .order_by(Schedule.next_fire_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def fire_due(
+    session: Session, *, queues: Mapping[str, str], timeout_s: int, limit: int = 100
+) -> tuple[list[Fired], int]:
+    """Handle one batch of due schedules in the caller's transaction; returns the jobs
+    created and how many schedules were due (a full batch means more may be waiting).
+
+    A schedule whose job type is not in `queues` (job type → queue) is paused with the
+    reason. Any other error of one schedule is logged and leaves it for the next tick (its
+    savepoint is rolled back); the others go on.
+    """
+    fired: list[Fired] = []
+    db_now = session.execute(select(now())).scalar_one()
+    due = session.scalars(due_schedules(limit)).all()
+    for schedule in due:
+        try:
+            with session.begin_nested():
+                fired += _handle(session, schedule, db_now, queues, timeout_s)
+        except errors.DatabaseUnavailable:
+            raise
+        except schedules.OccurrenceTaken:
+            log.debug("schedule %s was handled by another process", schedule.id)
+        except Exception:
+            log.exception("schedule %s could not be handled; retried next tick", schedule.id)
+    return fired, len(due)
+
+
+def _handle(
+    session: Session,
+    schedule: Schedule,
+    db_now: datetime,
+    queues: Mapping[str, str],
+    timeout_s: int,
+) -> list[Fired]:
+    queue = queues.get(schedule.type)
+    if queue is None:
+        _pause_unregistered(session, schedule, db_now)
+        return []
+    cadence = schedules.cadence_of(schedule)
+    plan = plan_due(
+        cadence, schedule.id, first=schedule.next_occurrence, missed=schedule.missed, now=db_now
+    )
+    _claim(session, schedule, plan)
+    active = _last_job_active(session, schedule)
+    skipped = plan.missed_skipped
+    fired: list[Fired] = []
+    for occurrence in plan.run:
+        if active and schedule.overlap == "skip":
+            schedules.record_skipped(session, schedule, scheduled_for=occurrence)
+            skipped += 1
+            continue
+        try:
+            job = schedules.add_job(
+                session,
+                schedule,
+                scheduled_for=occurrence,
+                outcome="created",
+                queue=queue,
+                timeout_s=timeout_s,
+            )
+        except (errors.DuplicateActiveJob, errors.EntityBusy):
+            # The active-job rule: another job of this tenant, type and entity is running.
+            schedules.record_skipped(session, schedule, scheduled_for=occurrence)
+            skipped += 1
+            continue
+        active = True
+        fired.append(Fired(job.id, schedule.id, f"{schedule.tenant}/{schedule.name}", occurrence))
+    schedule.skipped_runs += skipped
+    session.flush()
+    return fired
+
+
+def _claim(session: Session, schedule: Schedule, plan: Plan) -> None:
+    """Advance the schedule past now, if no other process moved it since it was read."""
+    s = SCHEDULES.c
+    result = session.execute(
+        update(SCHEDULES)
+        .where(
+            s.id == schedule.id,
+            s.next_occurrence == schedule.next_occurrence,
+            s.paused == false(),
+        )
+        .values(next_occurrence=plan.next_occurrence, next_fire_at=plan.next_fire_at)
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
+        raise schedules.OccurrenceTaken()
+    # The row says so already; the object must not write the old values back.
+    schedule.next_occurrence = plan.next_occurrence
+    schedule.next_fire_at = plan.next_fire_at
+
+
+def _last_job_active(session: Session, schedule: Schedule) -> bool:
+    if schedule.last_job_id is None:
+        return False
+    status = session.scalar(select(Job.status).where(Job.id == schedule.last_job_id))
+    return status in states.ACTIVE
+
+
+def _pause_unregistered(session: Session, schedule: Schedule, db_now: datetime) -> None:
+    reason = f"job type {schedule.type!r} is not registered"
+    schedule.paused = True
+    schedule.paused_reason = reason
+    schedule.updated_at = db_now
+    audit.record(
+        session,
+        actor="scheduler",
+        action="schedule.pause",
+        tenant=schedule.tenant,
+        reason=reason,
+        details={"schedule_id": str(schedule.id), "name": schedule.name},
+    )
+    session.flush()
+    log.warning(
+        "schedule %s/%s (%s) paused: %s", schedule.tenant, schedule.name, schedule.id, reason
+    )
+
+
+def plan_due(
+    cadence: Cadence, schedule_id: uuid.UUID, *, first: datetime, missed: str, now: datetime
+) -> Plan:
+    """Which occurrences from `first` (included) are due at `now`, which were missed, and
+    where the schedule goes next.
+
+    Occurrences are handled in order: one whose jitter would fire it before an earlier one
+    fires with that one. An occurrence that fires more than MISSED_AFTER_S late was missed;
+    with missed="skip" the missed ones are counted and dropped, with "once" only the latest
+    of them runs. Occurrences that are missed whatever their jitter are counted without
+    being visited one by one, so a long downtime costs little.
+    """
+    late_before = now - timedelta(seconds=MISSED_AFTER_S)
+    missed_count, latest_missed, cursor = _surely_missed(
+        cadence, first, before=late_before - timedelta(seconds=cadence.jitter_s)
+    )
+    run: list[datetime] = []
+    occurrences = _from(cadence, cursor)
+    occurrence = next(occurrences)
+    fires = cadence.fire_at(schedule_id, occurrence)
+    while fires <= now:
+        if fires < late_before:
+            missed_count, latest_missed = missed_count + 1, occurrence
+        else:
+            run.append(occurrence)
+        occurrence = next(occurrences)
+        fires = max(cadence.fire_at(schedule_id, occurrence), fires)
+    if missed == "once":
+        once = [latest_missed] if latest_missed is not None else []
+        return Plan(once + run, 0, occurrence, fires)
+    return Plan(run, missed_count, occurrence, fires)
+
+
+def _surely_missed(
+    cadence: Cadence, first: datetime, *, before: datetime
+) -> tuple[int, datetime | None, datetime]:
+    """How many occurrences from `first` lie before `before`, the latest of them, and the
+    first occurrence from `before` on."""
+    if first >= before:
+        return 0, None, first
+    if cadence.interval_s is not None:
+        step = timedelta(seconds=cadence.interval_s)
+        k_first = -((EPOCH - first) // step)  # ceiling: the first aligned occurrence
+        k_last, rest = divmod(before - EPOCH, step)
+        if not rest:
+            k_last -= 1
+        if k_last < k_first:
+            return 0, None, first
+        return k_last - k_first + 1, EPOCH + k_last * step, EPOCH + (k_last + 1) * step
+    count, latest = 0, None
+    for occurrence in _from(cadence, first):
+        if occurrence >= before:
+            return count, latest, occurrence
+        count, latest = count + 1, occurrence
+        if count == MAX_CRON_STEPS:
+            break
+    # Capped: the rest are dropped uncounted; the latest is looked up directly.
+    cursor = cadence.after(before - timedelta(microseconds=1))
+    return count, _cron_latest_before(cadence, before), cursor
+
+
+def _cron_latest_before(cadence: Cadence, moment: datetime) -> datetime:
+    assert cadence.cron is not None
+    start = (moment + timedelta(minutes=1)).astimezone(ZoneInfo(cadence.timezone))
+    for local in CronSim(cadence.cron, start, reverse=True):
+        occurrence = local.astimezone(UTC)
+        if occurrence < moment:
+            return occurrence
+    raise AssertionError("a checked cron expression fires")  # pragma: no cover
+
+
+def _from(cadence: Cadence, first: datetime) -> Iterator[datetime]:
+    return cadence.occurrences_after(first - timedelta(microseconds=1))
