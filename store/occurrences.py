@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from cronsim import CronSim
 from sqlalchemy import CursorResult, Select, false, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from store import audit, errors, schedules, states
 from store.cadence import EPOCH, Cadence
@@ -112,11 +113,11 @@ def _handle(
         cadence, schedule.id, first=schedule.next_occurrence, missed=schedule.missed, now=db_now
     )
     _claim(session, schedule, plan)
-    active = _last_job_active(session, schedule)
+    active = schedule.overlap == "skip" and _last_job_active(session, schedule)
     skipped = plan.missed_skipped
     fired: list[Fired] = []
     for occurrence in plan.run:
-        if active and schedule.overlap == "skip":
+        if active:
             schedules.record_skipped(session, schedule, scheduled_for=occurrence)
             skipped += 1
             continue
@@ -134,9 +135,10 @@ def _handle(
             schedules.record_skipped(session, schedule, scheduled_for=occurrence)
             skipped += 1
             continue
-        active = True
+        active = schedule.overlap == "skip"
         fired.append(Fired(job.id, schedule.id, f"{schedule.tenant}/{schedule.name}", occurrence))
-    schedule.skipped_runs += skipped
+    if skipped:
+        schedule.skipped_runs += skipped
     session.flush()
     return fired
 
@@ -155,9 +157,9 @@ def _claim(session: Session, schedule: Schedule, plan: Plan) -> None:
     )
     if cast(CursorResult[Any], result).rowcount != 1:
         raise schedules.OccurrenceTaken()
-    # The row says so already; the object must not write the old values back.
-    schedule.next_occurrence = plan.next_occurrence
-    schedule.next_fire_at = plan.next_fire_at
+    # The row says so already: the object learns the values without writing them again.
+    set_committed_value(schedule, "next_occurrence", plan.next_occurrence)
+    set_committed_value(schedule, "next_fire_at", plan.next_fire_at)
 
 
 def _last_job_active(session: Session, schedule: Schedule) -> bool:

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
 from sqlalchemy.orm import Session
 
 from store import errors, submissions
 from store.cadence import Cadence
 from store.ids import new_id
-from store.models import SCHEDULE_RUNS, Job, Schedule
+from store.models import JOBS, SCHEDULE_RUNS, Job, Schedule
 from store.sql import now
 
 OVERLAP = ("skip", "allow")
@@ -179,7 +179,6 @@ def add_job(
     DuplicateActiveJob / EntityBusy (the active-job rule applies to schedules too); either
     way nothing is left behind.
     """
-    _record_run(session, schedule, scheduled_for=scheduled_for, outcome=outcome)
     new = submissions.NewJob(
         tenant=schedule.tenant,
         type=schedule.type,
@@ -192,17 +191,15 @@ def add_job(
         schedule_id=schedule.id,
         scheduled_for=scheduled_for,
     )
-    try:
-        job, created = submissions.create_job(session, new)
-    except (errors.DuplicateActiveJob, errors.EntityBusy):
-        # The job's insert was skipped, not failed: the transaction is usable, and the
-        # occurrence is the caller's to record otherwise (or to leave to another try).
-        session.execute(delete(SCHEDULE_RUNS).where(*_run_key(schedule.id, scheduled_for)))
-        raise
+    # A refused job raises here, before the occurrence is recorded; the insert was skipped,
+    # not failed, so the caller's transaction stays usable.
+    job, created = submissions.create_job(session, new)
     assert created  # no idempotency key: a job that is not new is a conflict, raised above
-    session.execute(
-        update(SCHEDULE_RUNS).where(*_run_key(schedule.id, scheduled_for)).values(job_id=job.id)
-    )
+    try:
+        _record_run(session, schedule, scheduled_for=scheduled_for, outcome=outcome, job_id=job.id)
+    except OccurrenceTaken:
+        session.execute(delete(JOBS).where(JOBS.c.id == job.id))
+        raise
     schedule.last_job_id = job.id
     schedule.last_scheduled_for = scheduled_for
     return job
@@ -211,11 +208,16 @@ def add_job(
 def record_skipped(session: Session, schedule: Schedule, *, scheduled_for: datetime) -> None:
     """Record that one occurrence got no job (overlap or the active-job rule), in the
     caller's transaction. Raises OccurrenceTaken if another process has handled it."""
-    _record_run(session, schedule, scheduled_for=scheduled_for, outcome="skipped")
+    _record_run(session, schedule, scheduled_for=scheduled_for, outcome="skipped", job_id=None)
 
 
 def _record_run(
-    session: Session, schedule: Schedule, *, scheduled_for: datetime, outcome: str
+    session: Session,
+    schedule: Schedule,
+    *,
+    scheduled_for: datetime,
+    outcome: str,
+    job_id: uuid.UUID | None,
 ) -> None:
     # The primary key makes each occurrence happen once: a second insert is a no-op.
     taken = session.execute(
@@ -224,6 +226,7 @@ def _record_run(
             schedule_id=schedule.id,
             scheduled_for=scheduled_for,
             outcome=outcome,
+            job_id=job_id,
             created_at=now(),
         )
         .on_conflict_do_nothing()
@@ -231,11 +234,6 @@ def _record_run(
     ).first()
     if taken is None:
         raise OccurrenceTaken()
-
-
-def _run_key(schedule_id: uuid.UUID, scheduled_for: datetime) -> tuple[Any, Any]:
-    r = SCHEDULE_RUNS.c
-    return r.schedule_id == schedule_id, r.scheduled_for == scheduled_for
 
 
 class OccurrenceTaken(errors.StoreError):

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench import schedules as bench_schedules
 from store import occurrences, schedule_lag, schedules
 from store.cadence import EPOCH, Cadence
 from store.db import make_sessionmaker
@@ -371,3 +372,12 @@ def test_the_tick_runs_on_sqlite(sqlite_engine):
     [job] = jobs_of(sessions, sid)
     assert (job.id, job.scheduled_for) == (fired.job_id, hour)
     assert [r.outcome for r in runs_of(sessions, sid)] == ["created"]
+
+
+def test_the_tick_reads_due_schedules_through_their_partial_index(database_url, engine):
+    bench_schedules.seed(database_url, 20_000)
+
+    plan = bench_schedules.due_query_plan(engine)
+
+    assert "ix_schedules_due" in plan, plan
+    assert "Seq Scan" not in plan, plan
