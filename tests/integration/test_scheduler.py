@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +18,7 @@ from store.cadence import EPOCH, Cadence
 from store.db import make_sessionmaker
 from store.models import SCHEDULES, AuditEntry, Job, Schedule, ScheduleRun
 from store.sql import now
+from tests.support.polling import wait_for
 from tests.support.records import add_queued
 
 pytestmark = pytest.mark.integration
@@ -381,3 +383,38 @@ def test_the_tick_reads_due_schedules_through_their_partial_index(database_url, 
 
     assert "ix_schedules_due" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+def test_a_worker_fires_due_schedules_on_its_own(stack, sessions):
+    sid = add_schedule(sessions)
+    hour = aligned(db_now(sessions), 3600)
+    move(sessions, sid, hour)
+
+    worker = stack.start_worker(threads=1)
+
+    [job] = wait_for(lambda: jobs_of(sessions, sid), timeout=30, what="the schedule's job")
+    assert job.scheduled_for == hour
+    assert worker.scheduler.interval_s == stack.settings.scheduler_interval_s
+
+
+def test_metrics_show_each_live_schedules_lag(stack, sessions):
+    add_schedule(sessions, "on-time")
+    stalled = add_schedule(sessions, "stalled", tenant="globex")
+    move(
+        sessions,
+        stalled,
+        aligned(db_now(sessions), 3600),
+        fire_at=db_now(sessions) - timedelta(minutes=10),
+    )
+
+    metrics = stack.client.simulate_get("/metrics").text
+
+    lags = {
+        sample.labels["schedule"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "courier_schedule_lag_seconds"
+        for sample in family.samples
+    }
+    assert lags.keys() == {"acme/on-time", "globex/stalled"}
+    assert lags["acme/on-time"] == 0
+    assert lags["globex/stalled"] >= 599
