@@ -28,7 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from store import audit, errors, schedules, states
 from store.cadence import EPOCH, Cadence
 from store.models import SCHEDULES, Job, Schedule
-from store.sql import now
+from store.sql import now, now_plus
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ MISSED_AFTER_S = 60
 #: The most cron occurrences one schedule's catch-up counts one by one; a minutely cron
 #: reaches it after 69 days of downtime, and occurrences beyond it are not counted.
 MAX_CRON_STEPS = 100_000
+#: A schedule whose handling failed (a bug, a value the database refused) is tried again
+#: this much later.
+RETRY_AFTER_S = 60
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,22 @@ def fire_due(
         except schedules.OccurrenceTaken:
             log.debug("schedule %s was handled by another process", schedule.id)
         except Exception:
-            log.exception("schedule %s could not be handled; retried next tick", schedule.id)
+            log.exception(
+                "schedule %s could not be handled; tried again in %ss", schedule.id, RETRY_AFTER_S
+            )
+            _put_off(session, schedule.id)
     return fired, len(due)
+
+
+def _put_off(session: Session, schedule_id: uuid.UUID) -> None:
+    """Retry a schedule that failed later, so that it neither fills every batch (starving the
+    others) nor logs its error every tick. Its next occurrence stays, so its lag still shows."""
+    with session.begin_nested():
+        session.execute(
+            update(SCHEDULES)
+            .where(SCHEDULES.c.id == schedule_id)
+            .values(next_fire_at=now_plus(RETRY_AFTER_S))
+        )
 
 
 def _handle(

@@ -30,6 +30,7 @@ _LIVE = (
         S.interval_s,
         S.timezone,
         S.jitter_s,
+        S.next_occurrence,
         S.next_fire_at,
         S.last_scheduled_for,
         J.status,
@@ -57,12 +58,15 @@ def lags(session: Session) -> dict[str, float]:
 
 
 def _late_since(row: Any, db_now: datetime) -> float:
-    if row.next_fire_at <= db_now:
-        return (db_now - row.next_fire_at).total_seconds()
+    cadence = Cadence(row.cron, row.interval_s, row.timezone, row.jitter_s)
+    # From the occurrence itself rather than `next_fire_at`, which the scheduler moves on
+    # when it puts off a schedule it failed to handle.
+    due_at = min(row.next_fire_at, cadence.fire_at(row.id, row.next_occurrence))
+    if due_at <= db_now:
+        return (db_now - due_at).total_seconds()
     if row.status == states.Status.QUEUED and row.started_at is None:
         fired = row.last_scheduled_for
         if row.outcome != "triggered":  # a triggered job's time is when it was asked for
-            cadence = Cadence(row.cron, row.interval_s, row.timezone, row.jitter_s)
             fired = cadence.fire_at(row.id, fired)
         return (db_now - fired).total_seconds()
     return 0.0
