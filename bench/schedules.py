@@ -5,9 +5,10 @@ Fills a database of its own (`--database`, recreated and migrated) with `--total
 each total and each of `--due` (0, 10, 100) it points that many of them at the last full
 hour (due now, a job each) and times one tick as a worker runs it (one transaction: lock
 the due schedules, plan, insert run rows and jobs, advance, commit), `--runs` (9) times;
-the figure is the median in milliseconds. It also prints PostgreSQL's plan of the tick's
-query of due schedules at the largest total. Prints one JSON object and a Markdown table;
-the database is dropped at the end.
+the figure is the median in milliseconds, with the client's CPU and the statements sent. It
+also prints PostgreSQL's plan of the tick's query of due schedules at the largest total, and
+how long one `SELECT 1` round trip takes meanwhile (the machine's floor). Prints one JSON
+object and a Markdown table; the database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.dialects import postgresql
 
 from bench import scratch_database
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(due): _time_ticks(engine, url, due, args.runs) for due in dues
             }
         results["plan"] = due_query_plan(engine)
+        results["select_1_ms"] = _round_trip_ms(engine)
     finally:
         engine.dispose()
         scratch_database.drop(args.database)
@@ -103,16 +105,42 @@ def seed(url: str, total: int) -> None:
 def _time_ticks(engine: Engine, url: str, due: int, runs: int) -> dict[str, Any]:
     sessions = make_sessionmaker(engine)
     took: list[float] = []
-    for _ in range(runs):
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as c:
-            c.execute("TRUNCATE schedule_runs, attempts, jobs")
-            c.execute(_MAKE_DUE, {"due": due})
+    cpu: list[float] = []
+    statements: list[int] = []
+
+    def count(*_: Any) -> None:
+        statements[-1] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(runs):
+            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as c:
+                c.execute("TRUNCATE schedule_runs, attempts, jobs")
+                c.execute(_MAKE_DUE, {"due": due})
+            statements.append(0)
+            began, began_cpu = time.perf_counter(), time.process_time()
+            with sessions.begin() as session:
+                fired, _ = occurrences.fire_due(session, queues=QUEUES, timeout_s=60, limit=100)
+            took.append((time.perf_counter() - began) * 1000)
+            cpu.append((time.process_time() - began_cpu) * 1000)
+            assert len(fired) == due, (len(fired), due)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return {
+        "median": round(statistics.median(took), 2),
+        "each": [round(t, 2) for t in took],
+        "client_cpu_ms": round(statistics.median(cpu), 2),
+        "statements": statements[-1],
+    }
+
+
+def _round_trip_ms(engine: Engine, count: int = 200) -> float:
+    """The machine's floor: one `SELECT 1` round trip through the same engine, in ms."""
+    with engine.connect() as db:
         began = time.perf_counter()
-        with sessions.begin() as session:
-            fired, _ = occurrences.fire_due(session, queues=QUEUES, timeout_s=60, limit=100)
-        took.append((time.perf_counter() - began) * 1000)
-        assert len(fired) == due, (len(fired), due)
-    return {"median": round(statistics.median(took), 2), "each": [round(t, 2) for t in took]}
+        for _ in range(count):
+            db.exec_driver_sql("SELECT 1").scalar()
+        return round((time.perf_counter() - began) * 1000 / count, 3)
 
 
 def _table(results: dict[str, Any], dues: list[int]) -> str:
@@ -121,7 +149,11 @@ def _table(results: dict[str, Any], dues: list[int]) -> str:
         "|---|" + "---|" * len(dues),
     ]
     for total, by_due in results["ticks_ms"].items():
-        cells = " | ".join(f"{by_due[str(d)]['median']} ms" for d in dues)
+        cells = " | ".join(
+            f"{by_due[str(d)]['median']} ms ({by_due[str(d)]['client_cpu_ms']} ms CPU, "
+            f"{by_due[str(d)]['statements']} statements)"
+            for d in dues
+        )
         lines.append(f"| {int(total):,} | {cells} |")
     return "\n".join(lines)
 
