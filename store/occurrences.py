@@ -81,25 +81,26 @@ def fire_due(
     created and how many schedules were due (a full batch means more may be waiting).
 
     A schedule whose job type is not in `queues` (job type → queue) is paused with the
-    reason. Any other error of one schedule is logged and leaves it for the next tick (its
-    savepoint is rolled back); the others go on.
+    reason. Any other error of one schedule is logged, its savepoint rolled back and the
+    schedule tried again RETRY_AFTER_S later; the others go on.
     """
     fired: list[Fired] = []
     db_now = session.execute(select(now())).scalar_one()
     due = session.scalars(due_schedules(limit)).all()
     for schedule in due:
+        schedule_id = schedule.id  # the object is expired if its savepoint is rolled back
         try:
             with session.begin_nested():
                 fired += _handle(session, schedule, db_now, queues, timeout_s)
         except errors.DatabaseUnavailable:
             raise
         except schedules.OccurrenceTaken:
-            log.debug("schedule %s was handled by another process", schedule.id)
+            log.debug("schedule %s was handled by another process", schedule_id)
         except Exception:
             log.exception(
-                "schedule %s could not be handled; tried again in %ss", schedule.id, RETRY_AFTER_S
+                "schedule %s could not be handled; tried again in %ss", schedule_id, RETRY_AFTER_S
             )
-            _put_off(session, schedule.id)
+            _put_off(session, schedule_id)
     return fired, len(due)
 
 
