@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench import schedules as bench_schedules
-from store import occurrences, schedule_lag, schedules
+from store import errors, occurrences, schedule_lag, schedules
 from store.cadence import EPOCH, Cadence
 from store.db import make_sessionmaker
 from store.models import SCHEDULES, AuditEntry, Job, Schedule, ScheduleRun
@@ -420,3 +420,54 @@ def test_metrics_show_each_live_schedules_lag(stack, sessions):
     assert lags.keys() == {"acme/on-time", "globex/stalled"}
     assert lags["acme/on-time"] == 0
     assert lags["globex/stalled"] >= 3600
+
+
+def test_overlap_skip_waits_for_the_last_job_to_finish_across_ticks(engine, sessions):
+    sid = add_schedule(sessions, interval_s=1, overlap="skip")
+
+    [first] = wait_for(lambda: tick(engine), timeout=10, what="the first job")
+
+    def outcomes() -> list[str]:
+        tick(engine)
+        return [r.outcome for r in runs_of(sessions, sid)]
+
+    wait_for(lambda: "skipped" in outcomes(), timeout=10, what="a skipped occurrence")
+    assert [j.id for j in jobs_of(sessions, sid)] == [first.job_id]  # still queued: no other
+
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == first.job_id).values(status="succeeded"))
+    [second] = wait_for(lambda: tick(engine), timeout=10, what="the job after it finished")
+    assert second.scheduled_for > first.scheduled_for
+    runs = runs_of(sessions, sid)
+    skipped = [r for r in runs if r.outcome == "skipped"]
+    assert schedule(sessions, sid).skipped_runs == len(skipped) >= 1
+    assert all(first.scheduled_for < r.scheduled_for < second.scheduled_for for r in skipped)
+
+
+def test_adding_the_job_of_a_handled_occurrence_leaves_nothing_behind(sessions):
+    sid = add_schedule(sessions, type="customer_sync", entity_id="c_7")
+    at = aligned(db_now(sessions), 3600)
+    with sessions.begin() as session:
+        s = session.get_one(Schedule, sid)
+        schedules.record_skipped(session, s, scheduled_for=at)
+    with sessions.begin() as session, pytest.raises(schedules.OccurrenceTaken):
+        s = session.get_one(Schedule, sid)
+        schedules.add_job(
+            session, s, scheduled_for=at, outcome="triggered", queue="sync", timeout_s=60
+        )
+    assert jobs_of(sessions, sid) == []
+
+    add_queued(sessions, type="customer_sync", entity_id="c_7")
+    with sessions.begin() as session:
+        s = session.get_one(Schedule, sid)
+        with pytest.raises(errors.DuplicateActiveJob):
+            schedules.add_job(
+                session,
+                s,
+                scheduled_for=at + timedelta(seconds=1),
+                outcome="triggered",
+                queue="sync",
+                timeout_s=60,
+            )
+        assert s.last_job_id is None
+    assert [r.scheduled_for for r in runs_of(sessions, sid)] == [at]  # no row for the refusal
