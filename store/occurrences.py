@@ -130,54 +130,64 @@ def _handle(
     plan = plan_due(
         cadence, schedule.id, first=schedule.next_occurrence, missed=schedule.missed, now=db_now
     )
-    _claim(session, schedule, plan)
     active = schedule.overlap == "skip" and _last_job_active(session, schedule)
     skipped = plan.missed_skipped
     fired: list[Fired] = []
-    for occurrence in plan.run:
-        if active:
-            schedules.record_skipped(session, schedule, scheduled_for=occurrence)
-            skipped += 1
-            continue
-        try:
-            job = schedules.add_job(
-                session,
-                schedule,
-                scheduled_for=occurrence,
-                outcome="created",
-                queue=queue,
-                timeout_s=timeout_s,
+    # The schedule's row is written once, at the end (its changes are not flushed before).
+    with session.no_autoflush:
+        for occurrence in plan.run:
+            if active:
+                schedules.record_skipped(session, schedule, scheduled_for=occurrence)
+                skipped += 1
+                continue
+            try:
+                job = schedules.add_job(
+                    session,
+                    schedule,
+                    scheduled_for=occurrence,
+                    outcome="created",
+                    queue=queue,
+                    timeout_s=timeout_s,
+                )
+            except (errors.DuplicateActiveJob, errors.EntityBusy):
+                # The active-job rule: another job of this tenant, type and entity is running.
+                schedules.record_skipped(session, schedule, scheduled_for=occurrence)
+                skipped += 1
+                continue
+            active = schedule.overlap == "skip"
+            fired.append(
+                Fired(job.id, schedule.id, f"{schedule.tenant}/{schedule.name}", occurrence)
             )
-        except (errors.DuplicateActiveJob, errors.EntityBusy):
-            # The active-job rule: another job of this tenant, type and entity is running.
-            schedules.record_skipped(session, schedule, scheduled_for=occurrence)
-            skipped += 1
-            continue
-        active = schedule.overlap == "skip"
-        fired.append(Fired(job.id, schedule.id, f"{schedule.tenant}/{schedule.name}", occurrence))
-    if skipped:
-        schedule.skipped_runs += skipped
-    session.flush()
+        _advance(session, schedule, plan, skipped)
     return fired
 
 
-def _claim(session: Session, schedule: Schedule, plan: Plan) -> None:
-    """Advance the schedule past now, if no other process moved it since it was read."""
+def _advance(session: Session, schedule: Schedule, plan: Plan, skipped: int) -> None:
+    """Move the schedule past now with what this tick did to it, if no other process moved it
+    since it was read (else OccurrenceTaken, and the caller rolls back)."""
     s = SCHEDULES.c
+    values = {
+        "next_occurrence": plan.next_occurrence,
+        "next_fire_at": plan.next_fire_at,
+        "skipped_runs": schedule.skipped_runs + skipped,
+        "last_job_id": schedule.last_job_id,
+        "last_scheduled_for": schedule.last_scheduled_for,
+    }
     result = session.execute(
         update(SCHEDULES)
         .where(
             s.id == schedule.id,
+            # The value the schedule was read with: it is not written back before this.
             s.next_occurrence == schedule.next_occurrence,
             s.paused == false(),
         )
-        .values(next_occurrence=plan.next_occurrence, next_fire_at=plan.next_fire_at)
+        .values(values)
     )
     if cast(CursorResult[Any], result).rowcount != 1:
         raise schedules.OccurrenceTaken()
-    # The row says so already: the object learns the values without writing them again.
-    set_committed_value(schedule, "next_occurrence", plan.next_occurrence)
-    set_committed_value(schedule, "next_fire_at", plan.next_fire_at)
+    # The row says so now: the object learns the values without writing them again.
+    for name, value in values.items():
+        set_committed_value(schedule, name, value)
 
 
 def _last_job_active(session: Session, schedule: Schedule) -> bool:

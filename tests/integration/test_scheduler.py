@@ -331,12 +331,20 @@ def test_jitter_is_applied_when_created_and_delays_firing(engine, sessions):
     assert timedelta(0) <= delay < timedelta(seconds=600)
     assert delay == Cadence(None, 3600, "UTC", 600).jitter(sid, created.next_occurrence)
 
-    hour = aligned(db_now(sessions), 3600)
-    move(sessions, sid, hour, fire_at=db_now(sessions) + timedelta(minutes=2))
-    assert tick(engine) == []
-    move(sessions, sid, hour, fire_at=db_now(sessions) - timedelta(seconds=1))
-    [fired] = tick(engine)
-    assert fired.scheduled_for == hour  # the nominal time, not the delayed one
+    # In real time: a one-second schedule whose occurrences are each delayed by up to 3 s.
+    quick = add_schedule(sessions, "quick", interval_s=1, jitter_s=3, overlap="allow")
+    cadence = Cadence(None, 1, "UTC", 3)
+
+    def runs() -> list[ScheduleRun]:
+        tick(engine)
+        return len(found := runs_of(sessions, quick)) >= 4 and found
+
+    for run in wait_for(runs, timeout=20, what="four occurrences"):
+        # created_at is the tick's transaction time: never before the delayed fire time.
+        assert run.created_at >= cadence.fire_at(quick, run.scheduled_for), run
+    assert [j.scheduled_for for j in jobs_of(sessions, quick)] == [
+        r.scheduled_for for r in runs_of(sessions, quick)
+    ]
 
 
 def test_paused_schedules_never_fire(engine, sessions):
