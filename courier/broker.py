@@ -22,6 +22,7 @@ from middleware.heartbeat import Heartbeat
 from middleware.reaper import Reaper
 from middleware.reconciler import Reconciler
 from middleware.relay import Relay
+from middleware.scheduler import Scheduler
 from middleware.tracing import Tracing
 from middleware.webhooks import Webhooks
 
@@ -53,6 +54,7 @@ class WorkerStack:
     upstreams: Upstreams
     reconciler: Reconciler
     webhooks: Webhooks
+    scheduler: Scheduler
 
 
 def worker_stack(
@@ -60,6 +62,7 @@ def worker_stack(
 ) -> WorkerStack:
     """Add the middleware stack to `broker` (default: a new one) and declare the actors."""
     broker = broker or publishing_broker(settings)
+    queues = queues_by_type(settings.job_modules, settings.job_queues)
     attempts = Attempts(
         engine=engine,
         min_backoff_ms=settings.min_backoff_ms,
@@ -95,6 +98,12 @@ def worker_stack(
         timeout_s=settings.webhook_timeout_s,
         concurrency=settings.webhook_concurrency,
     )
+    scheduler = Scheduler(
+        engine=engine,
+        queues=queues,
+        timeout_s=settings.job_timeout_s,
+        interval_s=settings.scheduler_interval_s,
+    )
     # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before
     # the finish: a slow database must not interrupt the bookkeeping itself. Tracing comes
@@ -109,19 +118,17 @@ def worker_stack(
         reaper,
         reconciler,
         webhooks,
+        scheduler,
     ):
         broker.add_middleware(middleware)
     upstreams = Upstreams(
         crm=_client(settings, settings.crm_url, "CRM"),
         billing=_client(settings, settings.billing_url, "Billing"),
     )
-    declare_all(
-        broker,
-        upstreams,
-        settings.job_modules,
-        queues_by_type(settings.job_modules, settings.job_queues),
+    declare_all(broker, upstreams, settings.job_modules, queues)
+    return WorkerStack(
+        broker, attempts, relay, reaper, heartbeat, upstreams, reconciler, webhooks, scheduler
     )
-    return WorkerStack(broker, attempts, relay, reaper, heartbeat, upstreams, reconciler, webhooks)
 
 
 def start_in_process_worker(

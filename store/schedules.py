@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+import sqlalchemy
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as insert_skipping_conflicts
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from store import audit, errors, submissions
 from store.cadence import Cadence
 from store.ids import new_id
-from store.models import SCHEDULE_RUNS, Job, Schedule
+from store.models import JOBS, SCHEDULE_RUNS, Job, Schedule
 from store.sql import now
 
 OVERLAP = ("skip", "allow")
@@ -343,15 +344,58 @@ def add_job(
     """Create the schedule's job for one occurrence and record the occurrence, in the caller's
     transaction; the schedule's last run becomes this job.
 
-    Raises DuplicateActiveJob (the active-job rule applies to schedules too) or
-    OccurrenceTaken if another process has already handled this occurrence.
+    Raises OccurrenceTaken if another process has already handled this occurrence, or
+    DuplicateActiveJob / EntityBusy (the active-job rule applies to schedules too); either
+    way nothing is left behind.
     """
+    new = submissions.NewJob(
+        tenant=schedule.tenant,
+        type=schedule.type,
+        queue=queue,
+        entity_id=schedule.entity_id,
+        payload=schedule.payload,
+        priority=schedule.priority,
+        max_attempts=schedule.max_attempts,
+        timeout_s=timeout_s,
+        schedule_id=schedule.id,
+        scheduled_for=scheduled_for,
+    )
+    # A refused job raises here, before the occurrence is recorded; the insert was skipped,
+    # not failed, so the caller's transaction stays usable.
+    job, created = submissions.create_job(session, new)
+    assert created  # no idempotency key: a job that is not new is a conflict, raised above
+    try:
+        _record_run(session, schedule, scheduled_for=scheduled_for, outcome=outcome, job_id=job.id)
+    except OccurrenceTaken:
+        session.execute(sqlalchemy.delete(JOBS).where(JOBS.c.id == job.id))
+        raise
+    schedule.last_job_id = job.id
+    schedule.last_scheduled_for = scheduled_for
+    return job
+
+
+def record_skipped(session: Session, schedule: Schedule, *, scheduled_for: datetime) -> None:
+    """Record that one occurrence got no job (overlap or the active-job rule), in the
+    caller's transaction. Raises OccurrenceTaken if another process has handled it."""
+    _record_run(session, schedule, scheduled_for=scheduled_for, outcome="skipped", job_id=None)
+
+
+def _record_run(
+    session: Session,
+    schedule: Schedule,
+    *,
+    scheduled_for: datetime,
+    outcome: str,
+    job_id: uuid.UUID | None,
+) -> None:
+    # The primary key makes each occurrence happen once: a second insert is a no-op.
     taken = session.execute(
         insert_skipping_conflicts(SCHEDULE_RUNS)
         .values(
             schedule_id=schedule.id,
             scheduled_for=scheduled_for,
             outcome=outcome,
+            job_id=job_id,
             created_at=now(),
         )
         .on_conflict_do_nothing()
@@ -359,33 +403,6 @@ def add_job(
     ).first()
     if taken is None:
         raise OccurrenceTaken()
-    job, created = submissions.create_job(
-        session,
-        submissions.NewJob(
-            tenant=schedule.tenant,
-            type=schedule.type,
-            queue=queue,
-            entity_id=schedule.entity_id,
-            payload=schedule.payload,
-            priority=schedule.priority,
-            max_attempts=schedule.max_attempts,
-            timeout_s=timeout_s,
-            schedule_id=schedule.id,
-            scheduled_for=scheduled_for,
-        ),
-    )
-    assert created  # no idempotency key: a job that is not new is a conflict, raised above
-    session.execute(
-        update(SCHEDULE_RUNS)
-        .where(
-            SCHEDULE_RUNS.c.schedule_id == schedule.id,
-            SCHEDULE_RUNS.c.scheduled_for == scheduled_for,
-        )
-        .values(job_id=job.id)
-    )
-    schedule.last_job_id = job.id
-    schedule.last_scheduled_for = scheduled_for
-    return job
 
 
 class OccurrenceTaken(errors.StoreError):

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.schemas import ErrorOut, StatsOut
 from api.spec import operation
 from background.recent import Recent
-from store import states, stats
+from store import schedule_lag, states, stats
 
 QueueDepths = Callable[[], dict[str, dict[str, int | None]]]
 
@@ -39,6 +39,8 @@ class Figures:
     queues: dict[str, dict[str, int | None]]
     ages: stats.Ages
     attempt_totals: dict[tuple[str, str], int]
+    # Seconds each live schedule ("<tenant>/<name>") is late in starting.
+    schedule_lags: dict[str, float]
 
 
 def shared_figures(
@@ -58,7 +60,8 @@ def shared_figures(
             summary, histogram = stats.summary_and_histogram(session)
             ages = stats.ages(session, queues=queue_names, types=types)
             totals = stats.attempt_totals(session, types=types)
-        return Figures(summary, histogram, queue_depths(), ages, totals)
+            lags = schedule_lag.lags(session)
+        return Figures(summary, histogram, queue_depths(), ages, totals, lags)
 
     # Refreshed behind the scrapes: at a million jobs one computation takes most of a second,
     # which no scrape should wait for. Unless nobody asked for a while: behind one address
@@ -146,6 +149,14 @@ class _Collector:
                 if value is not None:
                     queue.add_metric([name, state], value)
         yield queue
+        lag = GaugeMetricFamily(
+            "courier_schedule_lag_seconds",
+            "How late each live schedule's latest due occurrence is in starting (0: on time).",
+            labels=["schedule"],
+        )
+        for schedule, seconds in sorted(figures.schedule_lags.items()):
+            lag.add_metric([schedule], seconds)
+        yield lag
 
 
 def _le(bound: float) -> str:
