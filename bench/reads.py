@@ -21,7 +21,7 @@ def reads(stack: Stack, *, sizes: list[int], gets: int, clients: int) -> dict[st
     tokens = {f"bench-read-{t}": stack.token(f"bench-read-{t}") for t in range(TENANTS)}
     results = []
     with stack.connect() as conn:
-        conn.execute("TRUNCATE jobs, attempts, audit_log")
+        conn.execute("TRUNCATE jobs, attempts, audit_log CASCADE")
         loaded = 0
         for size in sorted(sizes):
             seconds = seed.finished_jobs(

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 def seed(url: str, total: int) -> None:
     """Replace every schedule (and job) with `total` hourly ones due tomorrow, analyzed."""
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as c:
-        c.execute("TRUNCATE schedule_runs, attempts, jobs, schedules")
+        c.execute("TRUNCATE schedule_runs, attempts, jobs, schedules CASCADE")
         c.execute(_SEED, {"count": total})
         c.execute("ANALYZE schedules")
 
@@ -115,7 +115,7 @@ def _time_ticks(engine: Engine, url: str, due: int, runs: int) -> dict[str, Any]
     try:
         for _ in range(runs):
             with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as c:
-                c.execute("TRUNCATE schedule_runs, attempts, jobs")
+                c.execute("TRUNCATE schedule_runs, attempts, jobs CASCADE")
                 c.execute(_MAKE_DUE, {"due": due})
             statements.append(0)
             began, began_cpu = time.perf_counter(), time.process_time()
