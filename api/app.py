@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import errors
 from api.auth import Authenticate
 from api.intake import Defaults, InputCheck, Intake
+from api.job_watch import JobWatch
 from api.no_store import NoStore
 from api.request_id import RequestId
 from api.resources.dead_letters import DeadLetters
@@ -34,11 +35,15 @@ def create_app(
     queue_depths: QueueDepths,
     input_checks: Mapping[str, InputCheck] | None = None,
     stats_max_age_s: float = 5.0,
+    watch: JobWatch | None = None,
+    heartbeat_s: float = 15.0,
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues,
     `input_checks` to the check of their input.
 
     /v1/stats and /metrics share one snapshot of the figures, at most `stats_max_age_s` old.
+    Requests that wait for jobs follow them on `watch` (by default one of the store's own);
+    event streams send a heartbeat every `heartbeat_s`.
     """
     intake = Intake(
         queues=queues,
@@ -55,11 +60,13 @@ def create_app(
     errors.install(app)
     routes = Routes(app)
 
-    jobs, job = Jobs(intake), Job(intake)
+    watch = watch or JobWatch(sessions.kw["bind"])
+    jobs, job = Jobs(intake), Job(intake, watch, heartbeat_s=heartbeat_s)
     routes.add("/v1/jobs", jobs)
     routes.add("/v1/jobs/batch", jobs, suffix="batch")
     routes.add("/v1/jobs/{job_id:uuid}", job)
     routes.add("/v1/jobs/{job_id:uuid}/attempts", job, suffix="attempts")
+    routes.add("/v1/jobs/{job_id:uuid}/events", job, suffix="events")
     routes.add("/v1/jobs/{job_id:uuid}/cancel", job, suffix="cancel")
     routes.add("/v1/jobs/{job_id:uuid}/replay", job, suffix="replay")
     dead_letters = DeadLetters(intake)
