@@ -31,6 +31,9 @@ from store import job_changes, queries
 
 log = logging.getLogger(__name__)
 
+#: How the watcher's connection shows in pg_stat_activity.
+APPLICATION_NAME = "courier-job-watch"
+
 #: Jobs read per statement: a refresh of more followed jobs than this takes several.
 READ_CHUNK = 1000
 
@@ -173,6 +176,7 @@ class JobWatch:
     def _listen(self) -> Iterator[None]:
         """Read followed jobs as their changes are announced; yields after each read."""
         with self._engine.connect() as db:
+            db.execute(text(f"SET application_name = '{APPLICATION_NAME}'"))
             db.execute(text(f"LISTEN {job_changes.CHANNEL}"))
             driver = db.connection.driver_connection
             assert driver is not None

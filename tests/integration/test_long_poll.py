@@ -7,7 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import text
 
+from api import job_watch
+from tests.support.polling import wait_for
 from tests.support.stack import embedded_client
 from tests.support.times import LATER
 
@@ -149,3 +152,33 @@ def test_a_long_poll_on_the_embedded_store_answers_when_the_job_ends(sqlite_engi
     waiter.join(timeout=30)
     [(response, took)] = answer
     assert response.json["status"] == "cancelled" and took < 10
+
+
+def watcher_backends(engine):
+    with engine.connect() as db:
+        return db.scalars(
+            text(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = :name"
+            ),
+            {"name": job_watch.APPLICATION_NAME},
+        ).all()
+
+
+def test_the_watcher_reconnects_after_losing_the_database_and_rereads_what_it_missed(stack):
+    job_id = stack.submit(type="customer_sync", entity_id="c_10", run_at=LATER)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(read, stack.client, job_id, stack.headers, wait_s=30)
+        [pid] = wait_for(lambda: watcher_backends(stack.engine), what="the watcher's connection")
+        with stack.engine.begin() as db:
+            db.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            # Changed without an announcement, as if its notification went out while the
+            # watcher was away: only the re-read after reconnecting can see it.
+            db.execute(
+                text("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = :id"),
+                {"id": job_id},
+            )
+        response, took = waiting.result(timeout=40)
+    assert response.json["status"] == "cancelled"
+    assert took < 10, f"answered after {took:.1f}s: not at the reconnection"
+    assert watcher_backends(stack.engine) != [pid]
