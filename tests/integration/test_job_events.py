@@ -95,17 +95,23 @@ def order(event_id: str) -> tuple[int, int]:
     return int(attempt), int(stage)
 
 
+def retried_job(stack, upstream, open_stream, entity_id, *, delay_s):
+    """A job whose first attempt fails with a 503 and whose second succeeds, each taking
+    `delay_s`, with its stream opened before any worker runs; returns (stream, job id)."""
+    upstream.script(
+        "GET",
+        f"/crm/customers/{entity_id}",
+        {"status": 503, "delay_s": delay_s},
+        {"status": 200, "body": {"id": entity_id, "name": "C"}, "delay_s": delay_s},
+    )
+    job_id = stack.submit(type="customer_sync", entity_id=entity_id)
+    return open_stream(job_id), job_id
+
+
 def test_a_retried_job_streams_its_attempts_and_statuses_in_order_and_ends(
     stack, upstream, open_stream
 ):
-    upstream.script(
-        "GET",
-        "/crm/customers/c_1",
-        {"status": 503, "delay_s": 1.0},
-        {"status": 200, "body": {"id": "c_1", "name": "C"}, "delay_s": 1.0},
-    )
-    job_id = stack.submit(type="customer_sync", entity_id="c_1")
-    stream = open_stream(job_id)
+    stream, job_id = retried_job(stack, upstream, open_stream, "c_1", delay_s=1.0)
     assert stream.status.startswith("200")
     assert stream.headers["content-type"].startswith("text/event-stream")
     [first] = stream.events(1)  # the current state first
@@ -129,14 +135,7 @@ def test_a_retried_job_streams_its_attempts_and_statuses_in_order_and_ends(
 
 
 def test_last_event_id_resumes_after_that_event_without_repeats(stack, upstream, open_stream):
-    upstream.script(
-        "GET",
-        "/crm/customers/c_2",
-        {"status": 503, "delay_s": 0.5},
-        {"status": 200, "body": {"id": "c_2", "name": "C"}, "delay_s": 0.5},
-    )
-    job_id = stack.submit(type="customer_sync", entity_id="c_2")
-    stream = open_stream(job_id)
+    stream, job_id = retried_job(stack, upstream, open_stream, "c_2", delay_s=0.5)
     [first] = stream.events(1)
     stack.start_worker(min_backoff_ms=1000, max_backoff_ms=1000)
     events = [first, *stream.events()]
