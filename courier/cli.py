@@ -48,7 +48,13 @@ def migrate() -> None:
 @main.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Threads per worker process: each long poll or event stream holds one while it waits.",
+)
 def api(bind: str, workers: int, threads: int) -> None:
     """Serve the HTTP API under gunicorn."""
     settings_from_env()  # fail fast on bad configuration, before gunicorn starts
