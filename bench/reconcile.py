@@ -29,9 +29,9 @@ import httpx
 import pika
 import psycopg
 from dramatiq import Message
-from psycopg import sql
 from sqlalchemy import select
 
+from bench import scratch
 from courier.broker import publishing_broker
 from courier.settings import Settings
 from delivery import held_messages, reconcile, relay
@@ -43,7 +43,6 @@ from store.outbox import MESSAGE_COLUMNS, JobMessage
 from store.states import Status
 from store.transitions import Outcome
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 AMQP = "amqp://guest:guest@127.0.0.1:5672"
 API = "http://127.0.0.1:15672"
 AUTH = ("guest", "guest")
@@ -74,7 +73,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    _recreate_database(args.database)
+    scratch.recreate_database(args.database)
     _recreate_vhost(args.vhost)
     settings = Settings(
         database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{args.database}",
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         engine.dispose()
         httpx.delete(f"{API}/api/vhosts/{quote(args.vhost, safe='')}", auth=AUTH)
-        _drop_database(args.database)
+        scratch.drop_database(args.database)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -248,17 +247,6 @@ def _recreate_vhost(vhost: str) -> None:
         json={"configure": ".*", "write": ".*", "read": ".*"},
         auth=AUTH,
     ).raise_for_status()
-
-
-def _recreate_database(name: str) -> None:
-    _drop_database(name)
-    with psycopg.connect(ADMIN, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def _drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

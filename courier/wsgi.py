@@ -26,8 +26,9 @@ def get_app() -> falcon.App:
     return app
 
 
-def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type: ignore[no-untyped-def]
-    """The API for these settings, on a given broker (and store, if already open)."""
+def app_for(settings: Settings, *, broker, sessions=None, watch=None) -> falcon.App:  # type: ignore[no-untyped-def]
+    """The API for these settings, on a given broker (and store, if already open; and job
+    watch, if one is given)."""
     if sessions is None:
         sessions = make_sessionmaker(make_engine(settings.database_url))
     queues = queues_by_type(settings.job_modules, settings.job_queues)
@@ -45,4 +46,5 @@ def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type
             broker=broker,
         ),
         stats_max_age_s=settings.stats_max_age_s,
+        watch=watch,
     )
