@@ -36,14 +36,16 @@ def create_app(
     input_checks: Mapping[str, InputCheck] | None = None,
     stats_max_age_s: float = 5.0,
     watch: JobWatch | None = None,
+    max_waiters: int | None = None,
     heartbeat_s: float = 15.0,
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues,
     `input_checks` to the check of their input.
 
     /v1/stats and /metrics share one snapshot of the figures, at most `stats_max_age_s` old.
-    Requests that wait for jobs follow them on `watch` (by default one of the store's own);
-    event streams send a heartbeat every `heartbeat_s`.
+    Requests that wait for jobs follow them on `watch` (by default one of the store's own,
+    on which at most `max_waiters` wait at once); event streams send a heartbeat every
+    `heartbeat_s`.
     """
     intake = Intake(
         queues=queues,
@@ -60,7 +62,7 @@ def create_app(
     errors.install(app)
     routes = Routes(app)
 
-    watch = watch or JobWatch(sessions.kw["bind"])
+    watch = watch or JobWatch(sessions.kw["bind"], max_followers=max_waiters)
     jobs, job = Jobs(intake), Job(intake, watch, heartbeat_s=heartbeat_s)
     routes.add("/v1/jobs", jobs)
     routes.add("/v1/jobs/batch", jobs, suffix="batch")

@@ -41,6 +41,10 @@ READ_CHUNK = 1000
 GATHER_S = 0.01
 
 
+class WatchFull(Exception):
+    """As many requests wait in this process as it lets wait at once."""
+
+
 class _Followed:
     """A job someone in this process waits on, and the latest version the watcher read."""
 
@@ -82,12 +86,17 @@ class Follower:
 
 
 class JobWatch:
-    """Follows jobs for the requests of one API process, with one thread and one connection."""
+    """Follows jobs for the requests of one API process, with one thread and one connection.
+
+    At most `max_followers` follow at once (None: no limit): each holds a server thread,
+    and the process must keep some for everything else.
+    """
 
     def __init__(
         self,
         engine: Engine,
         *,
+        max_followers: int | None = None,
         poll_s: float = 0.5,
         recheck_s: float = 15.0,
         linger_s: float = 5.0,
@@ -99,6 +108,8 @@ class JobWatch:
         self.recheck_s = recheck_s
         self.linger_s = linger_s
         self.max_retry_s = max_retry_s
+        self.max_followers = max_followers
+        self._followers = 0
         self._lock = threading.Lock()
         self._followed: dict[uuid.UUID, _Followed] = {}
         self._idle_since = time.monotonic()
@@ -109,8 +120,12 @@ class JobWatch:
         """Follow a job (its attempts too, if `attempts`); close the follower when done.
 
         Follow before reading the job yourself: a change between the two is then not missed.
+        Raises WatchFull if `max_followers` already follow.
         """
         with self._lock:
+            if self.max_followers is not None and self._followers >= self.max_followers:
+                raise WatchFull(f"{self._followers} requests are waiting in this process")
+            self._followers += 1
             followed = self._followed.get(job_id)
             if followed is None:
                 followed = self._followed[job_id] = _Followed(self._lock)
@@ -138,6 +153,7 @@ class JobWatch:
 
     def _unfollow(self, job_id: uuid.UUID, *, streams: bool) -> None:
         with self._lock:
+            self._followers -= 1
             followed = self._followed[job_id]
             followed.followers -= 1
             followed.streams -= streams

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from api import auth, body, job_events, serialize, versions
 from api.errors import Problem, as_problem, store_problem
 from api.intake import Intake, correlation_id
-from api.job_watch import Follower, JobWatch
+from api.job_watch import Follower, JobWatch, WatchFull
 from api.schemas import (
     AttemptList,
     BatchRequest,
@@ -201,7 +201,7 @@ class Job:
             versions.send(resp, version)
             return
         # Followed before it is read: a change in between is then not missed.
-        follower = self._watch.follow(job_id)
+        follower = self._follow(job_id, attempts=False)
         try:
             version = self._read(req, job_id)
             auth.release(req)  # no connection is held while waiting
@@ -217,7 +217,7 @@ class Job:
     def on_get_events(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
         """Follow a job's changes as server-sent events, until it ends."""
         last = _last_event_id(req)
-        follower = self._watch.follow(job_id, attempts=True)
+        follower = self._follow(job_id, attempts=True)
         try:
             db = auth.connection(req)
             job = serialize.job(queries.read_job(db, job_id, tenant=auth.scope(req)))
@@ -237,6 +237,17 @@ class Job:
         resp.content_type = "text/event-stream"
         resp.set_header("X-Accel-Buffering", "no")  # a proxy must pass each event on at once
         resp.stream = stream
+
+    def _follow(self, job_id: uuid.UUID, *, attempts: bool) -> Follower:
+        try:
+            return self._watch.follow(job_id, attempts=attempts)
+        except WatchFull as e:
+            raise Problem(
+                falcon.HTTP_503,
+                "Too many waiting requests",
+                f"{e}; ask again shortly, or without wait_s",
+                headers={"Retry-After": "1"},
+            ) from None
 
     def _read(self, req: falcon.Request, job_id: uuid.UUID) -> Version:
         row = queries.read_job(auth.connection(req), job_id, tenant=auth.scope(req))

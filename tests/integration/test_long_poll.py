@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+from falcon import testing
 from sqlalchemy import text
 
 from api import job_watch
+from courier.wsgi import app_for
 from store import job_changes
 from tests.support.polling import wait_for
 from tests.support.stack import embedded_client
@@ -199,3 +201,33 @@ def test_a_thousand_changed_ids_go_out_in_five_notifications_under_the_payload_l
     assert all(len(n.payload.encode()) < 8000 for n in notices)
     heard = [i for n in notices for i in n.payload.split(",")]
     assert sorted(heard) == sorted(map(str, ids))
+
+
+def test_past_its_waiter_limit_a_process_answers_503_at_once_and_serves_the_rest(stack):
+    watch = job_watch.JobWatch(stack.engine, max_followers=2)
+    client = testing.TestClient(
+        app_for(stack.settings, broker=stack.api_broker, sessions=stack.sessions, watch=watch)
+    )
+    first, second, third = (
+        stack.submit(type="customer_sync", entity_id=f"c_1{i}", run_at=LATER) for i in range(3)
+    )
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [
+                pool.submit(read, client, j, stack.headers, wait_s=30) for j in (first, second)
+            ]
+            wait_for(lambda: watch.following() == 2, what="two waiters")
+            refused, took = read(client, third, stack.headers, wait_s=30)
+            assert refused.status_code == 503 and took < 5
+            assert refused.headers["Retry-After"] == "1"
+            assert set(refused.json) >= {"title", "description"}
+            streamed = client.simulate_get(f"/v1/jobs/{third}/events", headers=stack.headers)
+            assert streamed.status_code == 503
+            assert read(client, third, stack.headers)[0].status_code == 200  # no wait: served
+            for job_id in (first, second):
+                client.simulate_post(f"/v1/jobs/{job_id}/cancel", headers=stack.headers)
+            assert [w.result(timeout=30)[0].json["status"] for w in waiting] == ["cancelled"] * 2
+        client.simulate_post(f"/v1/jobs/{third}/cancel", headers=stack.headers)
+        assert read(client, third, stack.headers, wait_s=30)[0].json["status"] == "cancelled"
+    finally:
+        watch.stop()
