@@ -245,7 +245,7 @@ class Job:
             raise Problem(
                 falcon.HTTP_503,
                 "Too many waiting requests",
-                f"{e}; ask again shortly, or without wait_s",
+                f"{e}; ask again shortly (a read without wait_s is answered at once)",
                 headers={"Retry-After": "1"},
             ) from None
 
