@@ -15,6 +15,7 @@ from falcon import testing
 from api import job_events
 from api.job_watch import JobWatch
 from api.versions import Version
+from tests.support.stack import embedded_client, embedded_token, submit_waiting
 from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
@@ -56,14 +57,15 @@ def open_stream(stack, streams):
     """Open a job's event stream on the stack's app."""
 
     def open_(job_id, headers=None, last_event_id=None) -> Stream:
-        stream = _open(stack, job_id, stack.headers if headers is None else headers, last_event_id)
+        headers = stack.headers if headers is None else headers
+        stream = _open(stack.client, job_id, headers, last_event_id)
         streams.append(stream)
         return stream
 
     return open_
 
 
-def _open(stack, job_id, headers, last_event_id) -> Stream:
+def _open(client, job_id, headers, last_event_id) -> Stream:
     headers = dict(headers)
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
@@ -73,7 +75,7 @@ def _open(stack, job_id, headers, last_event_id) -> Stream:
     def start_response(status, response_headers, exc_info=None):
         started.update(status=status, headers={k.lower(): v for k, v in response_headers})
 
-    body = stack.client.app(environ, start_response)
+    body = client.app(environ, start_response)
     return Stream(started["status"], started["headers"], iter(body), body)
 
 
@@ -221,3 +223,14 @@ def test_a_quiet_stream_sends_heartbeat_comments(stack):
         stream.close()
         watch.stop()
     assert watch.following() == 0
+
+
+def test_a_stream_on_the_embedded_store_ends_when_the_job_is_cancelled(sqlite_engine, streams):
+    client = embedded_client(sqlite_engine)
+    headers = embedded_token(sqlite_engine)
+    job_id = submit_waiting(client, headers, "c_7")
+    stream = _open(client, job_id, headers, None)
+    streams.append(stream)
+    assert summary(stream.events(1)) == [("status", "queued")]
+    client.simulate_post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    assert summary(stream.events()) == [("status", "cancelled")]

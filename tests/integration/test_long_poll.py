@@ -16,7 +16,7 @@ from api import job_watch
 from courier.wsgi import app_for
 from store import job_changes
 from tests.support.polling import wait_for
-from tests.support.stack import embedded_client
+from tests.support.stack import embedded_client, embedded_token, submit_waiting
 from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
@@ -135,19 +135,8 @@ def test_a_cancel_through_the_api_releases_its_waiters(stack):
 
 def test_a_long_poll_on_the_embedded_store_answers_when_the_job_ends(sqlite_engine):
     client = embedded_client(sqlite_engine)
-    from store import tokens
-    from store.db import make_sessionmaker
-
-    with make_sessionmaker(sqlite_engine).begin() as session:
-        headers = {
-            "Authorization": f"Bearer {tokens.create(session, tenant='acme', role='client', name='t')}"
-        }
-    created = client.simulate_post(
-        "/v1/jobs",
-        json={"type": "customer_sync", "entity_id": "c_9", "run_at": LATER},
-        headers=headers,
-    )
-    job_id = created.json["id"]
+    headers = embedded_token(sqlite_engine)
+    job_id = submit_waiting(client, headers, "c_9")
     answer: list = []
     waiter = threading.Thread(
         target=lambda: answer.append(read(client, job_id, headers, wait_s=30))
