@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import errors
 from api.auth import Authenticate
 from api.intake import Defaults, InputCheck, Intake
+from api.job_watch import JobWatch
 from api.no_store import NoStore
 from api.request_id import RequestId
 from api.request_spans import RequestSpans
@@ -40,12 +41,18 @@ def create_app(
     input_checks: Mapping[str, InputCheck] | None = None,
     stats_max_age_s: float = 5.0,
     callback_hosts: frozenset[str] = frozenset(),
+    watch: JobWatch | None = None,
+    max_waiters: int | None = None,
+    heartbeat_s: float = 15.0,
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues,
     `input_checks` to the check of their input.
 
     /v1/stats and /metrics share one snapshot of the figures, at most `stats_max_age_s` old.
     A job's `callback_url` must name one of `callback_hosts` (none: webhooks are refused).
+    Requests that wait for jobs follow them on `watch` (by default one of the store's own,
+    on which at most `max_waiters` wait at once); event streams send a heartbeat every
+    `heartbeat_s`.
     """
     intake = Intake(
         queues=queues,
@@ -66,11 +73,13 @@ def create_app(
     errors.install(app)
     routes = Routes(app)
 
-    jobs, job = Jobs(intake), Job(intake)
+    watch = watch or JobWatch(sessions.kw["bind"], max_followers=max_waiters)
+    jobs, job = Jobs(intake), Job(intake, watch, heartbeat_s=heartbeat_s)
     routes.add("/v1/jobs", jobs)
     routes.add("/v1/jobs/batch", jobs, suffix="batch")
     routes.add("/v1/jobs/{job_id:uuid}", job)
     routes.add("/v1/jobs/{job_id:uuid}/attempts", job, suffix="attempts")
+    routes.add("/v1/jobs/{job_id:uuid}/events", job, suffix="events")
     routes.add("/v1/jobs/{job_id:uuid}/cancel", job, suffix="cancel")
     routes.add("/v1/jobs/{job_id:uuid}/replay", job, suffix="replay")
     schedules, schedule = Schedules(intake), Schedule(intake)

@@ -51,10 +51,7 @@ class Authenticate:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        db = getattr(req.context, "db", None)
-        if db is not None:
-            req.context.db = None
-            db.close()
+        release(req)
 
 
 def connection(req: falcon.Request) -> Connection:
@@ -64,6 +61,14 @@ def connection(req: falcon.Request) -> Connection:
     wrap a write in `with db.begin()` all the same (SQLite takes its write lock there).
     """
     return req.context.db
+
+
+def release(req: falcon.Request) -> None:
+    """Give the request's connection back to the pool now, before a long wait."""
+    db = getattr(req.context, "db", None)
+    if db is not None:
+        req.context.db = None
+        db.close()
 
 
 def unauthorized(description: str) -> Problem:

@@ -295,6 +295,17 @@ class ListJobsQuery(Strict):
     cursor: uuid.UUID | None = None
 
 
+class WaitQuery(BaseModel):
+    """How long a read of a job may wait for the job to end or change (other query
+    parameters are ignored, as they always were here)."""
+
+    wait_s: Annotated[int, Field(ge=1, le=60)] | None = Field(
+        None,
+        description="Answer as soon as the job is terminal (or, with If-None-Match, differs "
+        "from that version), or after this many seconds, with the job either way.",
+    )
+
+
 class DeadLettersQuery(Strict):
     """Filters and paging of the dead-letter list."""
 

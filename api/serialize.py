@@ -48,7 +48,7 @@ def job(row: Job | Row[*tuple[Any, ...]]) -> dict[str, Any]:
     }
 
 
-def attempt(row: Attempt) -> dict[str, Any]:
+def attempt(row: Attempt | Row[*tuple[Any, ...]]) -> dict[str, Any]:
     """The contract's Attempt object."""
     return {
         "number": row.number,

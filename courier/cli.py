@@ -57,12 +57,25 @@ def migrate() -> None:
 @main.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads",
+    default=128,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Threads per worker process: each long poll or event stream holds one while it waits.",
+)
 def api(bind: str, workers: int, threads: int) -> None:
     """Serve the HTTP API under gunicorn."""
     settings_from_env()  # fail fast on bad configuration, before gunicorn starts
     args = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers)]
     args += ["--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "30"]
+    from courier import wsgi  # here: the other commands need none of the API
+
+    # Waiting requests may take at most three quarters of the threads: the rest stay for
+    # everything else, health checks included.
+    waiters = os.environ.setdefault(wsgi.MAX_WAITERS, str(max(1, threads - max(2, threads // 4))))
+    if not (waiters.isdecimal() and int(waiters) >= 1):
+        raise Fail(f"{wsgi.MAX_WAITERS} must be a whole number of at least 1, not {waiters!r}")
     # The same access line as gunicorn's default, without building every header per request.
     args += ["--access-logfile", "-", "--logger-class", "api.access_log.AccessLog"]
     args += ["courier.wsgi:get_app()"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import falcon
@@ -17,6 +18,10 @@ from delivery import queue_depths
 from store.db import make_engine, make_sessionmaker
 from tracing import setup as tracing_setup
 
+#: How many requests may wait at once in one API process (long polls, event streams): set
+#: by `courier api` from its thread count, so that waiters leave threads for the rest.
+MAX_WAITERS = "COURIER_API_MAX_WAITERS"
+
 
 def get_app() -> falcon.App:
     """Build the API from the environment."""
@@ -24,13 +29,21 @@ def get_app() -> falcon.App:
     configure_logging(settings.log_format)
     # Here, in each gunicorn worker after the fork: the span exporter runs a thread.
     tracing_setup.configure("courier-api")
-    app = app_for(settings, broker=publishing_broker(settings))
+    waiters = os.environ.get(MAX_WAITERS)
+    app = app_for(
+        settings,
+        broker=publishing_broker(settings),
+        max_waiters=int(waiters) if waiters else None,
+    )
     freeze_long_lived_objects()
     return app
 
 
-def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type: ignore[no-untyped-def]
-    """The API for these settings, on a given broker (and store, if already open)."""
+def app_for(  # type: ignore[no-untyped-def]
+    settings: Settings, *, broker, sessions=None, watch=None, max_waiters=None
+) -> falcon.App:
+    """The API for these settings, on a given broker (and store, if already open; and job
+    watch, if one is given, else one that lets `max_waiters` wait at once)."""
     if sessions is None:
         sessions = make_sessionmaker(make_engine(settings.database_url))
     queues = queues_by_type(settings.job_modules, settings.job_queues)
@@ -49,4 +62,6 @@ def app_for(settings: Settings, *, broker, sessions=None) -> falcon.App:  # type
         ),
         stats_max_age_s=settings.stats_max_age_s,
         callback_hosts=settings.callback_hosts,
+        watch=watch,
+        max_waiters=max_waiters,
     )

@@ -24,7 +24,7 @@ from delivery import dead_letters
 from middleware import backoff, current_job, error_reports
 from middleware.classify import CANCEL, DEFAULT, SKIP, Classifier
 from middleware.group_commit import GroupCommit
-from store import errors, transitions
+from store import errors, job_changes, transitions
 from store.states import Status
 from store.transitions import Claim, Outcome
 
@@ -196,6 +196,7 @@ class Attempts(Middleware):
         error = f"no worker knows the job type {message.actor_name!r}"
         with self.engine.begin() as db:
             buried = transitions.bury(db, [job_id], error_type="ActorNotFound", error=error)
+            job_changes.announce(db, buried)
         if buried:
             log.error("job %s dead: %s", job_id, error, extra={"job_id": str(job_id)})
 

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from background.batcher import Batcher, Request
-from store import errors, transitions
+from store import errors, job_changes, transitions
 from store.db import make_engine
 from store.transitions import Claim, Outcome
 
@@ -112,6 +112,8 @@ class GroupCommit:
                     else {}
                 )
                 finished = transitions.finish(db, finishes) if finishes else {}
+                # One announcement for the whole batch: waiting API requests wake at commit.
+                job_changes.announce(db, [*claimed, *finished])
         except errors.DatabaseUnavailable:
             self._forget_connection()
             raise

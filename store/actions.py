@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
-from store import audit, errors, states, transitions
+from store import audit, errors, job_changes, states, transitions
 from store.ids import new_id
 from store.models import JOBS, Job
 from store.sql import one_of
@@ -83,6 +83,7 @@ def cancel(session: Session, job: Job, *, actor: str, reason: str | None = None)
     if job.id not in transitions.cancel(session.connection(), [job.id]):
         session.refresh(job)
         raise errors.InvalidTransition(f"the job is already {job.status}")
+    job_changes.announce(session.connection(), [job.id])
     audit.record(
         session, actor=actor, action="cancel", job_id=job.id, tenant=job.tenant, reason=reason
     )
@@ -97,7 +98,10 @@ def purge_queue(session: Session, queue: str, *, actor: str, reason: str | None 
     The caller empties the broker's queue first (`delivery.purge`), so that any job this
     misses, committed after its statement began, was published after the broker was emptied.
     """
-    cancelled = transitions.cancel_waiting_in_queue(session.connection(), queue)
+    connection = session.connection()
+    cancelled_ids = transitions.cancel_waiting_in_queue(connection, queue)
+    job_changes.announce(connection, cancelled_ids)
+    cancelled = len(cancelled_ids)
     audit.record(
         session,
         actor=actor,
@@ -188,6 +192,7 @@ def replay_many(
             for old, _ in links
             if old not in linked
         }
+    job_changes.announce(connection, linked)  # the old jobs now name their replays
     for new in news.values():
         new["created_at"] = inserted.get(new["id"])
     replayed = [(o, news[o.id]) for o in olds if o.id not in refused]

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from store import states
+from store import job_changes, states
 from store.models import JOBS
 
 J = JOBS.c
@@ -23,7 +23,10 @@ _CANCEL_REQUESTED = select(J.cancel_requested_at).where(J.id == bindparam("p_job
 def set_progress(db: Connection, job_id: uuid.UUID, number: int, progress: dict[str, Any]) -> bool:
     """Store the running attempt's progress; False if it no longer owns the job."""
     params = {"p_job_id": job_id, "p_number": number, "p_progress": progress}
-    return bool(db.execute(_SET_PROGRESS, params).rowcount)
+    written = bool(db.execute(_SET_PROGRESS, params).rowcount)
+    if written:
+        job_changes.announce(db, [job_id])
+    return written
 
 
 def cancel_requested(db: Connection, job_id: uuid.UUID) -> bool:

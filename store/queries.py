@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select
@@ -16,7 +16,7 @@ J = Job.__table__.c
 
 # The columns of the Job object, by primary key (and tenant, for clients), built once: a
 # status poll is the API's hot path.
-_READ = select(
+_JOB_COLUMNS = (
     J.id,
     J.tenant,
     J.type,
@@ -42,8 +42,15 @@ _READ = select(
     J.schedule_id,
     J.scheduled_for,
     J.callback_url,
-).where(J.id == bindparam("p_id"))
+)
+_READ = select(*_JOB_COLUMNS).where(J.id == bindparam("p_id"))
 _READ_IN_TENANT = _READ.where(J.tenant == bindparam("p_tenant"))
+_READ_MANY = select(*_JOB_COLUMNS).where(J.id.in_(bindparam("p_ids", expanding=True)))
+_ATTEMPTS_OF = (
+    select(Attempt.__table__)
+    .where(Attempt.job_id.in_(bindparam("p_ids", expanding=True)))
+    .order_by(Attempt.job_id, Attempt.number)
+)
 
 
 def read_job(
@@ -60,6 +67,17 @@ def read_job(
     if row is None:
         raise errors.JobNotFound(f"no job {job_id}")
     return row
+
+
+def read_jobs(db: Connection, job_ids: Collection[uuid.UUID]) -> Sequence[Row[*tuple[Any, ...]]]:
+    """The rows of `read_job` of every one of these jobs that exists, in one statement (for
+    the API's watcher: it has already checked who may see them)."""
+    return db.execute(_READ_MANY, {"p_ids": list(job_ids)}).all() if job_ids else []
+
+
+def attempts_of(db: Connection, job_ids: Collection[uuid.UUID]) -> Sequence[Row[*tuple[Any, ...]]]:
+    """The attempts of these jobs, as plain rows, ordered by job and number, in one statement."""
+    return db.execute(_ATTEMPTS_OF, {"p_ids": list(job_ids)}).all() if job_ids else []
 
 
 def get_job(session: Session, job_id: uuid.UUID, *, tenant: str | None) -> Job:

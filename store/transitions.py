@@ -562,16 +562,17 @@ _CANCEL_WAITING_IN_QUEUE = (
         finished_at=now(),
         cancel_requested_at=func.coalesce(J.cancel_requested_at, now()),
     )
+    .returning(J.id)
 )
 
 
-def cancel_waiting_in_queue(db: Connection, queue: str) -> int:
-    """Cancel every waiting job of `queue` (a purge) in one statement; returns how many.
+def cancel_waiting_in_queue(db: Connection, queue: str) -> list[uuid.UUID]:
+    """Cancel every waiting job of `queue` (a purge) in one statement; returns their ids.
 
     The same rule as `cancel` for a waiting job; running jobs are left to finish. A job
     committed after the statement began is not seen, and is not cancelled.
     """
-    return db.execute(_CANCEL_WAITING_IN_QUEUE, {"of_queue": queue}).rowcount
+    return list(db.scalars(_CANCEL_WAITING_IN_QUEUE, {"of_queue": queue}))
 
 
 # --- replay -----------------------------------------------------------------------------

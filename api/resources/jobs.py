@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 import falcon
 from pydantic import ValidationError
 
-from api import auth, body, serialize
+from api import auth, body, job_events, serialize, versions
 from api.errors import Problem, as_problem, store_problem
 from api.intake import Intake, correlation_id, shared_traceparent, traceparent
+from api.job_watch import Follower, JobWatch, WatchFull
 from api.schemas import (
     AttemptList,
     BatchRequest,
@@ -25,8 +27,10 @@ from api.schemas import (
     JobRequest,
     ListJobsQuery,
     ReplayRequest,
+    WaitQuery,
 )
 from api.spec import operation
+from api.versions import Version
 from delivery import replays
 from store import actions, errors, models, queries, states, submissions
 
@@ -39,6 +43,20 @@ PAGE_BYTES = 1024 * 1024
 #: Error answers every authenticated endpoint may give.
 COMMON = {401: ErrorOut, 503: ErrorOut}
 WITH_BODY = {**COMMON, 400: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+
+IF_NONE_MATCH = {
+    "If-None-Match": {
+        "description": "A Job's ETag. Without wait_s: 304 while the job is that version. "
+        "With wait_s: answer as soon as the job differs from it.",
+        "schema": {"type": "string"},
+    }
+}
+LAST_EVENT_ID = {
+    "Last-Event-ID": {
+        "description": "The id of the last event received: the stream resumes after it.",
+        "schema": {"type": "string"},
+    }
+}
 
 
 class Jobs:
@@ -90,7 +108,7 @@ class Jobs:
             self._intake.publish([job])
         resp.status = falcon.HTTP_202 if created else falcon.HTTP_200
         resp.location = f"/v1/jobs/{job.id}"
-        resp.media = serialize.job(job)
+        versions.send(resp, Version.of(serialize.job(job)))
 
     @operation(request=BatchRequest, responses={207: BatchResult, **WITH_BODY})
     def on_post_batch(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -161,17 +179,81 @@ class Jobs:
 
 
 class Job:
-    """One job of the caller's, its attempts, and what can be done to it."""
+    """One job of the caller's, its attempts, its events, and what can be done to it."""
 
-    def __init__(self, intake: Intake) -> None:
+    def __init__(self, intake: Intake, watch: JobWatch, *, heartbeat_s: float = 15.0) -> None:
         self._intake = intake
+        self._watch = watch
+        self._heartbeat_s = heartbeat_s
 
-    @operation(responses={200: JobOut, 404: ErrorOut, **COMMON})
+    @operation(
+        query=WaitQuery,
+        responses={200: JobOut, 304: None, 404: ErrorOut, 422: ErrorOut, **COMMON},
+        headers=IF_NONE_MATCH,
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
-        """Read a job."""
-        resp.media = serialize.job(
-            queries.read_job(auth.connection(req), job_id, tenant=auth.scope(req))
+        """Read a job, or wait for it to end or change (`wait_s`)."""
+        wait_s = req.context.query.wait_s
+        if wait_s is None:
+            version = self._read(req, job_id)
+            if version.named_by(req.if_none_match):
+                resp.status = falcon.HTTP_304
+                resp.etag = version.etag
+                return
+            versions.send(resp, version)
+            return
+        # Followed before it is read: a change in between is then not missed.
+        follower = self._follow(job_id, attempts=False)
+        try:
+            version = self._read(req, job_id)
+            auth.release(req)  # no connection is held while waiting
+            version = _awaited(follower, version, req.if_none_match, wait_s)
+        finally:
+            follower.close()
+        versions.send(resp, version)
+
+    @operation(
+        responses={200: None, 204: None, 404: ErrorOut, 422: ErrorOut, **COMMON},
+        headers=LAST_EVENT_ID,
+    )
+    def on_get_events(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        """Follow a job's changes as server-sent events, until it ends."""
+        last = _last_event_id(req)
+        follower = self._follow(job_id, attempts=True)
+        try:
+            db = auth.connection(req)
+            job = serialize.job(queries.read_job(db, job_id, tenant=auth.scope(req)))
+            attempts = [serialize.attempt(a) for a in queries.attempts_of(db, [job_id])]
+            auth.release(req)
+        except BaseException:
+            follower.close()
+            raise
+        stream = job_events.EventStream(
+            follower, Version.of(job, attempts), last=last, heartbeat_s=self._heartbeat_s
         )
+        if stream.finished:
+            # 204 tells an EventSource not to reconnect: there is nothing after this.
+            stream.close()
+            resp.status = falcon.HTTP_204
+            return
+        resp.content_type = "text/event-stream"
+        resp.set_header("X-Accel-Buffering", "no")  # a proxy must pass each event on at once
+        resp.stream = stream
+
+    def _follow(self, job_id: uuid.UUID, *, attempts: bool) -> Follower:
+        try:
+            return self._watch.follow(job_id, attempts=attempts)
+        except WatchFull as e:
+            raise Problem(
+                falcon.HTTP_503,
+                "Too many waiting requests",
+                f"{e}; ask again shortly (a read without wait_s is answered at once)",
+                headers={"Retry-After": "1"},
+            ) from None
+
+    def _read(self, req: falcon.Request, job_id: uuid.UUID) -> Version:
+        row = queries.read_job(auth.connection(req), job_id, tenant=auth.scope(req))
+        return Version.of(serialize.job(row))
 
     @operation(responses={200: AttemptList, 404: ErrorOut, **COMMON})
     def on_get_attempts(
@@ -195,7 +277,7 @@ class Job:
         with self._intake.sessions.begin() as session:
             job = queries.get_job(session, job_id, tenant=auth.scope(req))
             job = actions.cancel(session, job, actor=who.label, reason=request.reason)
-            resp.media = serialize.job(job)
+            versions.send(resp, Version.of(serialize.job(job)))
 
     @operation(
         request=ReplayRequest,
@@ -226,7 +308,7 @@ class Job:
             self._intake.forget_dead_letters([old])
         resp.status = falcon.HTTP_202
         resp.location = f"/v1/jobs/{new.id}"
-        resp.media = serialize.job(new)
+        versions.send(resp, Version.of(serialize.job(new)))
 
 
 def send_page(
@@ -258,3 +340,37 @@ def send_page(
 
 def _item(problem: Problem) -> dict:
     return {"status": int(problem.status_code), **problem.to_dict()}
+
+
+def _awaited(
+    follower: Follower,
+    version: Version,
+    if_none_match: Sequence[falcon.ETag | str] | None,
+    wait_s: float,
+) -> Version:
+    """The job's version once it is terminal or differs from If-None-Match's, or the latest
+    one after `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while version.status not in states.TERMINAL and (
+        not if_none_match or version.named_by(if_none_match)
+    ):
+        remaining = deadline - time.monotonic()
+        newer = follower.next(remaining) if remaining > 0 else None
+        if newer is None:
+            break
+        version = newer
+    return version
+
+
+def _last_event_id(req: falcon.Request) -> job_events.EventId | None:
+    header = req.get_header("Last-Event-ID")
+    if not header:
+        return None
+    try:
+        return job_events.EventId.parse(header)
+    except ValueError:
+        raise Problem(
+            falcon.HTTP_422,
+            "Invalid request",
+            "Last-Event-ID is not the id of an event of this stream",
+        ) from None

@@ -32,6 +32,7 @@ from store.models import Attempt, Job
 from tests.support import services
 from tests.support.harness import Harness
 from tests.support.polling import wait_for
+from tests.support.times import LATER
 
 
 @dataclass
@@ -157,3 +158,18 @@ def embedded_client(engine: Engine) -> testing.TestClient:
     return testing.TestClient(
         app_for(settings, broker=StubBroker(), sessions=make_sessionmaker(engine))
     )
+
+
+def embedded_token(engine: Engine, tenant: str = "acme") -> dict[str, str]:
+    """Authorization headers of a new client token in the store of `embedded_client`."""
+    with make_sessionmaker(engine).begin() as session:
+        secret = tokens.create(session, tenant=tenant, role="client", name="test client")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def submit_waiting(client: testing.TestClient, headers: Mapping[str, str], entity_id: str) -> str:
+    """Submit a customer_sync scheduled far ahead, so it stays queued; returns its id."""
+    body = {"type": "customer_sync", "entity_id": entity_id, "run_at": LATER}
+    response = client.simulate_post("/v1/jobs", json=body, headers=dict(headers))
+    assert response.status_code == 202, response.text
+    return response.json["id"]

@@ -1,0 +1,44 @@
+"""Announcements of changed jobs on PostgreSQL's LISTEN/NOTIFY, for the API's waiters.
+
+A change is announced in the transaction that makes it, so listeners hear of it when it
+commits and never before. Every NOTIFY takes a database-wide lock at commit, so a batch's
+ids go out in as few notifications as their payload limit allows. SQLite has no NOTIFY:
+there the announcement is a no-op and the API polls instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, text
+
+#: The channel API processes LISTEN on.
+CHANNEL = "courier_jobs"
+
+#: PostgreSQL refuses payloads of 8000 bytes or more; an id and its comma take 37.
+IDS_PER_NOTICE = 7999 // 37
+
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(CAST(:payloads AS text[])) AS p")
+
+
+def announce(db: Connection, job_ids: Iterable[uuid.UUID]) -> None:
+    """Tell listeners, when this transaction commits, that these jobs changed."""
+    if db.dialect.name != "postgresql":
+        return
+    ids = sorted({str(job_id) for job_id in job_ids})
+    if not ids:
+        return
+    payloads = [",".join(ids[i : i + IDS_PER_NOTICE]) for i in range(0, len(ids), IDS_PER_NOTICE)]
+    db.execute(_NOTIFY, {"payloads": payloads})
+
+
+def changed_ids(payload: str) -> set[uuid.UUID]:
+    """The job ids of one notification's payload (anything unreadable is left out)."""
+    ids = set()
+    for part in payload.split(","):
+        try:
+            ids.add(uuid.UUID(part))
+        except ValueError:
+            continue
+    return ids
