@@ -18,9 +18,10 @@ from api.resources.dead_letters import DeadLetters
 from api.resources.docs import OpenApi
 from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
-from api.resources.stats import Metrics, QueueDepths, Stats, shared_figures
+from api.resources.stats import Figures, Metrics, QueueDepths, Stats, shared_figures
 from api.spec import Routes, openapi
 from api.ui.pages import Dashboard, Static
+from background.recent import Recent
 
 VERSION = "1.0.0"
 
@@ -75,7 +76,7 @@ def create_app(
     )
     routes.add("/openapi.json", docs)
     routes.add("/docs", docs, suffix="docs")
-    _add_dashboard(routes, intake)
+    _add_dashboard(routes, intake, figures)
     return app
 
 
@@ -86,10 +87,11 @@ def _with_job_types(document: dict[str, Any], queues: Mapping[str, str]) -> dict
     return document
 
 
-def _add_dashboard(routes: Routes, intake: Intake) -> None:
-    dashboard = Dashboard(intake)
+def _add_dashboard(routes: Routes, intake: Intake, figures: Recent[Figures]) -> None:
+    dashboard = Dashboard(intake, figures)
     routes.add("/ui", dashboard)
-    for page in ("login", "logout", "jobs", "dead-letters", "schedules", "audit"):
+    pages = ("login", "logout", "overview", "workers", "jobs", "dead-letters", "schedules", "audit")
+    for page in pages:
         routes.add(f"/ui/{page}", dashboard, suffix=page.replace("-", "_"))
     routes.add("/ui/jobs/{job_id:uuid}", dashboard, suffix="job")
     routes.add("/ui/jobs/{job_id:uuid}/cancel", dashboard, suffix="cancel")
