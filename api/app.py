@@ -76,6 +76,7 @@ def create_app(
     )
     routes.add("/openapi.json", docs)
     routes.add("/docs", docs, suffix="docs")
+    routes.add("/docs/assets/{name}", docs, suffix="asset")
     _add_dashboard(routes, intake, figures)
     return app
 

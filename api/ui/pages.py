@@ -372,7 +372,7 @@ class Dashboard:
 
 
 class Static:
-    """The dashboard's stylesheet."""
+    """The dashboard's stylesheets and the API explorer's script."""
 
     public = True
 

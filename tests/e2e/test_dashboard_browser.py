@@ -1,6 +1,7 @@
 """A new operator, in a real browser, finds a dead job, sees why it died, replays it, and
 watches the replay succeed; finds a schedule, triggers it, and follows its job; reads the
-overview's plot and sees what each worker runs. Screenshots go to test-artifacts/."""
+overview's plot, sees what each worker runs, and tries the API in its explorer. Screenshots
+go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -179,7 +180,9 @@ def test_an_operator_finds_a_schedule_triggers_it_and_follows_its_job(
     shot(browser, "schedules")
 
 
-def test_an_operator_reads_the_overview_and_sees_what_workers_run(deployment, upstream, browser):
+def test_an_operator_reads_the_overview_sees_what_workers_run_and_tries_the_api(
+    deployment, upstream, browser
+):
     # The slow job must still run while a loaded machine serves every page of the test.
     deployment.env["COURIER_UPSTREAM_TIMEOUT_S"] = "60"
     deployment.start_api()
@@ -222,3 +225,41 @@ def test_an_operator_reads_the_overview_and_sees_what_workers_run(deployment, up
     shot(browser, "workers")
     row.find_element(By.CSS_SELECTOR, "a").click()
     assert browser.current_url.endswith(f"/ui/jobs/{slow}")
+
+    browser.get(f"{deployment.api_url}/docs")
+    wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"),
+        timeout=20,
+        what="the explorer to list the operations",
+    )
+    listed = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/dead-letters", "/v1/stats"} <= listed
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "api-explorer.png"))
+
+    # Authorize with an operator's token, then try GET /v1/stats with it.
+    operator = deployment.token("ops", "operator")["Authorization"].split()[1]
+    browser.find_element(By.CSS_SELECTOR, ".auth-wrapper button.authorize").click()
+    browser.find_element(By.CSS_SELECTOR, ".modal-ux input").send_keys(operator)
+    browser.find_element(By.CSS_SELECTOR, ".modal-ux .auth-btn-wrapper button.authorize").click()
+    browser.find_element(By.CSS_SELECTOR, ".modal-ux button.btn-done").click()
+    [stats] = [
+        block
+        for block in browser.find_elements(By.CSS_SELECTOR, ".opblock-get")
+        if block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").text == "/v1/stats"
+    ]
+    stats.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait_for(lambda: stats.find_elements(By.CSS_SELECTOR, ".try-out__btn"), what="Try it out")
+    stats.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
+    stats.find_element(By.CSS_SELECTOR, "button.execute").click()
+    status = ".live-responses-table tbody td.response-col_status"
+    wait_for(lambda: stats.find_elements(By.CSS_SELECTOR, status), what="the call's answer")
+    assert stats.find_element(By.CSS_SELECTOR, status).text.strip() == "200"
+    assert '"dead_letters"' in stats.find_element(By.CSS_SELECTOR, ".live-responses-table").text
+    # Nothing the explorer needs was refused by the page's policy or failed to load.
+    refused = [
+        e
+        for e in browser.get_log("browser")
+        if "Content Security Policy" in e["message"] or "/docs" in e["message"]
+    ]
+    assert not refused, refused

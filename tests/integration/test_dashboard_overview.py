@@ -1,5 +1,5 @@
 """The dashboard's overview (counts, the last hour's throughput plot, queues, dead letters by
-error type) and its workers page (running attempts by host and process)."""
+error type), its workers page (running attempts by host and process), and the API explorer."""
 
 from __future__ import annotations
 
@@ -216,3 +216,27 @@ def test_the_overview_works_on_the_embedded_store(sqlite_engine):
     assert points(overview.text) == {("succeeded", at.strftime("%H:%M")): 2}
     workers = page(stack, "/ui/workers", cookie)
     assert workers.status_code == 200 and "laptop:123" in workers.text
+
+
+def test_the_api_explorer_loads_swagger_ui_from_here(stack):
+    response = stack.client.simulate_get("/docs")
+    assert response.status_code == 200
+    scripts = re.findall(r'<script src="([^"]+)"', response.text)
+    assert scripts == ["/docs/assets/swagger-ui-bundle.js", "/ui/static/explorer.js"]
+    assert 'data-document="/openapi.json"' in response.text
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src" not in policy
+    for path in [*scripts, "/docs/assets/swagger-ui.css"]:
+        asset = stack.client.simulate_get(path)
+        assert asset.status_code == 200 and len(asset.content) > 200, path
+    bundle = stack.client.simulate_get("/docs/assets/swagger-ui-bundle.js")
+    assert bundle.headers["Content-Type"] == "text/javascript"
+    assert "SwaggerUIBundle" in bundle.text
+    assert stack.client.simulate_get("/docs/assets/index.html").status_code == 404
+    assert stack.client.simulate_get("/docs/assets/..%2Fcore.py").status_code == 404
+
+
+def test_the_openapi_document_lists_no_dashboard_or_explorer_route(stack):
+    paths = stack.client.simulate_get("/openapi.json").json["paths"]
+    assert not [p for p in paths if p.startswith(("/ui", "/docs"))]
+    assert "/v1/jobs" in paths
