@@ -20,6 +20,7 @@ from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
 from api.resources.stats import Figures, Metrics, QueueDepths, Stats, shared_figures
 from api.spec import Routes, openapi
+from api.ui import overview_view
 from api.ui.pages import Dashboard, Static
 from background.recent import Recent
 
@@ -77,7 +78,7 @@ def create_app(
     routes.add("/openapi.json", docs)
     routes.add("/docs", docs, suffix="docs")
     routes.add("/docs/assets/{name}", docs, suffix="asset")
-    _add_dashboard(routes, intake, figures)
+    _add_dashboard(routes, intake, figures, max_age_s=stats_max_age_s)
     return app
 
 
@@ -88,8 +89,11 @@ def _with_job_types(document: dict[str, Any], queues: Mapping[str, str]) -> dict
     return document
 
 
-def _add_dashboard(routes: Routes, intake: Intake, figures: Recent[Figures]) -> None:
-    dashboard = Dashboard(intake, figures)
+def _add_dashboard(
+    routes: Routes, intake: Intake, figures: Recent[Figures], *, max_age_s: float
+) -> None:
+    last_hour = overview_view.last_hour(intake.sessions, max_age_s=max_age_s)
+    dashboard = Dashboard(intake, figures, last_hour)
     routes.add("/ui", dashboard)
     pages = ("login", "logout", "overview", "workers", "jobs", "dead-letters", "schedules", "audit")
     for page in pages:

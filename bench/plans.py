@@ -9,20 +9,33 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 
-from store import outbox, stats, transitions
+from store import outbox, overview, stats, transitions
 
-#: What runs on a timer in every worker (relay, reaper) or on every scrape (stats, metrics).
+#: What runs on a timer in every worker (relay, reaper), on every scrape (stats, metrics) or
+#: on every load of the dashboard's overview and workers pages.
 QUERIES: dict[str, Callable[[Connection], Any]] = {
     "relay: due jobs": lambda db: outbox.read_due(db, limit=100),
     "relay: dead letters to copy": lambda db: outbox.read_missing_dead_letters(db, limit=100),
     "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100, stuck_grace_s=60),
     "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
     "stats: counts by type and status": lambda db: stats.counts(Session(bind=db)),
+    # Each load of the dashboard's overview and workers pages.
+    "dashboard: finished per minute": lambda db: overview.throughput(
+        Session(bind=db), at=datetime.now(UTC)
+    ),
+    "dashboard: dead letters by error type": lambda db: overview.dead_letters_by_error(
+        Session(bind=db)
+    ),
+    "dashboard: oldest ready job": lambda db: overview.oldest_ready(
+        Session(bind=db), ["sync"], at=datetime.now(UTC)
+    ),
+    "dashboard: running attempts": lambda db: overview.running_attempts(Session(bind=db)),
 }
 
 

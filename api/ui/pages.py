@@ -38,12 +38,18 @@ class Dashboard:
 
     public = True  # authenticated by the login cookie, not a bearer token
 
-    def __init__(self, intake: Intake, figures: Recent[Figures]) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        figures: Recent[Figures],
+        last_hour: Recent[overview_view.LastHour],
+    ) -> None:
         self._intake = intake
         self._sessions = intake.sessions
         # The stats snapshot /v1/stats and /metrics answer from: counts by status and queue
         # depths cost the overview nothing more, however often it is loaded.
         self._figures = figures
+        self._last_hour = last_hour
 
     # -- login ------------------------------------------------------------------------------
 
@@ -89,24 +95,23 @@ class Dashboard:
         who = self._operator(req)
         figures = self._figures.get()
         depths = figures.queues
+        hour = self._last_hour.get()
         with self._sessions() as session:
             at = overview.database_now(session)
-            throughput = overview.throughput(session, at=at)
             oldest = overview.oldest_ready(session, {*depths, *self._intake.queues.values()}, at=at)
-            errors_by_type = overview.dead_letters_by_error(session)
         self._render(
             resp,
             "overview.html",
             who=who,
             req=req,
-            now=serialize.timestamp(at),
+            now=serialize.timestamp(hour.at),
             counts=figures.summary.jobs,
             dead_letters=figures.summary.dead_letters,
-            chart=overview_view.throughput_chart(throughput),
-            total_finished=throughput.total,
+            chart=overview_view.throughput_chart(hour.throughput),
+            total_finished=hour.throughput.total,
             queues=overview_view.queue_rows(depths, oldest),
             depths_unknown=any(d.get("ready") is None for d in depths.values()),
-            errors=overview_view.error_rows(errors_by_type),
+            errors=overview_view.error_rows(hour.errors),
         )
 
     def on_get_workers(self, req: falcon.Request, resp: falcon.Response) -> None:
