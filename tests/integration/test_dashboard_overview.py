@@ -8,11 +8,9 @@ import uuid
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, insert
 
-from bench import plans, seed
 from store import tokens
 from store.db import make_sessionmaker
 from store.models import ATTEMPTS
@@ -242,25 +240,3 @@ def test_the_openapi_document_lists_no_dashboard_or_explorer_route(stack):
     paths = stack.client.simulate_get("/openapi.json").json["paths"]
     assert not [p for p in paths if p.startswith(("/ui", "/docs"))]
     assert "/v1/jobs" in paths
-
-
-#: The overview's and workers page's reads (bench/plans.py runs them as Courier sends them).
-DASHBOARD_READS = (
-    "dashboard: finished per minute",
-    "dashboard: dead letters by error type",
-    "dashboard: oldest ready job",
-    "dashboard: running attempts",
-)
-
-
-def test_the_dashboards_reads_use_indexes_and_scan_no_history(database_url, engine):
-    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        # A month of finished jobs, none in the last hour, and a thousand dead letters.
-        seed.finished_jobs(conn, first=1, count=200_000, tenants=8)
-        seed.dead_jobs(conn, count=1000, tenant="dead")
-    explained = plans.plans(engine)
-    for name in DASHBOARD_READS:
-        assert explained[name], f"{name} sent no statement"
-        for plan in explained[name]:
-            assert "Seq Scan on jobs" not in plan, f"{name}:\n{plan}"
-            assert "Index" in plan, f"{name}:\n{plan}"

@@ -21,6 +21,11 @@ BOUNDED = (
     "relay: dead letters to copy",
     "reaper: expired leases",
     "stats: dead letters",
+    # The reads of the dashboard's overview and workers pages.
+    "dashboard: finished per minute",
+    "dashboard: dead letters by error type",
+    "dashboard: oldest ready job",
+    "dashboard: running attempts",
 )
 
 
