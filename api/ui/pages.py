@@ -30,6 +30,8 @@ HERE = Path(__file__).parent
 PAGE = 50
 #: Where a login, and `/ui` itself, lead.
 LANDING = "/ui/overview"
+#: How often a live overview reloads itself, in seconds.
+LIVE_EVERY_S = 5
 _FORMS = falcon.media.URLEncodedFormHandler()
 
 
@@ -112,6 +114,9 @@ class Dashboard:
             queues=overview_view.queue_rows(depths, oldest),
             depths_unknown=any(d.get("ready") is None for d in depths.values()),
             errors=overview_view.error_rows(hour.errors),
+            # Reloaded by the browser itself (no script), as often as the snapshot changes.
+            live=LIVE_EVERY_S if req.get_param("live") == "1" else None,
+            live_every=LIVE_EVERY_S,
         )
 
     def on_get_workers(self, req: falcon.Request, resp: falcon.Response) -> None:

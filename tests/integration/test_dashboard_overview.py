@@ -116,6 +116,14 @@ def test_plotted_points_are_scaled_to_the_busiest_minute(stack, engine):
     assert ys["failed"] == pytest.approx(bottom - (bottom - top) / 5, abs=0.1)
 
 
+def test_a_live_overview_reloads_itself_without_a_script(stack):
+    cookie = operator_session(stack)
+    still = page(stack, "/ui/overview", cookie).text
+    assert 'http-equiv="refresh"' not in still and 'href="/ui/overview?live=1"' in still
+    live = page(stack, "/ui/overview?live=1", cookie).text
+    assert '<meta http-equiv="refresh" content="5">' in live and "<script" not in live
+
+
 def test_the_overview_breaks_dead_letters_down_by_error_type_with_links(stack, engine):
     finished(engine, 3, status="dead", ago=timedelta(days=3), error_type="UpstreamUnavailable")
     finished(engine, 1, status="dead", ago=timedelta(minutes=1), error_type="Bad Input & more")
