@@ -23,9 +23,11 @@ from api.resources.health import Health, Ready
 from api.resources.jobs import Job, Jobs
 from api.resources.queues import QueuePurge
 from api.resources.schedules import Schedule, Schedules
-from api.resources.stats import Metrics, QueueDepths, Stats, shared_figures
+from api.resources.stats import Figures, Metrics, QueueDepths, Stats, shared_figures
 from api.spec import Routes, openapi
+from api.ui import overview_view
 from api.ui.pages import Dashboard, Static
+from background.recent import Recent
 from tracing import spans
 
 VERSION = "1.0.0"
@@ -101,7 +103,8 @@ def create_app(
     )
     routes.add("/openapi.json", docs)
     routes.add("/docs", docs, suffix="docs")
-    _add_dashboard(routes, intake)
+    routes.add("/docs/assets/{name}", docs, suffix="asset")
+    _add_dashboard(routes, intake, figures, max_age_s=stats_max_age_s)
     return app
 
 
@@ -113,10 +116,14 @@ def _with_job_types(document: dict[str, Any], queues: Mapping[str, str]) -> dict
     return document
 
 
-def _add_dashboard(routes: Routes, intake: Intake) -> None:
-    dashboard = Dashboard(intake)
+def _add_dashboard(
+    routes: Routes, intake: Intake, figures: Recent[Figures], *, max_age_s: float
+) -> None:
+    last_hour = overview_view.last_hour(intake.sessions, max_age_s=max_age_s)
+    dashboard = Dashboard(intake, figures, last_hour)
     routes.add("/ui", dashboard)
-    for page in ("login", "logout", "jobs", "dead-letters", "schedules", "audit"):
+    pages = ("login", "logout", "overview", "workers", "jobs", "dead-letters", "schedules", "audit")
+    for page in pages:
         routes.add(f"/ui/{page}", dashboard, suffix=page.replace("-", "_"))
     routes.add("/ui/jobs/{job_id:uuid}", dashboard, suffix="job")
     routes.add("/ui/jobs/{job_id:uuid}/cancel", dashboard, suffix="cancel")

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 
-from store import outbox, stats, transitions, webhooks
+from store import outbox, overview, stats, transitions, webhooks
 
-#: What runs on a timer in every worker (relay, reaper) or on every scrape (stats, metrics),
-#: and a purge, which must not read the history to find a queue's backlog.
+#: What runs on a timer in every worker (relay, reaper), on every scrape (stats, metrics) or
+#: on every load of the dashboard's overview and workers pages, and a purge, which must not
+#: read the history to find a queue's backlog.
 QUERIES: dict[str, Callable[[Connection], Any]] = {
     "relay: due jobs": lambda db: outbox.read_due(db, limit=100),
     "relay: dead letters to copy": lambda db: outbox.read_missing_dead_letters(db, limit=100),
@@ -31,6 +33,17 @@ QUERIES: dict[str, Callable[[Connection], Any]] = {
     "metrics: oldest dead letter": lambda db: stats.dead_letter_oldest_seconds(Session(bind=db)),
     "metrics: longest-running attempts": lambda db: stats.running_oldest_seconds(Session(bind=db)),
     "metrics: attempts by decision": lambda db: stats.attempt_totals(Session(bind=db), types=()),
+    # Each load of the dashboard's overview and workers pages.
+    "dashboard: finished per minute": lambda db: overview.throughput(
+        Session(bind=db), at=datetime.now(UTC)
+    ),
+    "dashboard: dead letters by error type": lambda db: overview.dead_letters_by_error(
+        Session(bind=db)
+    ),
+    "dashboard: oldest ready job": lambda db: overview.oldest_ready(
+        Session(bind=db), ["sync"], at=datetime.now(UTC)
+    ),
+    "dashboard: running attempts": lambda db: overview.running_attempts(Session(bind=db)),
 }
 
 

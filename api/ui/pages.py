@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import mimetypes
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,31 @@ from sqlalchemy.orm import Session
 
 from api import body, serialize
 from api.intake import Intake
+from api.resources.stats import Figures
 from api.ui import login_cookie as login
-from api.ui import schedule_view
+from api.ui import overview_view, schedule_view
 from api.ui.render import render
+from background.recent import Recent
 from delivery import replays
-from store import actions, audit, bulk_replay, errors, queries, schedules, states, tokens
+from store import (
+    actions,
+    audit,
+    bulk_replay,
+    errors,
+    overview,
+    queries,
+    schedules,
+    states,
+    tokens,
+)
 from store.models import Schedule
 
 HERE = Path(__file__).parent
 PAGE = 50
+#: Where a login, and `/ui` itself, lead.
+LANDING = "/ui/overview"
+#: How often a live overview reloads itself, in seconds.
+LIVE_EVERY_S = 5
 _FORMS = falcon.media.URLEncodedFormHandler()
 
 
@@ -32,9 +49,18 @@ class Dashboard:
 
     public = True  # authenticated by the login cookie, not a bearer token
 
-    def __init__(self, intake: Intake) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        figures: Recent[Figures],
+        last_hour: Recent[overview_view.LastHour],
+    ) -> None:
         self._intake = intake
         self._sessions = intake.sessions
+        # The stats snapshot /v1/stats and /metrics answer from: counts by status and queue
+        # depths cost the overview nothing more, however often it is loaded.
+        self._figures = figures
+        self._last_hour = last_hour
 
     # -- login ------------------------------------------------------------------------------
 
@@ -63,7 +89,7 @@ class Dashboard:
             self._login_page(req, resp, error=error)
             return
         login.login(resp, self._sessions, who, secure=login.is_secure_origin(req))
-        raise falcon.HTTPSeeOther("/ui/jobs")
+        raise falcon.HTTPSeeOther(LANDING)
 
     def on_post_logout(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._operator(req)
@@ -74,7 +100,48 @@ class Dashboard:
     # -- pages ------------------------------------------------------------------------------
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        raise falcon.HTTPSeeOther("/ui/jobs")
+        raise falcon.HTTPSeeOther(LANDING)
+
+    def on_get_overview(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = self._operator(req)
+        figures = self._figures.get()
+        depths = figures.queues
+        hour = self._last_hour.get()
+        with self._sessions() as session:
+            at = overview.database_now(session)
+            oldest = overview.oldest_ready(session, {*depths, *self._intake.queues.values()}, at=at)
+        self._render(
+            resp,
+            "overview.html",
+            who=who,
+            req=req,
+            now=serialize.timestamp(hour.at),
+            counts=figures.summary.jobs,
+            dead_letters=figures.summary.dead_letters,
+            chart=overview_view.throughput_chart(hour.throughput),
+            total_finished=hour.throughput.total,
+            queues=overview_view.queue_rows(depths, oldest),
+            depths_unknown=any(d.get("ready") is None for d in depths.values()),
+            errors=overview_view.error_rows(hour.errors),
+            # Reloaded by the browser itself (no script), as often as the snapshot changes.
+            live=LIVE_EVERY_S if req.get_param("live") == "1" else None,
+            live_every=LIVE_EVERY_S,
+        )
+
+    def on_get_workers(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = self._operator(req)
+        with self._sessions() as session:
+            at = overview.database_now(session)
+            running = overview.running_attempts(session)
+        self._render(
+            resp,
+            "workers.html",
+            who=who,
+            req=req,
+            hosts=overview_view.hosts(running, at=at),
+            truncated=len(running) >= overview.RUNNING,
+            limit=overview.RUNNING,
+        )
 
     def on_get_jobs(self, req: falcon.Request, resp: falcon.Response) -> None:
         who = self._operator(req)
@@ -333,7 +400,7 @@ class Dashboard:
 
 
 class Static:
-    """The dashboard's stylesheet."""
+    """The dashboard's stylesheets and the API explorer's script."""
 
     public = True
 
@@ -341,7 +408,7 @@ class Static:
         path = HERE / "static" / name
         if name != path.name or not path.is_file():
             raise falcon.HTTPNotFound(title="Not Found")
-        resp.content_type = "text/css" if name.endswith(".css") else "application/octet-stream"
+        resp.content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         resp.data = path.read_bytes()
 
 

@@ -1,6 +1,7 @@
 """A new operator, in a real browser, finds a dead job, sees why it died, replays it, and
-watches the replay succeed; finds a schedule, triggers it, and follows its job. Screenshots go
-to test-artifacts/."""
+watches the replay succeed; finds a schedule, triggers it, and follows its job; reads the
+overview's plot, sees what each worker runs, and tries the API in its explorer. Screenshots
+go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def log_in(browser, deployment):
     browser.get(f"{deployment.api_url}/ui/login")
     browser.find_element(By.NAME, "token").send_keys(operator)
     browser.find_element(By.CSS_SELECTOR, "form button").click()
-    wait_for(lambda: browser.current_url.endswith("/ui/jobs"), what="the job list")
+    wait_for(lambda: browser.current_url.endswith("/ui/overview"), what="the overview")
 
 
 def test_an_operator_finds_a_dead_job_and_replays_it_to_success(deployment, upstream, browser):
@@ -177,3 +178,88 @@ def test_an_operator_finds_a_schedule_triggers_it_and_follows_its_job(
     last_run = browser.find_elements(By.CSS_SELECTOR, "table.schedules td.last-run")[0]
     assert last_run.find_element(By.CSS_SELECTOR, ".status").text == "succeeded"
     shot(browser, "schedules")
+
+
+def test_an_operator_reads_the_overview_sees_what_workers_run_and_tries_the_api(
+    deployment, upstream, browser
+):
+    # The slow job must still run while a loaded machine serves every page of the test.
+    deployment.env["COURIER_UPSTREAM_TIMEOUT_S"] = "60"
+    deployment.start_api()
+    deployment.start_worker(threads=2)
+    client = deployment.token("acme")
+    done = deployment.submit(type="customer_sync", entity_id="c_quick", headers=client)
+    upstream.script(  # the CRM answers this one slowly: it is running while we look
+        "GET",
+        "/crm/customers/c_slow",
+        {"status": 200, "body": {"id": "c_slow"}, "delay_s": 30},
+    )
+    with deployment.http() as http:
+        wait_for(
+            lambda: http.get(f"/v1/jobs/{done}", headers=client).json()["status"] == "succeeded",
+            timeout=30,
+            what="the quick job to succeed",
+        )
+        slow = deployment.submit(type="customer_sync", entity_id="c_slow", headers=client)
+        wait_for(
+            lambda: http.get(f"/v1/jobs/{slow}", headers=client).json()["status"] == "running",
+            timeout=30,
+            what="the slow job to start",
+        )
+    log_in(browser, deployment)
+
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
+    succeeded = browser.find_elements(By.CSS_SELECTOR, "svg.plot .series.succeeded circle.point")
+    assert [p.get_attribute("data-count") for p in succeeded] == ["1"]
+    assert succeeded[0].rect["width"] > 0  # drawn, not only in the markup
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.plot polyline")) == 4
+    assert "sync" in browser.find_element(By.CSS_SELECTOR, "table.queues").text
+    shot(browser, "overview")
+
+    browser.find_element(By.LINK_TEXT, "Workers").click()
+    [process] = browser.find_elements(By.CSS_SELECTOR, "h3.process")
+    host, pid = process.text.split()[0].rsplit(":", 1)
+    assert pid.isdigit() and host in browser.find_element(By.CSS_SELECTOR, "section.host h2").text
+    [row] = browser.find_elements(By.CSS_SELECTOR, "table.running tbody tr")
+    assert "customer_sync" in row.text and "acme" in row.text and "#1" in row.text
+    shot(browser, "workers")
+    row.find_element(By.CSS_SELECTOR, "a").click()
+    assert browser.current_url.endswith(f"/ui/jobs/{slow}")
+
+    browser.get(f"{deployment.api_url}/docs")
+    wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"),
+        timeout=20,
+        what="the explorer to list the operations",
+    )
+    listed = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/dead-letters", "/v1/stats"} <= listed
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "api-explorer.png"))
+
+    # Authorize with an operator's token, then try GET /v1/stats with it.
+    operator = deployment.token("ops", "operator")["Authorization"].split()[1]
+    browser.find_element(By.CSS_SELECTOR, ".auth-wrapper button.authorize").click()
+    browser.find_element(By.CSS_SELECTOR, ".modal-ux input").send_keys(operator)
+    browser.find_element(By.CSS_SELECTOR, ".modal-ux .auth-btn-wrapper button.authorize").click()
+    browser.find_element(By.CSS_SELECTOR, ".modal-ux button.btn-done").click()
+    [stats] = [
+        block
+        for block in browser.find_elements(By.CSS_SELECTOR, ".opblock-get")
+        if block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").text == "/v1/stats"
+    ]
+    stats.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait_for(lambda: stats.find_elements(By.CSS_SELECTOR, ".try-out__btn"), what="Try it out")
+    stats.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
+    stats.find_element(By.CSS_SELECTOR, "button.execute").click()
+    status = ".live-responses-table tbody td.response-col_status"
+    wait_for(lambda: stats.find_elements(By.CSS_SELECTOR, status), what="the call's answer")
+    assert stats.find_element(By.CSS_SELECTOR, status).text.strip() == "200"
+    assert '"dead_letters"' in stats.find_element(By.CSS_SELECTOR, ".live-responses-table").text
+    # Nothing the explorer needs was refused by the page's policy or failed to load.
+    refused = [
+        e
+        for e in browser.get_log("browser")
+        if "Content Security Policy" in e["message"] or "/docs" in e["message"]
+    ]
+    assert not refused, refused

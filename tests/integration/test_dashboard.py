@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 def test_an_operator_logs_in_with_a_strict_http_only_cookie(stack):
     token = secret(stack.token("ops", "operator"))
     response = log_in(stack, token)
-    assert response.status_code == 303 and response.headers["Location"].endswith("/ui/jobs")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/ui/overview")
     cookie = response.cookies["courier_session"]
     assert cookie.http_only and cookie.same_site.lower() == "strict"
     assert cookie.path == "/ui"

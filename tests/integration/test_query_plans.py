@@ -30,6 +30,11 @@ BOUNDED = (
     "metrics: oldest ready job",
     "metrics: oldest dead letter",
     "metrics: longest-running attempts",
+    # The reads of the dashboard's overview and workers pages.
+    "dashboard: finished per minute",
+    "dashboard: dead letters by error type",
+    "dashboard: oldest ready job",
+    "dashboard: running attempts",
 )
 
 
