@@ -40,9 +40,6 @@ QUERIES: dict[str, Callable[[Connection], Any]] = {
     "dashboard: dead letters by error type": lambda db: overview.dead_letters_by_error(
         Session(bind=db)
     ),
-    "dashboard: oldest ready job": lambda db: overview.oldest_ready(
-        Session(bind=db), ["sync"], at=datetime.now(UTC)
-    ),
     "dashboard: running attempts": lambda db: overview.running_attempts(Session(bind=db)),
 }
 

@@ -9,7 +9,6 @@ running now with their leases (`ix_jobs_lease`). Every age is measured by the da
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -129,31 +128,6 @@ def dead_letters_by_error(session: Session) -> list[ErrorCount]:
         .limit(ERROR_TYPES)
     )
     return [ErrorCount(error_type, n) for error_type, n in rows]
-
-
-def oldest_ready(
-    session: Session, queues: Iterable[str], *, at: datetime
-) -> dict[str, float | None]:
-    """Per queue, seconds the oldest job ready to run has waited at `at` (None: none ready).
-
-    One `min` per queue, each the first entry of `ix_jobs_ready_since`: a queued job is
-    ready since its run_at (its next_attempt_at) or its creation; one due later is not ready.
-    """
-    names = sorted(set(queues))
-    if not names:
-        return {}
-    since = func.coalesce(JOBS.c.next_attempt_at, JOBS.c.created_at)
-    columns = [
-        select(func.min(since))
-        .where(one_of(JOBS.c.status, (states.Status.QUEUED,)), JOBS.c.queue == name)
-        .scalar_subquery()
-        for name in names
-    ]
-    oldest = session.execute(select(*columns)).one()
-    return {
-        name: (at - first).total_seconds() if first is not None and first <= at else None
-        for name, first in zip(names, oldest, strict=True)
-    }
 
 
 def running_attempts(session: Session) -> list[RunningAttempt]:

@@ -107,9 +107,8 @@ class Dashboard:
         figures = self._figures.get()
         depths = figures.queues
         hour = self._last_hour.get()
-        with self._sessions() as session:
-            at = overview.database_now(session)
-            oldest = overview.oldest_ready(session, {*depths, *self._intake.queues.values()}, at=at)
+        # The snapshot's ages: 0 where no job is ready.
+        oldest = {q: age or None for q, age in figures.ages.queue_oldest_s.items()}
         self._render(
             resp,
             "overview.html",

@@ -33,7 +33,6 @@ BOUNDED = (
     # The reads of the dashboard's overview and workers pages.
     "dashboard: finished per minute",
     "dashboard: dead letters by error type",
-    "dashboard: oldest ready job",
     "dashboard: running attempts",
 )
 
