@@ -46,8 +46,8 @@ def headers_for(due: Due, body: bytes, *, timestamp: int) -> dict[str, str]:
         "Courier-Delivery": str(due.id),
         "Courier-Signature": signature(due.secret, timestamp, body),
     }
-    if due.traceparent is not None:
-        headers["traceparent"] = context.child(due.traceparent)
+    # In the job's trace, as its upstream calls are (one derived from its id if it has none).
+    headers["traceparent"] = context.child(context.for_job(due.traceparent, due.job_id))
     return headers
 
 

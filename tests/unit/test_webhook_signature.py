@@ -55,7 +55,12 @@ def test_the_headers_name_the_event_the_delivery_and_sign_the_exact_body():
     assert headers["Courier-Signature"] == f"t=1700000000,v1={V1}"
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"].startswith("Courier/")
-    assert "traceparent" not in headers
+
+
+def test_a_job_stored_without_a_trace_sends_one_derived_from_its_id():
+    due = _due()
+    sent = webhooks.headers_for(due, BODY, timestamp=1)["traceparent"]
+    assert sent[3:35] == due.job_id.hex
 
 
 def test_a_job_with_a_trace_sends_a_child_of_it():
