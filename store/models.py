@@ -1,5 +1,6 @@
 """The schema: jobs (also the outbox), attempts, schedules and their occurrences, tenants and
-webhook deliveries, attempt totals, API tokens, dashboard sessions, the audit log."""
+webhook deliveries, attempt totals, upstream circuits, API tokens, dashboard sessions, the
+audit log."""
 
 from __future__ import annotations
 
@@ -99,6 +100,8 @@ class Job(Base):
     # Where the job's end is announced (a webhook), and when its delivery was queued.
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     callback_queued_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # What a queued job waits for (a concurrency limit's key, an open circuit); null otherwise.
+    waiting_for: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         # Dedup of active work, enforced by the database rather than a racy check.
@@ -178,6 +181,37 @@ class Job(Base):
             "finished_at",
             postgresql_where=text(_CALLBACK_DUE_SQL),
             sqlite_where=text(_CALLBACK_DUE_SQL),
+        ),
+        # Concurrency limits: the running jobs of a type by entity and by tenant.
+        Index(
+            "ix_jobs_running_type_entity",
+            "type",
+            "entity_id",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+        Index(
+            "ix_jobs_running_type_tenant",
+            "type",
+            "tenant",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+        # Fairness: what each tenant has in the broker, and its due jobs, per queue.
+        Index(
+            "ix_jobs_in_broker_by_tenant",
+            "queue",
+            "tenant",
+            postgresql_where=text(_WAITING_IN_BROKER_SQL),
+            sqlite_where=text(_WAITING_IN_BROKER_SQL),
+        ),
+        Index(
+            "ix_jobs_due_by_tenant",
+            "queue",
+            "tenant",
+            "next_attempt_at",
+            postgresql_where=text(_DUE_SQL),
+            sqlite_where=text(_DUE_SQL),
         ),
         # A schedule's jobs, newest first.
         Index(
@@ -336,6 +370,26 @@ class AttemptTotal(Base):
     count: Mapped[int] = mapped_column(BigInteger)
 
 
+class Circuit(Base):
+    """The circuit of one upstream: closed (calls go through), open (jobs that need it wait
+    until `retry_at`), half-open (a few probe jobs go through)."""
+
+    __tablename__ = "circuits"
+
+    upstream: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    # Consecutive failures counted towards opening it.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    retry_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Probe jobs still allowed through while half-open.
+    probes_left: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # Forced by an operator: the scheduler of probes leaves it as it is.
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
 class ApiToken(Base):
     """A bearer token; only its SHA-256 is stored."""
 
@@ -400,3 +454,4 @@ SCHEDULE_RUNS = cast(Table, ScheduleRun.__table__)
 TENANTS = cast(Table, Tenant.__table__)
 WEBHOOK_DELIVERIES = cast(Table, WebhookDelivery.__table__)
 ATTEMPT_TOTALS = cast(Table, AttemptTotal.__table__)
+CIRCUITS = cast(Table, Circuit.__table__)
