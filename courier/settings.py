@@ -24,7 +24,7 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}")
 #: A DNS name or an IPv4 address (lower case); an IPv6 address in brackets.
 HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})|\[[0-9a-f:.]+\]")
 #: What a job type's name in COURIER_LIMITS may look like.
-TYPE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+TYPE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: One running directory sync per entity: each pages through the whole CRM directory.
 DEFAULT_LIMITS = (Limit("entity", 1, type="directory_sync"),)
 
@@ -193,7 +193,8 @@ def _limits(raw: str) -> tuple[Limit, ...]:
 
 def _limit(item: str) -> Limit:
     scope, sep, count = (side.strip() for side in item.partition("="))
-    left, colon, right = (side.strip() for side in scope.partition(":"))
+    # The key follows the last colon: a job type's name may hold colons itself.
+    left, colon, right = (side.strip() for side in scope.rpartition(":"))
     n = int(count) if sep and count.isdigit() else 0
     if not (colon and n >= 1 and TYPE_NAME.fullmatch(left)):
         raise ValueError(

@@ -11,14 +11,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import event, func, select
 
+from bench import plans, seed
 from store import transitions
 from store.admission import Claiming, Park, decide
 from store.limits import Limit, limits_rule
 from store.models import JOBS, Job
 from tests.support.polling import wait_for
+from tests.support.records import insert_jobs
 from tests.support.stack import embedded_client, embedded_token
 from tests.support.times import LATER
 
@@ -263,3 +266,29 @@ def test_a_rule_may_park_a_job_until_a_time_it_names(stack, engine):
     job = stack.job(job_id)
     assert (job.status, job.attempts, job.waiting_for) == ("queued", 0, "upstream:crm")
     assert job.published_at is None and abs(job.next_attempt_at - until) < timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        Limit("entity", 1, type="customer_sync"),
+        Limit("tenant", 1, type="customer_sync"),
+        Limit("upstream", 1, type="customer_sync"),
+        Limit("upstream", 1, upstream="crm"),
+    ],
+    ids=lambda limit: f"{limit.type}:{limit.waiting_for}",
+)
+def test_the_running_jobs_a_limit_counts_are_read_from_an_index_not_the_history(
+    database_url, engine, limit
+):
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+        seed.finished_jobs(conn, first=1, count=50_000, tenants=4)
+        conn.execute("ANALYZE jobs")
+    with engine.begin() as db:
+        transitions.claim(db, insert_jobs(engine, 20), worker="test:1", lease_s=30)
+    rule = limits_rule([limit], UPSTREAMS_OF)
+    claiming = [Claiming(uuid.uuid4(), "t0", "customer_sync", "c_1")]
+    explained = [p for p in plans._explained(engine, lambda db: rule(db, claiming)) if "jobs" in p]
+    assert explained, "no count of running jobs was sent"
+    for plan in explained:
+        assert "Seq Scan on jobs" not in plan and "Index" in plan, plan

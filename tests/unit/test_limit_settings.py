@@ -30,6 +30,10 @@ def test_limits_of_job_types_and_of_upstreams_are_read_in_order():
     assert limits("upstream:billing=3")[0].waiting_for == "upstream:billing"
 
 
+def test_a_job_type_whose_name_holds_colons_can_be_limited():
+    assert limits("acme:contact_sync:entity=1") == (Limit("entity", 1, "acme:contact_sync"),)
+
+
 def test_an_empty_value_means_no_limits():
     assert limits("") == ()
 
