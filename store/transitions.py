@@ -214,6 +214,7 @@ _SETTLE_REFUSED = (
         published_at=case((_EARLY, None), else_=J.published_at),
         status=case((_CANCEL_ASKED, Status.CANCELLED), else_=J.status),
         finished_at=case((_CANCEL_ASKED, now()), else_=J.finished_at),
+        waiting_for=case((_CANCEL_ASKED, None), else_=J.waiting_for),
     )
 )
 
@@ -527,6 +528,7 @@ _BURY = (
         error=bindparam("error", type_=Text),
         finished_at=now(),
         dead_lettered_at=now(),
+        waiting_for=None,
     )
     .returning(J.id)
 )
@@ -589,6 +591,7 @@ _CANCEL = (
     .values(
         status=case((_AT_ONCE, Status.CANCELLED), else_=J.status),
         finished_at=case((_AT_ONCE, now()), else_=J.finished_at),
+        waiting_for=case((_AT_ONCE, None), else_=J.waiting_for),
         cancel_requested_at=func.coalesce(J.cancel_requested_at, now()),
     )
     .returning(J.id, J.status)
@@ -612,6 +615,7 @@ _CANCEL_WAITING_IN_QUEUE = (
     .values(
         status=Status.CANCELLED,
         finished_at=now(),
+        waiting_for=None,
         cancel_requested_at=func.coalesce(J.cancel_requested_at, now()),
     )
     .returning(J.id)

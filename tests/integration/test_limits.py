@@ -132,7 +132,8 @@ def test_a_cancelled_waiting_job_ends_cancelled_and_frees_no_slot_it_did_not_hol
     stack.wait_status(later, "succeeded", timeout=30)
     assert stack.attempts(later)[0].started_at >= done_holder.finished_at
     gone = stack.job(cancelled)
-    assert (gone.status, gone.attempts) == ("cancelled", 0) and not stack.attempts(cancelled)
+    assert (gone.status, gone.attempts, gone.waiting_for) == ("cancelled", 0, None)
+    assert not stack.attempts(cancelled)
 
 
 def test_the_slot_of_a_worker_that_vanished_is_free_once_its_lease_expires(stack, upstream):
