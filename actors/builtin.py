@@ -11,6 +11,9 @@ from actors.upstream import segment
 from middleware import errors
 from middleware.current_job import RunningJob
 
+#: Every built-in type reads the CRM and writes Billing.
+BOTH = ("crm", "billing")
+
 
 class NoPayload(BaseModel):
     """The record sync types take no payload fields."""
@@ -29,13 +32,13 @@ def _copy_record(job: RunningJob, upstreams: Upstreams, collection: str) -> dict
     return {"billing_status": status}
 
 
-@job_type("customer_sync", payload=NoPayload, entity=True)
+@job_type("customer_sync", payload=NoPayload, entity=True, upstreams=BOTH)
 def customer_sync(job: RunningJob, upstreams: Upstreams) -> dict[str, Any]:
     """GET the customer from the CRM and PUT it to Billing."""
     return _copy_record(job, upstreams, "customers")
 
 
-@job_type("invoice_sync", payload=NoPayload, entity=True)
+@job_type("invoice_sync", payload=NoPayload, entity=True, upstreams=BOTH)
 def invoice_sync(job: RunningJob, upstreams: Upstreams) -> dict[str, Any]:
     """GET the invoice from the CRM and PUT it to Billing."""
     return _copy_record(job, upstreams, "invoices")
@@ -48,7 +51,7 @@ class DirectoryPayload(BaseModel):
     start_page: int = 1
 
 
-@job_type("directory_sync", payload=DirectoryPayload)
+@job_type("directory_sync", payload=DirectoryPayload, upstreams=BOTH)
 def directory_sync(job: RunningJob, upstreams: Upstreams) -> dict[str, Any]:
     """Page through the CRM's customers and PUT each to Billing, reporting progress."""
     page: int | None = DirectoryPayload.model_validate(job.payload).start_page

@@ -31,11 +31,14 @@ class Upstreams:
 
 Run = Callable[[RunningJob, Upstreams], dict[str, Any] | None]
 
+#: The upstreams a job type may declare it calls (the fields of `Upstreams`).
+UPSTREAM_NAMES = ("crm", "billing")
+
 
 @dataclass(frozen=True)
 class JobType:
-    """A kind of job: its name (the actor's name), queue, code, what its input must be and its
-    error rules."""
+    """A kind of job: its name (the actor's name), queue, code, what its input must be, its
+    error rules and the upstreams it calls (for limits and circuits)."""
 
     name: str
     queue: str
@@ -43,6 +46,7 @@ class JobType:
     payload_model: type[BaseModel] | None = None
     rules: Sequence[Rule] = field(default_factory=tuple)
     needs_entity: bool = False
+    upstreams: tuple[str, ...] = ()
 
     def input_problem(self, entity_id: str | None, payload: Mapping[str, Any]) -> str | None:
         """What makes this input unfit for the job type, in one line; None if nothing.
@@ -70,18 +74,25 @@ def job_type(
     payload: type[BaseModel] | None = None,
     rules: Sequence[Rule] = (),
     entity: bool = False,
+    upstreams: Sequence[str] = (),
 ) -> Callable[[Run], Run]:
     """Register the decorated function as the code of job type `name`.
 
     `payload` validates the job's payload and `entity` requires an `entity_id`: the API
     refuses other input with 422, and a worker fails it with `InvalidPayload` (a skip).
-    `rules` add to or override the default classification.
+    `rules` add to or override the default classification. `upstreams` names the upstreams
+    the code calls (of `UPSTREAM_NAMES`): their limits and circuits apply to its jobs.
     """
+    unknown = [u for u in upstreams if u not in UPSTREAM_NAMES]
+    if unknown:
+        raise ValueError(f"job type {name!r}: no upstream {unknown[0]!r} ({UPSTREAM_NAMES})")
 
     def register(run: Run) -> Run:
         if name in _REGISTRY:
             raise ValueError(f"job type {name!r} is already registered")
-        _REGISTRY[name] = JobType(name, queue, run, payload, tuple(rules), entity)
+        _REGISTRY[name] = JobType(
+            name, queue, run, payload, tuple(rules), entity, tuple(dict.fromkeys(upstreams))
+        )
         return run
 
     return register
@@ -128,6 +139,11 @@ def queues_by_type(
             )
         queues[name] = queue
     return queues
+
+
+def upstreams_by_type(modules: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
+    """Job type name → the upstreams its code calls."""
+    return {name: jt.upstreams for name, jt in job_types(modules).items()}
 
 
 def input_checks(

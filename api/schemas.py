@@ -164,6 +164,8 @@ class JobOut(BaseModel):
     schedule_id: uuid.UUID | None
     scheduled_for: datetime | None
     callback_url: str | None
+    #: What a waiting job waits for (a concurrency limit's key, an open circuit); null otherwise.
+    waiting_for: str | None
     status_url: str
 
 

@@ -44,6 +44,7 @@ def job(row: Job | Row[*tuple[Any, ...]]) -> dict[str, Any]:
         "schedule_id": None if row.schedule_id is None else str(row.schedule_id),
         "scheduled_for": timestamp(row.scheduled_for),
         "callback_url": row.callback_url,
+        "waiting_for": row.waiting_for,
         "status_url": f"/v1/jobs/{row.id}",
     }
 

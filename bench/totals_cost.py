@@ -11,8 +11,6 @@ transaction of each, commit included, as JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from typing import Any
@@ -22,6 +20,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
+from bench import timings
 from store import migrate, submissions, transitions
 from store.db import make_engine
 from store.sql import Chain
@@ -96,16 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose()
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-    result: dict[str, Any] = {"batch_size": args.batch_size}
-    for variant, ms in times.items():
-        result[variant] = {
-            "transactions": len(ms),
-            "median_ms": round(statistics.median(ms), 3),
-            "mean_ms": round(statistics.fmean(ms), 3),
-            "p90_ms": round(statistics.quantiles(ms, n=10)[-1], 3),
-        }
-    print(json.dumps(result, indent=2))
-    return 0
+    return timings.report({"batch_size": args.batch_size}, times)
 
 
 if __name__ == "__main__":

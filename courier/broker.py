@@ -11,10 +11,10 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, TimeLimit
 from sqlalchemy import Engine
 
-from actors.registry import Upstreams, declare_all, queues_by_type
+from actors.registry import Upstreams, declare_all, queues_by_type, upstreams_by_type
 from actors.upstream import UpstreamClient
 from api import serialize
-from courier.settings import Settings
+from courier.settings import Settings, check_limits
 from delivery import held_messages, publisher, reconcile
 from delivery.outbox import Outbox
 from middleware.attempts import Attempts
@@ -25,6 +25,8 @@ from middleware.relay import Relay
 from middleware.scheduler import Scheduler
 from middleware.tracing import Tracing
 from middleware.webhooks import Webhooks
+from store.admission import Rule
+from store.limits import limits_rule
 
 #: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
 #: because a queue's max priority cannot be changed after it exists.
@@ -69,6 +71,7 @@ def worker_stack(
         max_backoff_ms=settings.max_backoff_ms,
         lease_s=settings.lease_s,
         progress_interval_s=settings.progress_interval_s,
+        rules=admission_rules(settings),
     )
     relay = Relay(
         outbox=Outbox(broker, engine), engine=engine, interval_s=settings.relay_interval_s
@@ -129,6 +132,19 @@ def worker_stack(
     return WorkerStack(
         broker, attempts, relay, reaper, heartbeat, upstreams, reconciler, webhooks, scheduler
     )
+
+
+def admission_rules(settings: Settings) -> list[Rule]:
+    """The rules every claim runs (`store.admission`): the concurrency limits.
+
+    A limit on a job type no module registers is a SettingsError.
+    """
+    upstreams_of = upstreams_by_type(settings.job_modules)
+    check_limits(settings.limits, upstreams_of)
+    rules: list[Rule] = []
+    if settings.limits:
+        rules.append(limits_rule(settings.limits, upstreams_of))
+    return rules
 
 
 def start_in_process_worker(

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from courier.settings import Settings, SettingsError
+from courier.settings import DEFAULT_LIMITS, Settings, SettingsError, check_limits
 
 
 class Fail(click.ClickException):
@@ -40,12 +40,12 @@ def settings_from_env(*, dev: bool = False) -> Settings:
         settings = Settings.from_env(dev=dev)
     except SettingsError as e:
         raise Fail(str(e)) from None
-    if settings.job_modules or settings.job_queues:
+    if settings.job_modules or settings.job_queues or settings.limits != DEFAULT_LIMITS:
         from actors.registry import JobModuleError, JobQueuesError, queues_by_type
 
         try:
-            queues_by_type(settings.job_modules, settings.job_queues)
-        except (JobModuleError, JobQueuesError) as e:
+            check_limits(settings.limits, queues_by_type(settings.job_modules, settings.job_queues))
+        except (JobModuleError, JobQueuesError, SettingsError) as e:
             raise Fail(str(e)) from None
     return settings
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from courier.redact import redact
+from store.limits import KINDS, Limit
 
 T = TypeVar("T")
 
@@ -22,6 +23,10 @@ DEV_BROKER_URL = "memory://"
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}")
 #: A DNS name or an IPv4 address (lower case); an IPv6 address in brackets.
 HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})|\[[0-9a-f:.]+\]")
+#: What a job type's name in COURIER_LIMITS may look like.
+TYPE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: One running directory sync per entity: each pages through the whole CRM directory.
+DEFAULT_LIMITS = (Limit("entity", 1, type="directory_sync"),)
 
 
 class SettingsError(ValueError):
@@ -76,6 +81,8 @@ class Settings:
     webhook_max_backoff_s: float = 3600.0
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 8
+    # Concurrency limits (`<type>:<entity|tenant|upstream>=<n>`, `upstream:<name>=<n>`).
+    limits: tuple[Limit, ...] = DEFAULT_LIMITS
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -171,6 +178,51 @@ def _job_queues(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs.items())
 
 
+def _limits(raw: str) -> tuple[Limit, ...]:
+    limits: dict[tuple[str | None, str, str | None], Limit] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        limit = _limit(item)
+        key = (limit.type, limit.kind, limit.upstream)
+        if key in limits:
+            raise ValueError(f"{item!r} repeats a limit given before")
+        limits[key] = limit
+    return tuple(limits.values())
+
+
+def _limit(item: str) -> Limit:
+    scope, sep, count = (side.strip() for side in item.partition("="))
+    # The key follows the last colon: a job type's name may hold colons itself.
+    left, colon, right = (side.strip() for side in scope.rpartition(":"))
+    n = int(count) if sep and count.isdigit() else 0
+    if not (colon and n >= 1 and TYPE_NAME.fullmatch(left)):
+        raise ValueError(
+            "expected <type>:<entity|tenant|upstream>=<n> or upstream:<name>=<n> entries"
+            f" separated by commas, n at least 1, got {item!r}"
+        )
+    if left == "upstream":
+        from actors.registry import UPSTREAM_NAMES
+
+        if right not in UPSTREAM_NAMES:
+            known = ", ".join(UPSTREAM_NAMES)
+            raise ValueError(f"{item!r}: no upstream {right!r} (upstreams: {known})")
+        return Limit("upstream", n, upstream=right)
+    if right not in KINDS:
+        raise ValueError(f"{item!r}: the key must be one of {', '.join(KINDS)}, got {right!r}")
+    return Limit(right, n, type=left)
+
+
+def check_limits(limits: Collection[Limit], job_types: Collection[str]) -> None:
+    """A SettingsError naming the first COURIER_LIMITS entry whose job type is unknown."""
+    for limit in limits:
+        if limit.type is not None and limit.type not in job_types:
+            raise SettingsError(
+                f"COURIER_LIMITS: {limit.type}:{limit.kind}={limit.n}: no job type"
+                f" {limit.type!r} (known: {', '.join(sorted(job_types))})"
+            )
+
+
 def _host_names(raw: str) -> frozenset[str]:
     hosts = [host.strip().lower().rstrip(".") for host in raw.split(",") if host.strip()]
     for host in hosts:
@@ -216,6 +268,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_max_backoff_s": _positive_float,
     "webhook_timeout_s": _positive_float,
     "webhook_concurrency": _positive_int,
+    "limits": _limits,
 }
 
 

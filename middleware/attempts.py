@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from dramatiq import Broker, Middleware
@@ -25,6 +25,7 @@ from middleware import backoff, current_job, error_reports
 from middleware.classify import CANCEL, DEFAULT, SKIP, Classifier
 from middleware.group_commit import GroupCommit
 from store import errors, job_changes, transitions
+from store.admission import Rule
 from store.states import Status
 from store.transitions import Claim, Outcome
 
@@ -48,6 +49,7 @@ class Attempts(Middleware):
         min_backoff_ms: int,
         lease_s: float,
         progress_interval_s: float,
+        rules: Sequence[Rule] = (),
     ) -> None:
         self.engine = engine
         self.min_backoff_ms = min_backoff_ms
@@ -56,7 +58,10 @@ class Attempts(Middleware):
         self.progress_interval_s = progress_interval_s
         self.running: dict[int, current_job.RunningJob] = {}  # by thread id, for heartbeats
         self.group_commit = GroupCommit.on(
-            engine.url.render_as_string(hide_password=False), worker=WORKER_ID, lease_s=lease_s
+            engine.url.render_as_string(hide_password=False),
+            worker=WORKER_ID,
+            lease_s=lease_s,
+            rules=rules,
         )
         self._lock = threading.Lock()
 
@@ -72,11 +77,15 @@ class Attempts(Middleware):
         # Whatever keeps the claim from being written, the actor must not run unclaimed
         # and the message must not be acked: it is held and the claim tried again.
         claim = self._until_database_answers(
-            "claim", job_id, lambda: self.group_commit.claim(job_id), retry_on=Exception
+            "claim",
+            job_id,
+            lambda: self.group_commit.claim(job_id, message.actor_name),
+            retry_on=Exception,
         )
         if claim is None:
             log.info(
-                "job %s not claimable (duplicate, stale or finished message %s); skipped",
+                "job %s not claimable (waiting for a slot, or a duplicate, stale or finished"
+                " message %s); skipped",
                 job_id,
                 message.message_id,
             )

@@ -11,6 +11,7 @@ every row keeps its own fence.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from background.batcher import Batcher, Request
 from store import errors, job_changes, transitions
+from store.admission import Rule
 from store.db import make_engine
 from store.transitions import Claim, Outcome
 
@@ -33,33 +35,44 @@ WRITER_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "o
 class _Write(Request):
     job_id: uuid.UUID
     finishing: tuple[Claim, Outcome] | None = None
+    job_type: str | None = None  # what the message says, for the admission rules
 
 
 class GroupCommit:
     """Claims and finishes of all of a process's worker threads, committed together."""
 
     def __init__(
-        self, engine: Engine, *, worker: str, lease_s: float, max_batch: int = 200
+        self,
+        engine: Engine,
+        *,
+        worker: str,
+        lease_s: float,
+        rules: Sequence[Rule] = (),
+        max_batch: int = 200,
     ) -> None:
         self.engine = engine
         self.worker = worker
         self.lease_s = lease_s
+        self.rules = tuple(rules)
         self._db: Connection | None = None
         self._batcher: Batcher[_Write] = Batcher(
             self._write, name="courier-group-commit", max_batch=max_batch
         )
 
     @classmethod
-    def on(cls, url: str, *, worker: str, lease_s: float) -> GroupCommit:
-        """A group commit with a connection of its own to the database at `url`."""
+    def on(
+        cls, url: str, *, worker: str, lease_s: float, rules: Sequence[Rule] = ()
+    ) -> GroupCommit:
+        """A group commit with a connection of its own to the database at `url`; its claims
+        admit jobs by `rules` (`store.admission`)."""
         settings = WRITER_SETTINGS if not url.startswith("sqlite") else None
-        return cls(
-            make_engine(url, pool_size=1, pg_settings=settings), worker=worker, lease_s=lease_s
-        )
+        engine = make_engine(url, pool_size=1, pg_settings=settings)
+        return cls(engine, worker=worker, lease_s=lease_s, rules=rules)
 
-    def claim(self, job_id: uuid.UUID) -> Claim | None:
-        """The claim once committed, or None if the job is not claimable."""
-        return self._batcher.submit(_Write(job_id))
+    def claim(self, job_id: uuid.UUID, job_type: str | None = None) -> Claim | None:
+        """The claim once committed, or None if the job is not claimable or a rule holds it
+        back (then it is parked). `job_type`, the message's, spares rules of other types."""
+        return self._batcher.submit(_Write(job_id, job_type=job_type))
 
     def finish(self, claim: Claim, outcome: Outcome) -> str | None:
         """The job's status once committed (a cancel may beat the one asked for), or None
@@ -102,12 +115,22 @@ class GroupCommit:
 
     def _in_transaction(self, batch: list[_Write]) -> list[Any]:
         claims = [r.job_id for r in batch if r.finishing is None]
+        types = {r.job_type for r in batch if r.finishing is None}
+        # A message naming no type could be of any: every rule then sees the batch.
+        known = None if None in types else {t for t in types if t is not None}
         finishes = [r.finishing for r in batch if r.finishing is not None]
         db = self._connection()
         try:
             with db.begin():
                 claimed = (
-                    transitions.claim(db, claims, worker=self.worker, lease_s=self.lease_s)
+                    transitions.claim(
+                        db,
+                        claims,
+                        worker=self.worker,
+                        lease_s=self.lease_s,
+                        rules=self.rules,
+                        types=known,
+                    )
                     if claims
                     else {}
                 )

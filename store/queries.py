@@ -42,6 +42,7 @@ _JOB_COLUMNS = (
     J.schedule_id,
     J.scheduled_for,
     J.callback_url,
+    J.waiting_for,
 )
 _READ = select(*_JOB_COLUMNS).where(J.id == bindparam("p_id"))
 _READ_IN_TENANT = _READ.where(J.tenant == bindparam("p_tenant"))

@@ -9,6 +9,7 @@ table and to an alias of it alike.
       ▲                 │  └──finish (retryable)──▶ retrying ──claim──▶ running
       └── replay        └──reap (lease expired, or hung)──▶ retrying | dead | cancelled
     queued | retrying ──cancel, purge──▶ cancelled      queued | retrying ──bury──▶ dead
+    queued | retrying ──park (a limit or circuit holds it back)──▶ itself, due again later
 """
 
 from __future__ import annotations
@@ -232,9 +233,17 @@ def unpublished_in_state(j: ColumnCollection[str, Any], attempts: Any) -> Column
     """Mark published: only the state the message was built for.
 
     A worker may have claimed the job and scheduled a retry meanwhile, and that retry still
-    needs publishing.
+    needs publishing. Or a claim may have taken the message already and parked the job
+    (held back by a limit or a circuit: same attempts, due again later); its next message
+    is still to be published. Every message is built for a due job, so a job not due is one
+    the mark must leave alone.
     """
-    return and_(one_of(status_of(j), CLAIMABLE), j.published_at.is_(None), j.attempts == attempts)
+    return and_(
+        one_of(status_of(j), CLAIMABLE),
+        j.published_at.is_(None),
+        j.attempts == attempts,
+        or_(j.next_attempt_at.is_(None), j.next_attempt_at <= now()),
+    )
 
 
 def dead_letter_missing(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -39,11 +39,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as insert_on_conflict
 from sqlalchemy.sql.expression import ColumnClause
 
-from store import states
+from store import admission, states
 from store.models import ATTEMPT_TOTALS, ATTEMPTS, JOBS
 from store.sql import Batch, Chain, millis_since, now, now_plus, one_of
 from store.states import AttemptStatus, Status
 from store.storable import storable
+from store.types import UtcDateTime
 
 # Core tables, not ORM entities: these statements run for every message.
 J, A, T = JOBS.c, ATTEMPTS.c, ATTEMPT_TOTALS.c
@@ -168,6 +169,7 @@ _CLAIM = (
         lease_expires_at=now_plus(bindparam("lease_s")),
         started_at=func.coalesce(J.started_at, now()),
         next_attempt_at=None,
+        waiting_for=None,
     )
     .returning(
         J.id,
@@ -212,20 +214,71 @@ _SETTLE_REFUSED = (
         published_at=case((_EARLY, None), else_=J.published_at),
         status=case((_CANCEL_ASKED, Status.CANCELLED), else_=J.status),
         finished_at=case((_CANCEL_ASKED, now()), else_=J.finished_at),
+        waiting_for=case((_CANCEL_ASKED, None), else_=J.waiting_for),
     )
 )
 
 
+_PARKING = Batch(
+    "parking", column("id", Uuid), column("waiting_for", String), column("until", UtcDateTime())
+)
+# Waiting is not failing: status and attempts stay, the message is given up and the relay
+# publishes the job again when due.
+_PARK = (
+    update(JOBS)
+    .where(_PARKING.has(J.id), states.claimable_now(J))
+    .values(
+        waiting_for=_PARKING.c.waiting_for,
+        published_at=None,
+        next_attempt_at=func.coalesce(
+            _PARKING.c.until, now_plus(bindparam("park_delay_s", type_=Float))
+        ),
+    )
+)
+
+
+def park(db: Connection, parks: Mapping[uuid.UUID, admission.Park]) -> None:
+    """Hold back claimable jobs: each says what it waits for and is due again at its
+    `until` (or after the short default delay), its status and attempts unchanged."""
+    if not parks:
+        return
+    sqlite = db.dialect.name == "sqlite"
+    rows = [(i, p.key, _batch_time(p.until, sqlite=sqlite)) for i, p in parks.items()]
+    db.execute(_PARK, {"parking": rows, "park_delay_s": admission.PARK_DELAY_S})
+
+
+def _batch_time(at: datetime | None, *, sqlite: bool) -> str | None:
+    # A batch's values travel as JSON text: a time as each database reads one (SQLite
+    # compares SQLAlchemy's own format as text).
+    if at is None:
+        return None
+    at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else at.isoformat()
+
+
 def claim(
-    db: Connection, job_ids: Iterable[uuid.UUID], *, worker: str, lease_s: float
+    db: Connection,
+    job_ids: Iterable[uuid.UUID],
+    *,
+    worker: str,
+    lease_s: float,
+    rules: Sequence[admission.Rule] = (),
+    types: Collection[str] | None = None,
 ) -> dict[uuid.UUID, Claim]:
     """Move the due jobs among `job_ids` to running and open their next attempts.
 
-    A job left out is a duplicate or stale message (running elsewhere, finished,
-    cancelled, not due). One that is waiting but not due yet is handed back to the relay;
-    one waiting with a cancel request is cancelled.
+    Each of `rules` may hold back some of them first (`store.admission`): those are parked,
+    not claimed. A job left out is also a duplicate or stale message (running elsewhere,
+    finished, cancelled, not due). One that is waiting but not due yet is handed back to
+    the relay; one waiting with a cancel request is cancelled. `types`, the job types the
+    messages name, spares the rules that concern none of them.
     """
     ids = list(dict.fromkeys(job_ids))
+    parks = admission.decide(db, ids, rules, types=types)
+    park(db, parks)
+    ids = [i for i in ids if i not in parks]
+    if not ids:
+        return {}
     params = {"claiming": [(i,) for i in ids], "lease_s": lease_s, "worker": worker}
     rows = _CLAIM_AND_OPEN.run(db, params)
     claimed = {row.id for row in rows}
@@ -475,6 +528,7 @@ _BURY = (
         error=bindparam("error", type_=Text),
         finished_at=now(),
         dead_lettered_at=now(),
+        waiting_for=None,
     )
     .returning(J.id)
 )
@@ -537,6 +591,7 @@ _CANCEL = (
     .values(
         status=case((_AT_ONCE, Status.CANCELLED), else_=J.status),
         finished_at=case((_AT_ONCE, now()), else_=J.finished_at),
+        waiting_for=case((_AT_ONCE, None), else_=J.waiting_for),
         cancel_requested_at=func.coalesce(J.cancel_requested_at, now()),
     )
     .returning(J.id, J.status)
@@ -560,6 +615,7 @@ _CANCEL_WAITING_IN_QUEUE = (
     .values(
         status=Status.CANCELLED,
         finished_at=now(),
+        waiting_for=None,
         cancel_requested_at=func.coalesce(J.cancel_requested_at, now()),
     )
     .returning(J.id)
