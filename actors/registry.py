@@ -31,6 +31,9 @@ class Upstreams:
 
 Run = Callable[[RunningJob, Upstreams], dict[str, Any] | None]
 
+#: The upstreams Courier calls, by the names circuits and limits know them by.
+UPSTREAMS = ("crm", "billing")
+
 
 @dataclass(frozen=True)
 class JobType:
@@ -43,6 +46,7 @@ class JobType:
     payload_model: type[BaseModel] | None = None
     rules: Sequence[Rule] = field(default_factory=tuple)
     needs_entity: bool = False
+    upstreams: Sequence[str] = UPSTREAMS
 
     def input_problem(self, entity_id: str | None, payload: Mapping[str, Any]) -> str | None:
         """What makes this input unfit for the job type, in one line; None if nothing.
@@ -70,18 +74,20 @@ def job_type(
     payload: type[BaseModel] | None = None,
     rules: Sequence[Rule] = (),
     entity: bool = False,
+    upstreams: Sequence[str] = UPSTREAMS,
 ) -> Callable[[Run], Run]:
     """Register the decorated function as the code of job type `name`.
 
     `payload` validates the job's payload and `entity` requires an `entity_id`: the API
     refuses other input with 422, and a worker fails it with `InvalidPayload` (a skip).
-    `rules` add to or override the default classification.
+    `rules` add to or override the default classification. `upstreams` names the
+    upstreams its code calls (default: all of them): their circuits hold its jobs back.
     """
 
     def register(run: Run) -> Run:
         if name in _REGISTRY:
             raise ValueError(f"job type {name!r} is already registered")
-        _REGISTRY[name] = JobType(name, queue, run, payload, tuple(rules), entity)
+        _REGISTRY[name] = JobType(name, queue, run, payload, tuple(rules), entity, tuple(upstreams))
         return run
 
     return register
@@ -128,6 +134,11 @@ def queues_by_type(
             )
         queues[name] = queue
     return queues
+
+
+def upstreams_by_type(modules: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
+    """Job type name → the upstreams it calls, for the circuits' rule and accounting."""
+    return {name: tuple(jt.upstreams) for name, jt in job_types(modules).items()}
 
 
 def input_checks(

@@ -11,7 +11,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, TimeLimit
 from sqlalchemy import Engine
 
-from actors.registry import Upstreams, declare_all, queues_by_type
+from actors.registry import Upstreams, declare_all, queues_by_type, upstreams_by_type
 from actors.upstream import UpstreamClient
 from api import serialize
 from courier.settings import Settings
@@ -25,6 +25,7 @@ from middleware.relay import Relay
 from middleware.scheduler import Scheduler
 from middleware.tracing import Tracing
 from middleware.webhooks import Webhooks
+from store import admission, circuits
 
 #: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
 #: because a queue's max priority cannot be changed after it exists.
@@ -69,6 +70,8 @@ def worker_stack(
         max_backoff_ms=settings.max_backoff_ms,
         lease_s=settings.lease_s,
         progress_interval_s=settings.progress_interval_s,
+        upstreams_of=upstreams_by_type(settings.job_modules),
+        circuit_policy=circuit_policy(settings),
     )
     relay = Relay(
         outbox=Outbox(broker, engine), engine=engine, interval_s=settings.relay_interval_s
@@ -129,6 +132,20 @@ def worker_stack(
     return WorkerStack(
         broker, attempts, relay, reaper, heartbeat, upstreams, reconciler, webhooks, scheduler
     )
+
+
+def circuit_policy(settings: Settings) -> circuits.Policy:
+    """The upstream circuits' thresholds, as configured."""
+    return circuits.Policy(
+        failures=settings.circuit_failures,
+        cooldown_s=settings.circuit_cooldown_s,
+        probes=settings.circuit_probes,
+    )
+
+
+def circuit_rule(settings: Settings) -> admission.Rule:
+    """The admission rule of upstream circuits, for the worker's claims."""
+    return circuits.circuit_rule(upstreams_by_type(settings.job_modules), circuit_policy(settings))
 
 
 def start_in_process_worker(

@@ -76,6 +76,11 @@ class Settings:
     webhook_max_backoff_s: float = 3600.0
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 8
+    # Upstream circuits: consecutive UpstreamUnavailable attempts that open one, its first
+    # cool-down (doubled after each failed probe) and how many probe jobs test it.
+    circuit_failures: int = 5
+    circuit_cooldown_s: float = 30.0
+    circuit_probes: int = 3
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -216,6 +221,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_max_backoff_s": _positive_float,
     "webhook_timeout_s": _positive_float,
     "webhook_concurrency": _positive_int,
+    "circuit_failures": _positive_int,
+    "circuit_cooldown_s": _positive_float,
+    "circuit_probes": _positive_int,
 }
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from background.batcher import Batcher, Request
-from store import errors, job_changes, transitions
+from store import circuits, errors, job_changes, transitions
 from store.db import make_engine
 from store.transitions import Claim, Outcome
 
@@ -33,15 +33,23 @@ WRITER_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "o
 class _Write(Request):
     job_id: uuid.UUID
     finishing: tuple[Claim, Outcome] | None = None
+    calls: tuple[circuits.Call, ...] = ()
 
 
 class GroupCommit:
     """Claims and finishes of all of a process's worker threads, committed together."""
 
     def __init__(
-        self, engine: Engine, *, worker: str, lease_s: float, max_batch: int = 200
+        self,
+        engine: Engine,
+        *,
+        worker: str,
+        lease_s: float,
+        max_batch: int = 200,
+        circuit_policy: circuits.Policy | None = None,
     ) -> None:
         self.engine = engine
+        self.circuit_policy = circuit_policy
         self.worker = worker
         self.lease_s = lease_s
         self._db: Connection | None = None
@@ -50,21 +58,34 @@ class GroupCommit:
         )
 
     @classmethod
-    def on(cls, url: str, *, worker: str, lease_s: float) -> GroupCommit:
+    def on(
+        cls,
+        url: str,
+        *,
+        worker: str,
+        lease_s: float,
+        circuit_policy: circuits.Policy | None = None,
+    ) -> GroupCommit:
         """A group commit with a connection of its own to the database at `url`."""
         settings = WRITER_SETTINGS if not url.startswith("sqlite") else None
         return cls(
-            make_engine(url, pool_size=1, pg_settings=settings), worker=worker, lease_s=lease_s
+            make_engine(url, pool_size=1, pg_settings=settings),
+            worker=worker,
+            lease_s=lease_s,
+            circuit_policy=circuit_policy,
         )
 
     def claim(self, job_id: uuid.UUID) -> Claim | None:
         """The claim once committed, or None if the job is not claimable."""
         return self._batcher.submit(_Write(job_id))
 
-    def finish(self, claim: Claim, outcome: Outcome) -> str | None:
+    def finish(
+        self, claim: Claim, outcome: Outcome, calls: tuple[circuits.Call, ...] = ()
+    ) -> str | None:
         """The job's status once committed (a cancel may beat the one asked for), or None
-        if the fence held it off."""
-        return self._batcher.submit(_Write(claim.job_id, (claim, outcome)))
+        if the fence held it off. What the attempt says of the upstreams it called
+        (`calls`) counts towards their circuits, unless the fence held it off."""
+        return self._batcher.submit(_Write(claim.job_id, (claim, outcome), calls))
 
     def stop(self) -> None:
         """Let the writer end once the requests before this call are written."""
@@ -112,6 +133,9 @@ class GroupCommit:
                     else {}
                 )
                 finished = transitions.finish(db, finishes) if finishes else {}
+                calls = [c for r in batch if r.job_id in finished for c in r.calls]
+                if calls:
+                    circuits.record(db, calls, self.circuit_policy)
                 # One announcement for the whole batch: waiting API requests wake at commit.
                 job_changes.announce(db, [*claimed, *finished])
         except errors.DatabaseUnavailable:
