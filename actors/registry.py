@@ -141,6 +141,12 @@ def upstreams_by_type(modules: Sequence[str] = ()) -> dict[str, tuple[str, ...]]
     return {name: tuple(jt.upstreams) for name, jt in job_types(modules).items()}
 
 
+def known_upstreams(modules: Sequence[str] = ()) -> tuple[str, ...]:
+    """Every upstream Courier or a job type of `modules` calls, by name."""
+    declared = {name for names in upstreams_by_type(modules).values() for name in names}
+    return tuple(sorted({*UPSTREAMS, *declared}))
+
+
 def input_checks(
     modules: Sequence[str] = (),
 ) -> dict[str, Callable[[str | None, Mapping[str, Any]], str | None]]:

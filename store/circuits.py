@@ -25,7 +25,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as insert_on_conflict
+from sqlalchemy.orm import Session
 
+from store import audit
 from store.admission import Claiming, Park, Rule
 from store.models import CIRCUITS, JOBS
 from store.sql import now, now_plus, one_of
@@ -351,11 +353,12 @@ def force(db: Connection, upstream: str, state: str, *, reason: str | None) -> S
     return shown
 
 
-def gauge(db: Connection, upstreams: Iterable[str]) -> dict[tuple[str, str], int]:
-    """`courier_upstream_circuit{upstream,state}`: 1 for each upstream's current state, 0 for
-    the others."""
-    return {
-        (s.upstream, state): int(s.state == state)
-        for s in states_of(db, upstreams)
-        for state in STATES
-    }
+def force_by(
+    session: Session, upstream: str, state: str, *, actor: str, reason: str | None
+) -> State:
+    """`force` by an operator, audited (`circuit.open` or `circuit.close`) in the same
+    transaction."""
+    shown = force(session.connection(), upstream, state, reason=reason)
+    action = "circuit.open" if state == OPEN else "circuit.close"
+    audit.record(session, actor=actor, action=action, reason=reason, details={"upstream": upstream})
+    return shown

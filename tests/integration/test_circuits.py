@@ -12,8 +12,9 @@ from sqlalchemy import Engine, select, update
 from store import circuits
 from store.admission import Claiming, Park
 from store.circuits import CLOSED, HALF_OPEN, OPEN, Call, Policy
-from store.models import CIRCUITS, JOBS
+from store.models import AUDIT_LOG, CIRCUITS, JOBS
 from store.types import utcnow
+from tests.support.polling import wait_for
 from tests.support.records import insert_jobs
 
 pytestmark = pytest.mark.integration
@@ -212,17 +213,6 @@ def test_closing_a_forced_circuit_wakes_the_jobs_parked_on_it(engine):
     assert due == {parked: True, other: False}
 
 
-def test_every_known_upstream_is_listed_closed_until_it_has_a_circuit(engine):
-    record(engine, DOWN, DOWN, DOWN)
-    with engine.connect() as db:
-        shown = circuits.states_of(db, ["crm", "billing"])
-        gauge = circuits.gauge(db, ["crm", "billing"])
-
-    assert [(s.upstream, s.state) for s in shown] == [("billing", CLOSED), ("crm", OPEN)]
-    assert gauge[("crm", OPEN)] == 1 and gauge[("crm", CLOSED)] == 0
-    assert gauge[("billing", CLOSED)] == 1 and gauge[("billing", HALF_OPEN)] == 0
-
-
 def test_the_embedded_store_runs_the_same_state_machine(sqlite_engine):
     record(sqlite_engine, DOWN, DOWN, DOWN)
     cool_down_ends(sqlite_engine)
@@ -233,3 +223,126 @@ def test_the_embedded_store_runs_the_same_state_machine(sqlite_engine):
 
     assert len(parked) == 1
     assert circuit(sqlite_engine).state == CLOSED
+
+
+def test_a_worker_counts_unavailable_attempts_against_the_upstream_that_failed(stack, upstream):
+    for i in range(3):
+        upstream.script("GET", f"/crm/customers/c_{i}", {"status": 503}, repeat_last=True)
+    stack.start_worker(threads=2, circuit_failures=3)
+    job_ids = [stack.submit(type="customer_sync", entity_id=f"c_{i}") for i in range(3)]
+
+    wait_for(lambda: circuit_or_none(stack.engine) is not None, what="a crm circuit row")
+    wait_for(lambda: circuit(stack.engine).state == OPEN, what="the crm circuit opened")
+
+    assert sum(stack.job(j).attempts for j in job_ids) >= 3
+    assert circuit_or_none(stack.engine, "billing") is None  # it was never called
+
+
+def test_a_success_of_a_job_that_calls_the_upstream_resets_its_failures(stack, upstream):
+    record(stack.engine, DOWN, DOWN)
+    stack.start_worker(threads=1)
+    job_id = stack.submit(type="customer_sync", entity_id="c_ok")
+
+    wait_for(lambda: stack.job(job_id).status == "succeeded", what="the job succeeded")
+
+    assert circuit(stack.engine).failures == 0
+
+
+def circuit_or_none(engine: Engine, upstream: str = "crm"):
+    with engine.connect() as db:
+        return db.execute(select(CIRCUITS).where(CIRCUITS.c.upstream == upstream)).first()
+
+
+def upstreams(stack, headers):
+    response = stack.client.simulate_get("/v1/upstreams", headers=headers)
+    assert response.status_code == 200, response.text
+    return {u["upstream"]: u for u in response.json["upstreams"]}
+
+
+def force(stack, name, body, headers):
+    return stack.client.simulate_post(f"/v1/upstreams/{name}/circuit", json=body, headers=headers)
+
+
+def test_operators_see_every_known_upstream_with_its_circuit(stack):
+    record(stack.engine, DOWN, DOWN, DOWN)
+
+    shown = upstreams(stack, stack.token("ops", "operator"))
+
+    assert set(shown) == {"crm", "billing"}
+    assert shown["billing"] == {
+        "upstream": "billing",
+        "state": "closed",
+        "failures": 0,
+        "opened_at": None,
+        "retry_at": None,
+        "forced": False,
+        "reason": None,
+    }
+    crm = shown["crm"]
+    assert (crm["state"], crm["failures"], crm["forced"]) == ("open", 3, False)
+    assert crm["opened_at"].endswith("Z") and crm["retry_at"] > crm["opened_at"]
+
+
+def test_an_operator_forces_a_circuit_open_and_closed_audited(stack):
+    operator = stack.token("ops", "operator")
+
+    opened = force(stack, "crm", {"state": "open", "reason": "CRM maintenance"}, operator)
+    assert opened.status_code == 200, opened.text
+    assert (opened.json["state"], opened.json["forced"], opened.json["retry_at"]) == (
+        "open",
+        True,
+        None,
+    )
+    assert upstreams(stack, operator)["crm"]["reason"] == "CRM maintenance"
+
+    closed = force(stack, "crm", {"state": "closed", "reason": "back"}, operator)
+    assert closed.status_code == 200, closed.text
+    assert (closed.json["state"], closed.json["forced"]) == ("closed", False)
+    with stack.engine.connect() as db:
+        audited = db.execute(
+            select(AUDIT_LOG.c.action, AUDIT_LOG.c.reason, AUDIT_LOG.c.details).order_by(
+                AUDIT_LOG.c.at
+            )
+        ).all()
+    assert [tuple(a) for a in audited] == [
+        ("circuit.open", "CRM maintenance", {"upstream": "crm"}),
+        ("circuit.close", "back", {"upstream": "crm"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status"),
+    [
+        ("erp", {"state": "open"}, 404),
+        ("crm", {"state": "half_open"}, 422),
+        ("crm", {"state": "open", "extra": 1}, 422),
+        ("crm", {}, 422),
+    ],
+)
+def test_forcing_an_unknown_upstream_or_another_state_is_refused(stack, name, body, status):
+    response = force(stack, name, body, stack.token("ops", "operator"))
+
+    assert response.status_code == status, response.text
+    assert set(response.json) >= {"title", "description"}
+    assert circuit_or_none(stack.engine, name) is None
+
+
+def test_clients_may_neither_see_nor_force_circuits(stack):
+    client = stack.token("acme", "client")
+
+    assert stack.client.simulate_get("/v1/upstreams", headers=client).status_code == 403
+    assert force(stack, "crm", {"state": "open"}, client).status_code == 403
+    assert circuit_or_none(stack.engine) is None
+
+
+def test_metrics_report_each_upstreams_circuit_state(stack):
+    record(stack.engine, DOWN, DOWN, DOWN)
+
+    def scraped() -> str:
+        text = stack.client.simulate_get("/metrics").text
+        return text if 'courier_upstream_circuit{state="open",upstream="crm"} 1.0' in text else ""
+
+    text = wait_for(scraped, what="crm open in /metrics")
+    assert 'courier_upstream_circuit{state="closed",upstream="crm"} 0.0' in text
+    assert 'courier_upstream_circuit{state="closed",upstream="billing"} 1.0' in text
+    assert 'courier_upstream_circuit{state="half_open",upstream="billing"} 0.0' in text
