@@ -111,7 +111,7 @@ def create_app(
     routes.add("/openapi.json", docs)
     routes.add("/docs", docs, suffix="docs")
     routes.add("/docs/assets/{name}", docs, suffix="asset")
-    _add_dashboard(routes, intake, figures, max_age_s=stats_max_age_s)
+    _add_dashboard(routes, intake, figures, max_age_s=stats_max_age_s, upstreams=upstreams)
     return app
 
 
@@ -124,18 +124,34 @@ def _with_job_types(document: dict[str, Any], queues: Mapping[str, str]) -> dict
 
 
 def _add_dashboard(
-    routes: Routes, intake: Intake, figures: Recent[Figures], *, max_age_s: float
+    routes: Routes,
+    intake: Intake,
+    figures: Recent[Figures],
+    *,
+    max_age_s: float,
+    upstreams: Sequence[str],
 ) -> None:
     last_hour = overview_view.last_hour(intake.sessions, max_age_s=max_age_s)
-    dashboard = Dashboard(intake, figures, last_hour)
+    dashboard = Dashboard(intake, figures, last_hour, upstreams)
     routes.add("/ui", dashboard)
-    pages = ("login", "logout", "overview", "workers", "jobs", "dead-letters", "schedules", "audit")
+    pages = (
+        "login",
+        "logout",
+        "overview",
+        "workers",
+        "jobs",
+        "dead-letters",
+        "schedules",
+        "upstreams",
+        "audit",
+    )
     for page in pages:
         routes.add(f"/ui/{page}", dashboard, suffix=page.replace("-", "_"))
     routes.add("/ui/jobs/{job_id:uuid}", dashboard, suffix="job")
     routes.add("/ui/jobs/{job_id:uuid}/cancel", dashboard, suffix="cancel")
     routes.add("/ui/jobs/{job_id:uuid}/replay", dashboard, suffix="replay")
     routes.add("/ui/dead-letters/replay", dashboard, suffix="dead_letters_replay")
+    routes.add("/ui/upstreams/{name}/circuit", dashboard, suffix="circuit")
     routes.add("/ui/schedules/{schedule_id:uuid}", dashboard, suffix="schedule")
     for action in ("pause", "resume", "trigger"):
         routes.add(f"/ui/schedules/{{schedule_id:uuid}}/{action}", dashboard, suffix=action)

@@ -14,6 +14,7 @@ from store.admission import Claiming, Park
 from store.circuits import CLOSED, HALF_OPEN, OPEN, Call, Policy
 from store.models import AUDIT_LOG, CIRCUITS, JOBS
 from store.types import utcnow
+from tests.support.dashboard import csrf_of, page, post_form, secret, session_of
 from tests.support.polling import wait_for
 from tests.support.records import insert_jobs
 
@@ -346,3 +347,37 @@ def test_metrics_report_each_upstreams_circuit_state(stack):
     assert 'courier_upstream_circuit{state="closed",upstream="crm"} 0.0' in text
     assert 'courier_upstream_circuit{state="closed",upstream="billing"} 1.0' in text
     assert 'courier_upstream_circuit{state="half_open",upstream="billing"} 0.0' in text
+
+
+def test_the_upstreams_page_shows_each_circuit_and_forces_one_with_a_csrf_checked_form(stack):
+    operator = session_of(stack, secret(stack.token("ops", "operator")))
+    record(stack.engine, DOWN, DOWN, DOWN)
+
+    html = page(stack, "/ui/upstreams", operator).text
+    assert '<a href="/ui/upstreams">Upstreams</a>' in html
+    assert "billing" in html and "open" in html and "Close" in html
+    forged = post_form(
+        stack, "/ui/upstreams/billing/circuit", operator, state="open", reason="x", csrf="0" * 64
+    )
+    assert forged.status_code == 403 and circuit_or_none(stack.engine, "billing") is None
+
+    csrf = csrf_of(html)
+    opened = post_form(
+        stack, "/ui/upstreams/billing/circuit", operator, state="open", reason="audit", csrf=csrf
+    )
+    assert opened.status_code == 303 and opened.headers["Location"].endswith("/ui/upstreams")
+    assert (circuit(stack.engine, "billing").state, circuit(stack.engine, "billing").forced) == (
+        OPEN,
+        True,
+    )
+    closed = post_form(
+        stack, "/ui/upstreams/crm/circuit", operator, state="closed", reason="back", csrf=csrf
+    )
+    assert closed.status_code == 303 and circuit(stack.engine).state == CLOSED
+    assert "(forced)" in page(stack, "/ui/upstreams", operator).text
+
+
+def test_the_upstreams_page_needs_a_login(stack):
+    response = stack.client.simulate_get("/ui/upstreams")
+
+    assert response.status_code == 303 and response.headers["Location"].endswith("/ui/login")
