@@ -105,9 +105,15 @@ _PROBES_OVERDUE = (
     )
     .values(probes_left=bindparam("probes"), updated_at=now())
 )
-_NOT_CLOSED = select(C.upstream, C.state, C.retry_at, C.forced, now().label("now")).where(
-    C.upstream.in_(_NAMES), C.state != CLOSED
-)
+_NOT_CLOSED = select(
+    C.upstream,
+    C.state,
+    C.retry_at,
+    C.forced,
+    C.probes_left,
+    C.updated_at,
+    now().label("now"),
+).where(C.upstream.in_(_NAMES), C.state != CLOSED)
 _TAKE_PROBE = (
     update(CIRCUITS)
     .where(C.upstream == bindparam("name"), C.state == HALF_OPEN, C.probes_left > 0)
@@ -129,15 +135,33 @@ def circuit_rule(upstreams_of: Mapping[str, Sequence[str]], policy: Policy | Non
         names = sorted({name for job in jobs for name in upstreams_of.get(job.type, ())})
         if not names:
             return {}
-        turn = {"names": names, "probes": policy.probes, "cooldown_s": policy.cooldown_s}
-        db.execute(_HALF_OPEN_DUE, turn)
-        db.execute(_PROBES_OVERDUE, turn)
-        circuits = {row.upstream: row for row in db.execute(_NOT_CLOSED, {"names": names})}
+        # Closed circuits, the usual case, cost one read and no write.
+        circuits = _not_closed(db, names)
         if not circuits:
             return {}
+        if any(_turns(row, policy) for row in circuits.values()):
+            turn = {"names": names, "probes": policy.probes, "cooldown_s": policy.cooldown_s}
+            db.execute(_HALF_OPEN_DUE, turn)
+            db.execute(_PROBES_OVERDUE, turn)
+            circuits = _not_closed(db, names)
         return _hold_back(db, jobs, circuits, upstreams_of, policy)
 
     return rule
+
+
+def _not_closed(db: Connection, names: Sequence[str]) -> dict[str, Any]:
+    return {row.upstream: row for row in db.execute(_NOT_CLOSED, {"names": names})}
+
+
+def _turns(row: Any, policy: Policy) -> bool:
+    """Whether the circuit is due to turn half-open, or to hand out probes again, as far as
+    this read tells; the UPDATEs decide, so two claims never both turn it."""
+    if row.forced:
+        return False
+    if row.state == OPEN:
+        return row.retry_at is not None and row.retry_at <= row.now
+    overdue = row.updated_at <= row.now - timedelta(seconds=policy.cooldown_s)
+    return bool(row.state == HALF_OPEN and row.probes_left == 0 and overdue)
 
 
 def _hold_back(
