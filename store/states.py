@@ -232,9 +232,16 @@ def unpublished_in_state(j: ColumnCollection[str, Any], attempts: Any) -> Column
     """Mark published: only the state the message was built for.
 
     A worker may have claimed the job and scheduled a retry meanwhile, and that retry still
-    needs publishing.
+    needs publishing. Or it may have parked the job (a limit or a circuit held it back),
+    which keeps its attempts but makes it due later: that state needs publishing too, and a
+    message is only ever built for a job due now.
     """
-    return and_(one_of(status_of(j), CLAIMABLE), j.published_at.is_(None), j.attempts == attempts)
+    return and_(
+        one_of(status_of(j), CLAIMABLE),
+        j.published_at.is_(None),
+        j.attempts == attempts,
+        or_(j.next_attempt_at.is_(None), j.next_attempt_at <= now()),
+    )
 
 
 def dead_letter_missing(j: ColumnCollection[str, Any]) -> ColumnElement[bool]:
