@@ -31,8 +31,9 @@ class Upstreams:
 
 Run = Callable[[RunningJob, Upstreams], dict[str, Any] | None]
 
-#: The upstreams a job type may declare it calls (the fields of `Upstreams`).
-UPSTREAM_NAMES = ("crm", "billing")
+#: The upstreams Courier calls, by the names limits and circuits know them by (the fields of
+#: `Upstreams`).
+UPSTREAMS = ("crm", "billing")
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,11 @@ def job_type(
     `payload` validates the job's payload and `entity` requires an `entity_id`: the API
     refuses other input with 422, and a worker fails it with `InvalidPayload` (a skip).
     `rules` add to or override the default classification. `upstreams` names the upstreams
-    the code calls (of `UPSTREAM_NAMES`): their limits and circuits apply to its jobs.
+    the code calls (of `UPSTREAMS`): their limits and circuits apply to its jobs.
     """
-    unknown = [u for u in upstreams if u not in UPSTREAM_NAMES]
+    unknown = [u for u in upstreams if u not in UPSTREAMS]
     if unknown:
-        raise ValueError(f"job type {name!r}: no upstream {unknown[0]!r} ({UPSTREAM_NAMES})")
+        raise ValueError(f"job type {name!r}: no upstream {unknown[0]!r} ({UPSTREAMS})")
 
     def register(run: Run) -> Run:
         if name in _REGISTRY:
@@ -144,6 +145,12 @@ def queues_by_type(
 def upstreams_by_type(modules: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
     """Job type name → the upstreams its code calls."""
     return {name: jt.upstreams for name, jt in job_types(modules).items()}
+
+
+def known_upstreams(modules: Sequence[str] = ()) -> tuple[str, ...]:
+    """Every upstream Courier or a job type of `modules` calls, by name."""
+    declared = {name for names in upstreams_by_type(modules).values() for name in names}
+    return tuple(sorted({*UPSTREAMS, *declared}))
 
 
 def input_checks(

@@ -38,11 +38,14 @@ class UpstreamClient:
         base_url: str,
         *,
         name: str,
+        key: str | None = None,
         timeout_s: float,
         max_backoff_ms: int,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.name = name
+        #: The upstream's name in circuits and limits (`crm`), carried by its errors.
+        self.key = key or name.lower()
         self.max_backoff_ms = max_backoff_ms
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -60,7 +63,8 @@ class UpstreamClient:
             return response.json()
         except ValueError:
             raise errors.UpstreamUnavailable(
-                f"malformed response from {self.name} GET {path}: {_snippet(response)}"
+                f"malformed response from {self.name} GET {path}: {_snippet(response)}",
+                upstream=self.key,
             ) from None
 
     def put_json(self, path: str, body: Any, *, correlation_id: str, idempotency_key: str) -> int:
@@ -85,13 +89,11 @@ class UpstreamClient:
             try:
                 response = self._http.send(request)
             except httpx.TimeoutException:
-                raise errors.UpstreamUnavailable(f"timeout calling {what}") from None
+                raise self._unavailable(f"timeout calling {what}") from None
             except httpx.DecodingError:
-                raise errors.UpstreamUnavailable(f"undecodable response from {what}") from None
+                raise self._unavailable(f"undecodable response from {what}") from None
             except httpx.RequestError as e:
-                raise errors.UpstreamUnavailable(
-                    f"cannot reach {what}: {type(e).__name__}"
-                ) from None
+                raise self._unavailable(f"cannot reach {what}: {type(e).__name__}") from None
             call.answered(response.status_code)
         if response.is_success:
             return response
@@ -101,15 +103,20 @@ class UpstreamClient:
         status = response.status_code
         message = f"{what}: {_snippet(response)}" if response.content else what
         if status == 429:
-            return errors.UpstreamRateLimited(message, retry_after_ms=self._retry_after(response))
+            return errors.UpstreamRateLimited(
+                message, retry_after_ms=self._retry_after(response), upstream=self.key
+            )
         if status in (404, 410):
             return errors.UpstreamNotFound(message)
         if status in (401, 403):
             return errors.UpstreamForbidden(message)
         if status >= 500:
-            return errors.UpstreamUnavailable(message)
+            return self._unavailable(message)
         # Every other 4xx, and 1xx/3xx (redirects are not followed): the request is at fault.
         return errors.UpstreamRejected(message)
+
+    def _unavailable(self, message: str) -> errors.UpstreamUnavailable:
+        return errors.UpstreamUnavailable(message, upstream=self.key)
 
     def _retry_after(self, response: httpx.Response) -> int | None:
         value = response.headers.get("Retry-After", "").strip()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dramatiq
@@ -24,6 +24,7 @@ from api.resources.jobs import Job, Jobs
 from api.resources.queues import QueuePurge
 from api.resources.schedules import Schedule, Schedules
 from api.resources.stats import Figures, Metrics, QueueDepths, Stats, shared_figures
+from api.resources.upstreams import Upstreams
 from api.spec import Routes, openapi
 from api.ui import overview_view
 from api.ui.pages import Dashboard, Static
@@ -46,6 +47,7 @@ def create_app(
     watch: JobWatch | None = None,
     max_waiters: int | None = None,
     heartbeat_s: float = 15.0,
+    upstreams: Sequence[str] = (),
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues,
     `input_checks` to the check of their input.
@@ -54,7 +56,7 @@ def create_app(
     A job's `callback_url` must name one of `callback_hosts` (none: webhooks are refused).
     Requests that wait for jobs follow them on `watch` (by default one of the store's own,
     on which at most `max_waiters` wait at once); event streams send a heartbeat every
-    `heartbeat_s`.
+    `heartbeat_s`. `upstreams` are the upstreams whose circuits operators see (and those with one).
     """
     intake = Intake(
         queues=queues,
@@ -93,7 +95,12 @@ def create_app(
     routes.add("/v1/dead-letters", dead_letters)
     routes.add("/v1/dead-letters/replay", dead_letters, suffix="replay")
     routes.add("/v1/queues/{queue}/purge", QueuePurge(intake))
-    figures = shared_figures(sessions, queue_depths, max_age_s=stats_max_age_s, queues=queues)
+    circuits = Upstreams(sessions, upstreams)
+    routes.add("/v1/upstreams", circuits)
+    routes.add("/v1/upstreams/{name}/circuit", circuits, suffix="circuit")
+    figures = shared_figures(
+        sessions, queue_depths, max_age_s=stats_max_age_s, queues=queues, upstreams=upstreams
+    )
     routes.add("/v1/stats", Stats(figures))
     routes.add("/metrics", Metrics(figures))
     routes.add("/healthz", Health())
@@ -104,7 +111,7 @@ def create_app(
     routes.add("/openapi.json", docs)
     routes.add("/docs", docs, suffix="docs")
     routes.add("/docs/assets/{name}", docs, suffix="asset")
-    _add_dashboard(routes, intake, figures, max_age_s=stats_max_age_s)
+    _add_dashboard(routes, intake, figures, max_age_s=stats_max_age_s, upstreams=upstreams)
     return app
 
 
@@ -117,18 +124,34 @@ def _with_job_types(document: dict[str, Any], queues: Mapping[str, str]) -> dict
 
 
 def _add_dashboard(
-    routes: Routes, intake: Intake, figures: Recent[Figures], *, max_age_s: float
+    routes: Routes,
+    intake: Intake,
+    figures: Recent[Figures],
+    *,
+    max_age_s: float,
+    upstreams: Sequence[str],
 ) -> None:
     last_hour = overview_view.last_hour(intake.sessions, max_age_s=max_age_s)
-    dashboard = Dashboard(intake, figures, last_hour)
+    dashboard = Dashboard(intake, figures, last_hour, upstreams)
     routes.add("/ui", dashboard)
-    pages = ("login", "logout", "overview", "workers", "jobs", "dead-letters", "schedules", "audit")
+    pages = (
+        "login",
+        "logout",
+        "overview",
+        "workers",
+        "jobs",
+        "dead-letters",
+        "schedules",
+        "upstreams",
+        "audit",
+    )
     for page in pages:
         routes.add(f"/ui/{page}", dashboard, suffix=page.replace("-", "_"))
     routes.add("/ui/jobs/{job_id:uuid}", dashboard, suffix="job")
     routes.add("/ui/jobs/{job_id:uuid}/cancel", dashboard, suffix="cancel")
     routes.add("/ui/jobs/{job_id:uuid}/replay", dashboard, suffix="replay")
     routes.add("/ui/dead-letters/replay", dashboard, suffix="dead_letters_replay")
+    routes.add("/ui/upstreams/{name}/circuit", dashboard, suffix="circuit")
     routes.add("/ui/schedules/{schedule_id:uuid}", dashboard, suffix="schedule")
     for action in ("pause", "resume", "trigger"):
         routes.add(f"/ui/schedules/{{schedule_id:uuid}}/{action}", dashboard, suffix=action)

@@ -108,6 +108,13 @@ class PurgeRequest(Strict):
     reason: Reason | None = None
 
 
+class CircuitRequest(Strict):
+    """Force an upstream's circuit open (until closed so) or closed."""
+
+    state: Literal["open", "closed"]
+    reason: Reason | None = None
+
+
 class DeadLetterReplayRequest(Strict):
     """Replay dead jobs by id or by filter; with neither, only with `all` set."""
 
@@ -263,6 +270,24 @@ class PurgeResult(BaseModel):
 
     queue: str
     cancelled: int = Field(description="How many queued or retrying jobs were cancelled.")
+
+
+class UpstreamOut(BaseModel):
+    """One upstream's circuit."""
+
+    upstream: str
+    state: Literal["closed", "open", "half_open"]
+    failures: int = Field(description="Consecutive UpstreamUnavailable attempts counted.")
+    opened_at: datetime | None
+    retry_at: datetime | None = Field(description="When probes may go through (open).")
+    forced: bool = Field(description="Forced open by an operator: open until closed so.")
+    reason: str | None
+
+
+class UpstreamList(BaseModel):
+    """Every known upstream's circuit, by name."""
+
+    upstreams: list[UpstreamOut]
 
 
 class FieldError(BaseModel):

@@ -25,6 +25,7 @@ from middleware.relay import Relay
 from middleware.scheduler import Scheduler
 from middleware.tracing import Tracing
 from middleware.webhooks import Webhooks
+from store import circuits
 from store.admission import Rule
 from store.limits import limits_rule
 
@@ -72,6 +73,8 @@ def worker_stack(
         lease_s=settings.lease_s,
         progress_interval_s=settings.progress_interval_s,
         rules=admission_rules(settings),
+        upstreams_of=upstreams_by_type(settings.job_modules),
+        circuit_policy=circuit_policy(settings),
     )
     relay = Relay(
         outbox=Outbox(broker, engine), engine=engine, interval_s=settings.relay_interval_s
@@ -135,16 +138,26 @@ def worker_stack(
 
 
 def admission_rules(settings: Settings) -> list[Rule]:
-    """The rules every claim runs (`store.admission`): the concurrency limits.
+    """The rules every claim runs (`store.admission`): upstream circuits first, then the
+    concurrency limits (a job parked on a circuit takes no slot).
 
     A limit on a job type no module registers is a SettingsError.
     """
     upstreams_of = upstreams_by_type(settings.job_modules)
     check_limits(settings.limits, upstreams_of)
-    rules: list[Rule] = []
+    rules: list[Rule] = [circuits.circuit_rule(upstreams_of, circuit_policy(settings))]
     if settings.limits:
         rules.append(limits_rule(settings.limits, upstreams_of))
     return rules
+
+
+def circuit_policy(settings: Settings) -> circuits.Policy:
+    """The upstream circuits' thresholds, as configured."""
+    return circuits.Policy(
+        failures=settings.circuit_failures,
+        cooldown_s=settings.circuit_cooldown_s,
+        probes=settings.circuit_probes,
+    )
 
 
 def start_in_process_worker(

@@ -83,6 +83,11 @@ class Settings:
     webhook_concurrency: int = 8
     # Concurrency limits (`<type>:<entity|tenant|upstream>=<n>`, `upstream:<name>=<n>`).
     limits: tuple[Limit, ...] = DEFAULT_LIMITS
+    # Upstream circuits: consecutive UpstreamUnavailable attempts that open one, its first
+    # cool-down (doubled after each failed probe) and how many probe jobs test it.
+    circuit_failures: int = 5
+    circuit_cooldown_s: float = 30.0
+    circuit_probes: int = 3
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -202,10 +207,10 @@ def _limit(item: str) -> Limit:
             f" separated by commas, n at least 1, got {item!r}"
         )
     if left == "upstream":
-        from actors.registry import UPSTREAM_NAMES
+        from actors.registry import UPSTREAMS
 
-        if right not in UPSTREAM_NAMES:
-            known = ", ".join(UPSTREAM_NAMES)
+        if right not in UPSTREAMS:
+            known = ", ".join(UPSTREAMS)
             raise ValueError(f"{item!r}: no upstream {right!r} (upstreams: {known})")
         return Limit("upstream", n, upstream=right)
     if right not in KINDS:
@@ -269,6 +274,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_timeout_s": _positive_float,
     "webhook_concurrency": _positive_int,
     "limits": _limits,
+    "circuit_failures": _positive_int,
+    "circuit_cooldown_s": _positive_float,
+    "circuit_probes": _positive_int,
 }
 
 

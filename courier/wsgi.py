@@ -7,7 +7,7 @@ from functools import partial
 
 import falcon
 
-from actors.registry import input_checks, queues_by_type
+from actors.registry import input_checks, known_upstreams, queues_by_type
 from api.app import create_app
 from api.intake import Defaults
 from courier.broker import publishing_broker
@@ -64,4 +64,5 @@ def app_for(  # type: ignore[no-untyped-def]
         callback_hosts=settings.callback_hosts,
         watch=watch,
         max_waiters=max_waiters,
+        upstreams=known_upstreams(settings.job_modules),
     )

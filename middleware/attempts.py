@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from dramatiq import Broker, Middleware
@@ -22,9 +22,10 @@ from sqlalchemy import Engine
 
 from delivery import dead_letters
 from middleware import backoff, current_job, error_reports
+from middleware import errors as job_errors
 from middleware.classify import CANCEL, DEFAULT, SKIP, Classifier
 from middleware.group_commit import GroupCommit
-from store import errors, job_changes, transitions
+from store import circuits, errors, job_changes, transitions
 from store.admission import Rule
 from store.states import Status
 from store.transitions import Claim, Outcome
@@ -50,8 +51,11 @@ class Attempts(Middleware):
         lease_s: float,
         progress_interval_s: float,
         rules: Sequence[Rule] = (),
+        upstreams_of: Mapping[str, Sequence[str]] | None = None,
+        circuit_policy: circuits.Policy | None = None,
     ) -> None:
         self.engine = engine
+        self.upstreams_of = upstreams_of or {}
         self.min_backoff_ms = min_backoff_ms
         self.max_backoff_ms = max_backoff_ms
         self.lease_s = lease_s
@@ -62,6 +66,7 @@ class Attempts(Middleware):
             worker=WORKER_ID,
             lease_s=lease_s,
             rules=rules,
+            circuit_policy=circuit_policy,
         )
         self._lock = threading.Lock()
 
@@ -120,8 +125,9 @@ class Attempts(Middleware):
             log.warning("job %s: last progress report lost (database unavailable)", claim.job_id)
         # The heartbeat keeps renewing the lease until the outcome is written, however long
         # the database takes to come back.
+        calls = _circuit_calls(exception, self.upstreams_of.get(claim.type, ()))
         status = self._until_database_answers(
-            "finish", claim.job_id, lambda: self.group_commit.finish(claim, outcome)
+            "finish", claim.job_id, lambda: self.group_commit.finish(claim, outcome, calls)
         )
         duration_ms = int((time.monotonic() - job.began) * 1000)
         said = status or f"{outcome.job_status} but fenced (lease lost)"
@@ -259,6 +265,22 @@ class Attempts(Middleware):
             return
         with self.engine.begin() as db:
             transitions.mark_dead_lettered(db, [claim.job_id])
+
+
+def _circuit_calls(exception: Any, upstreams: Sequence[str]) -> tuple[circuits.Call, ...]:
+    """What an attempt's end says about the upstreams its job calls: a success that each
+    answered; an `UpstreamUnavailable` (or a 429 with Retry-After) that the one named
+    failed. Any other error says nothing about them."""
+    if exception is None:
+        return tuple(circuits.Call(name, ok=True) for name in upstreams)
+    name = getattr(exception, "upstream", None)
+    if name is None:
+        return ()
+    if isinstance(exception, job_errors.UpstreamUnavailable):
+        return (circuits.Call(name, ok=False),)
+    if isinstance(exception, job_errors.UpstreamRateLimited) and exception.retry_after_ms:
+        return (circuits.Call(name, ok=False, retry_after_s=exception.retry_after_ms / 1000),)
+    return ()
 
 
 def _reason(error: Exception) -> str:

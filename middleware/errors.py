@@ -20,6 +20,8 @@ class Retryable(JobError):
 
     #: Delay the upstream asked for, in milliseconds (e.g. from Retry-After), if any.
     retry_after_ms: int | None = None
+    #: The upstream that failed (`crm`), whose circuit counts the failure; None: none.
+    upstream: str | None = None
 
 
 class Permanent(JobError):
@@ -29,13 +31,24 @@ class Permanent(JobError):
 class UpstreamUnavailable(Retryable):
     """The upstream could not be reached, timed out or answered 5xx."""
 
+    def __init__(self, message: str | None = None, *, upstream: str | None = None) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+
 
 class UpstreamRateLimited(Retryable):
     """The upstream answered 429 Too Many Requests."""
 
-    def __init__(self, message: str | None = None, *, retry_after_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after_ms: int | None = None,
+        upstream: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
+        self.upstream = upstream
 
 
 class UpstreamNotFound(Permanent):

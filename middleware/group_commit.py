@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from background.batcher import Batcher, Request
-from store import errors, job_changes, transitions
+from store import circuits, errors, job_changes, transitions
 from store.admission import Rule
 from store.db import make_engine
 from store.transitions import Claim, Outcome
@@ -36,6 +36,7 @@ class _Write(Request):
     job_id: uuid.UUID
     finishing: tuple[Claim, Outcome] | None = None
     job_type: str | None = None  # what the message says, for the admission rules
+    calls: tuple[circuits.Call, ...] = ()
 
 
 class GroupCommit:
@@ -49,8 +50,10 @@ class GroupCommit:
         lease_s: float,
         rules: Sequence[Rule] = (),
         max_batch: int = 200,
+        circuit_policy: circuits.Policy | None = None,
     ) -> None:
         self.engine = engine
+        self.circuit_policy = circuit_policy
         self.worker = worker
         self.lease_s = lease_s
         self.rules = tuple(rules)
@@ -61,23 +64,37 @@ class GroupCommit:
 
     @classmethod
     def on(
-        cls, url: str, *, worker: str, lease_s: float, rules: Sequence[Rule] = ()
+        cls,
+        url: str,
+        *,
+        worker: str,
+        lease_s: float,
+        rules: Sequence[Rule] = (),
+        circuit_policy: circuits.Policy | None = None,
     ) -> GroupCommit:
         """A group commit with a connection of its own to the database at `url`; its claims
         admit jobs by `rules` (`store.admission`)."""
         settings = WRITER_SETTINGS if not url.startswith("sqlite") else None
-        engine = make_engine(url, pool_size=1, pg_settings=settings)
-        return cls(engine, worker=worker, lease_s=lease_s, rules=rules)
+        return cls(
+            make_engine(url, pool_size=1, pg_settings=settings),
+            worker=worker,
+            lease_s=lease_s,
+            rules=rules,
+            circuit_policy=circuit_policy,
+        )
 
     def claim(self, job_id: uuid.UUID, job_type: str | None = None) -> Claim | None:
         """The claim once committed, or None if the job is not claimable or a rule holds it
         back (then it is parked). `job_type`, the message's, spares rules of other types."""
         return self._batcher.submit(_Write(job_id, job_type=job_type))
 
-    def finish(self, claim: Claim, outcome: Outcome) -> str | None:
+    def finish(
+        self, claim: Claim, outcome: Outcome, calls: tuple[circuits.Call, ...] = ()
+    ) -> str | None:
         """The job's status once committed (a cancel may beat the one asked for), or None
-        if the fence held it off."""
-        return self._batcher.submit(_Write(claim.job_id, (claim, outcome)))
+        if the fence held it off. What the attempt says of the upstreams it called
+        (`calls`) counts towards their circuits, unless the fence held it off."""
+        return self._batcher.submit(_Write(claim.job_id, (claim, outcome), calls=calls))
 
     def stop(self) -> None:
         """Let the writer end once the requests before this call are written."""
@@ -135,6 +152,9 @@ class GroupCommit:
                     else {}
                 )
                 finished = transitions.finish(db, finishes) if finishes else {}
+                calls = [c for r in batch if r.job_id in finished for c in r.calls]
+                if calls:
+                    circuits.record(db, calls, self.circuit_policy)
                 # One announcement for the whole batch: waiting API requests wake at commit.
                 job_changes.announce(db, [*claimed, *finished])
         except errors.DatabaseUnavailable:

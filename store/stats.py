@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import String, and_, bindparam, case, func, literal_column, select
 from sqlalchemy.orm import Session
 
-from store import states, transitions
+from store import circuits, states, transitions
 from store.models import Attempt, AttemptTotal, Job
 from store.sql import millis_since, now
 from store.states import Status
@@ -202,3 +202,13 @@ def attempt_totals(session: Session, *, types: Iterable[str]) -> dict[tuple[str,
     for job_type, decision, count in session.execute(_TOTALS):
         totals[(job_type, decision)] = int(count)
     return totals
+
+
+def upstream_circuits(session: Session, upstreams: Iterable[str]) -> dict[tuple[str, str], int]:
+    """`courier_upstream_circuit{upstream,state}`: for every upstream in `upstreams` and every
+    one with a circuit, 1 for its current state and 0 for the others."""
+    return {
+        (shown.upstream, state): int(shown.state == state)
+        for shown in circuits.states_of(session.connection(), upstreams)
+        for state in circuits.STATES
+    }

@@ -11,8 +11,8 @@ however many at once) answers from the latest: the numbers may be that many seco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
@@ -41,6 +41,8 @@ class Figures:
     attempt_totals: dict[tuple[str, str], int]
     # Seconds each live schedule ("<tenant>/<name>") is late in starting.
     schedule_lags: dict[str, float]
+    # (upstream, state) -> 1 for each upstream's circuit's current state, 0 for the others.
+    circuits: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def shared_figures(
@@ -49,9 +51,11 @@ def shared_figures(
     *,
     max_age_s: float,
     queues: Mapping[str, str] | None = None,
+    upstreams: Sequence[str] = (),
 ) -> Recent[Figures]:
     """The process's snapshot, recomputed at most once per `max_age_s` in the background;
-    `queues` maps the job types known to their queues (each reported even when idle)."""
+    `queues` maps the job types known to their queues (each reported even when idle), and
+    each of `upstreams` has its circuit reported."""
     types = sorted(queues or {})
     queue_names = sorted(set((queues or {}).values()))
 
@@ -61,7 +65,8 @@ def shared_figures(
             ages = stats.ages(session, queues=queue_names, types=types)
             totals = stats.attempt_totals(session, types=types)
             lags = schedule_lag.lags(session)
-        return Figures(summary, histogram, queue_depths(), ages, totals, lags)
+            circuits = stats.upstream_circuits(session, upstreams)
+        return Figures(summary, histogram, queue_depths(), ages, totals, lags, circuits)
 
     # Refreshed behind the scrapes: at a million jobs one computation takes most of a second,
     # which no scrape should wait for. Unless nobody asked for a while: behind one address
@@ -157,6 +162,14 @@ class _Collector:
         for schedule, seconds in sorted(figures.schedule_lags.items()):
             lag.add_metric([schedule], seconds)
         yield lag
+        circuit = GaugeMetricFamily(
+            "courier_upstream_circuit",
+            "Each upstream's circuit: 1 for its current state, 0 for the others.",
+            labels=["upstream", "state"],
+        )
+        for (upstream, state), value in sorted(figures.circuits.items()):
+            circuit.add_metric([upstream, state], value)
+        yield circuit
 
 
 def _le(bound: float) -> str:

@@ -6,6 +6,7 @@ import io
 import json
 import mimetypes
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -26,6 +27,7 @@ from store import (
     actions,
     audit,
     bulk_replay,
+    circuits,
     errors,
     overview,
     queries,
@@ -54,8 +56,10 @@ class Dashboard:
         intake: Intake,
         figures: Recent[Figures],
         last_hour: Recent[overview_view.LastHour],
+        upstreams: Sequence[str] = (),
     ) -> None:
         self._intake = intake
+        self._upstreams = tuple(upstreams)
         self._sessions = intake.sessions
         # The stats snapshot /v1/stats and /metrics answer from: counts by status and queue
         # depths cost the overview nothing more, however often it is loaded.
@@ -239,7 +243,28 @@ class Dashboard:
             entries = [_entry(e) for e in audit.entries(session, limit=200)]
         self._render(resp, "audit.html", who=who, req=req, entries=entries)
 
+    def on_get_upstreams(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = self._operator(req)
+        with self._sessions() as session:
+            shown = circuits.states_of(session.connection(), self._upstreams)
+        self._render(resp, "upstreams.html", who=who, req=req, upstreams=shown)
+
     # -- actions ----------------------------------------------------------------------------
+
+    def on_post_circuit(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        who = self._operator(req)
+        form = _form(req)
+        login.check_csrf(req, form)
+        state = form.get("state")
+        if name not in self._upstreams:
+            raise falcon.HTTPNotFound(title="Not Found", description=f"no upstream {name!r}")
+        if state not in (circuits.OPEN, circuits.CLOSED):
+            raise falcon.HTTPBadRequest(
+                title="Bad Request", description="a circuit is forced open or closed"
+            )
+        with self._sessions.begin() as session:
+            circuits.force_by(session, name, state, actor=who.label, reason=_reason(form))
+        raise falcon.HTTPSeeOther("/ui/upstreams")
 
     def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
         who = self._operator(req)

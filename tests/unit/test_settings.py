@@ -79,3 +79,29 @@ def test_job_modules_are_a_comma_separated_list_of_dotted_names():
     s = Settings.from_env({"COURIER_JOB_MODULES": " acme.jobs, acme.more_jobs ,"})
     assert s.job_modules == ("acme.jobs", "acme.more_jobs")
     assert Settings.from_env({}).job_modules == ()
+
+
+def test_circuits_open_after_five_failures_for_thirty_seconds_and_send_three_probes():
+    s = Settings.from_env({})
+    assert (s.circuit_failures, s.circuit_cooldown_s, s.circuit_probes) == (5, 30.0, 3)
+    told = Settings.from_env(
+        {
+            "COURIER_CIRCUIT_FAILURES": "2",
+            "COURIER_CIRCUIT_COOLDOWN_S": "0.5",
+            "COURIER_CIRCUIT_PROBES": "1",
+        }
+    )
+    assert (told.circuit_failures, told.circuit_cooldown_s, told.circuit_probes) == (2, 0.5, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("COURIER_CIRCUIT_FAILURES", "0"),
+        ("COURIER_CIRCUIT_COOLDOWN_S", "-1"),
+        ("COURIER_CIRCUIT_PROBES", "many"),
+    ],
+)
+def test_a_circuit_setting_that_is_not_positive_fails_naming_it(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

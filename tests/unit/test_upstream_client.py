@@ -245,3 +245,36 @@ def test_dot_segments_cannot_climb_above_the_base_url(make_client, path):
     assert seen[0].url.raw_path.startswith(b"/crm/")
     assert b"/../" not in seen[0].url.raw_path + b"/"
     assert b"/./" not in seen[0].url.raw_path + b"/"
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        answer(503),
+        answer(200, "not json"),
+        lambda request: (_ for _ in ()).throw(httpx.ConnectError("refused", request=request)),
+        lambda request: (_ for _ in ()).throw(httpx.ReadTimeout("slow", request=request)),
+    ],
+    ids=["5xx", "malformed", "unreachable", "timeout"],
+)
+def test_an_unavailable_upstream_is_named_for_its_circuit(make_client, handler):
+    with pytest.raises(errors.UpstreamUnavailable) as caught:
+        make_client(handler).get_json("/customers/c_1", correlation_id="x")
+
+    assert caught.value.upstream == "crm"
+
+
+def test_a_rate_limit_names_its_upstream_with_the_delay_asked_for(make_client):
+    client = make_client(answer(429, headers={"Retry-After": "7"}))
+
+    with pytest.raises(errors.UpstreamRateLimited) as caught:
+        client.put_json("/customers/c_1", {}, correlation_id="x", idempotency_key="k")
+
+    assert (caught.value.upstream, caught.value.retry_after_ms) == ("crm", 7000)
+
+
+def test_other_errors_name_no_upstream(make_client):
+    with pytest.raises(errors.UpstreamNotFound) as caught:
+        make_client(answer(404)).get_json("/customers/c_1", correlation_id="x")
+
+    assert getattr(caught.value, "upstream", None) is None
