@@ -76,6 +76,11 @@ class Settings:
     webhook_max_backoff_s: float = 3600.0
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 8
+    # Fairness: how many messages one tenant may have waiting in one queue; its further jobs
+    # wait in SQL and the relay tops each tenant up in turn.
+    fair_share: int = 1000
+    # Tenant quotas: at most this many active (queued, running, retrying) jobs per tenant.
+    tenant_max_active: int = 100_000
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -216,6 +221,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_max_backoff_s": _positive_float,
     "webhook_timeout_s": _positive_float,
     "webhook_concurrency": _positive_int,
+    "fair_share": _positive_int,
+    "tenant_max_active": _positive_int,
 }
 
 

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
-from store import states
+from store import fairness, states
 from store.models import Job
+from store.sql import now, now_plus, one_of
 
 J = Job.__table__.c
 
@@ -68,7 +69,24 @@ _COLUMNS = (
 #: The columns a `JobMessage` is built from, in its fields' order.
 MESSAGE_COLUMNS = _COLUMNS
 
-_DUE = select(*_COLUMNS).where(states.due_for_publishing(J)).order_by(J.next_attempt_at)
+# A tenant's due jobs in two ranges of `ix_jobs_due_by_tenant`, so that neither reads the
+# jobs that are due only later (a tenant's far-off retries or `run_at` jobs).
+_TENANT_UNPUBLISHED = (
+    J.queue == bindparam("p_queue"),
+    J.tenant == bindparam("p_tenant"),
+    J.published_at.is_(None),
+    one_of(J.status, states.CLAIMABLE),
+)
+_DUE_TIMED = (
+    select(*_COLUMNS)
+    .where(*_TENANT_UNPUBLISHED, J.next_attempt_at <= now())
+    .order_by(J.next_attempt_at)
+)
+_DUE_AT_ONCE = select(*_COLUMNS).where(
+    *_TENANT_UNPUBLISHED,
+    J.next_attempt_at.is_(None),
+    J.created_at < now_plus(-states.API_PUBLISH_GRACE.total_seconds()),
+)
 
 
 # The rows are locked for the reading transaction alone, which ends before the broker is
@@ -80,9 +98,33 @@ def _locked(query: Any, limit: int) -> Any:
     return query.limit(limit).with_for_update(skip_locked=True)
 
 
-def read_due(db: Connection, *, limit: int) -> list[JobMessage]:
-    """A batch of due, unpublished jobs, oldest first."""
-    return [JobMessage(*row) for row in db.execute(_locked(_DUE, limit))]
+def read_due(
+    db: Connection, *, limit: int, share: int = fairness.DEFAULT_SHARE
+) -> list[JobMessage]:
+    """A batch of due, unpublished jobs, shared out between tenants.
+
+    Each queue and tenant is topped up to `share` messages in the broker, at most an equal
+    part of `limit` each, so a round serves every tenant with room before any tenant twice.
+    Within a tenant, jobs due by their time (retries, `run_at`) come first, oldest first,
+    then those due at once.
+    """
+    open_ = [b for b in fairness.backlogs(db, share=share) if b.room > 0]
+    if not open_:
+        return []
+    part = -(-limit // len(open_))
+    due: list[JobMessage] = []
+    for backlog in open_:
+        wanted = min(backlog.room, part, limit - len(due))
+        if wanted <= 0:
+            break
+        key = {"p_queue": backlog.queue, "p_tenant": backlog.tenant}
+        for statement in (_DUE_TIMED, _DUE_AT_ONCE):
+            rows = db.execute(_locked(statement, wanted), key).all()
+            due.extend(JobMessage(*row) for row in rows)
+            wanted -= len(rows)
+            if wanted == 0:
+                break
+    return due
 
 
 @dataclass(frozen=True)
