@@ -14,7 +14,7 @@ its due jobs are read oldest first from the same index.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select, text
 
@@ -79,25 +79,23 @@ def in_broker(db: Connection, queue: str, tenant: str, *, cap: int) -> int:
     return int(db.execute(_IN_BROKER_QUERY, params).scalar_one())
 
 
-@dataclass(frozen=True)
-class Backlog:
-    """A queue and tenant with unpublished jobs, and how many more it may have in the broker."""
+class Backlog(NamedTuple):
+    """A queue and tenant with unpublished jobs (due or not)."""
 
     queue: str
     tenant: str
-    room: int
 
 
-def backlogs(db: Connection, *, share: int) -> list[Backlog]:
+def backlogs(db: Connection) -> list[Backlog]:
     """Every queue and tenant with unpublished jobs, in a new random order each call.
 
     The order is shuffled so that when a round cannot serve every tenant, the same ones are
     not always the ones left for the next.
     """
-    found = []
-    for queue in db.execute(_QUEUES).scalars().all():
-        for tenant in db.execute(_TENANTS, {"queue": queue}).scalars().all():
-            room = share - in_broker(db, queue, tenant, cap=share)
-            found.append(Backlog(queue, tenant, room))
+    found = [
+        Backlog(queue, tenant)
+        for queue in db.execute(_QUEUES).scalars().all()
+        for tenant in db.execute(_TENANTS, {"queue": queue}).scalars().all()
+    ]
     random.shuffle(found)
     return found

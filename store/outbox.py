@@ -103,28 +103,43 @@ def read_due(
 ) -> list[JobMessage]:
     """A batch of due, unpublished jobs, shared out between tenants.
 
-    Each queue and tenant is topped up to `share` messages in the broker, at most an equal
-    part of `limit` each, so a round serves every tenant with room before any tenant twice.
-    Within a tenant, jobs due by their time (retries, `run_at`) come first, oldest first,
-    then those due at once.
+    Each queue and tenant is topped up to `share` messages in the broker. The batch is
+    split in equal parts between the tenants with due jobs and room; what a tenant leaves
+    of its part is split again between those that used theirs whole. Within a tenant, jobs
+    due by their time (retries, `run_at`) come first, oldest first, then those due at once.
     """
-    open_ = [b for b in fairness.backlogs(db, share=share) if b.room > 0]
-    if not open_:
-        return []
-    part = -(-limit // len(open_))
     due: list[JobMessage] = []
-    for backlog in open_:
-        wanted = min(backlog.room, part, limit - len(due))
-        if wanted <= 0:
-            break
-        key = {"p_queue": backlog.queue, "p_tenant": backlog.tenant}
-        for statement in (_DUE_TIMED, _DUE_AT_ONCE):
-            rows = db.execute(_locked(statement, wanted), key).all()
-            due.extend(JobMessage(*row) for row in rows)
-            wanted -= len(rows)
-            if wanted == 0:
+    rooms: dict[fairness.Backlog, int] = {}
+    waiting = fairness.backlogs(db)
+    while waiting and len(due) < limit:
+        part = -(-(limit - len(due)) // len(waiting))
+        still = []
+        for backlog in waiting:
+            wanted = min(part, limit - len(due), rooms.get(backlog, share))
+            if wanted <= 0:
                 break
+            rows = _due_of(db, backlog, wanted)
+            if backlog not in rooms and rows:
+                # Counted only for tenants with due jobs: the others cost two index probes.
+                rooms[backlog] = share - fairness.in_broker(db, *backlog, cap=share)
+                rows = rows[: max(rooms[backlog], 0)]
+            rooms[backlog] = rooms.get(backlog, share) - len(rows)
+            due.extend(rows)
+            if len(rows) == wanted and rooms[backlog] > 0:
+                still.append(backlog)
+        waiting = still
     return due
+
+
+def _due_of(db: Connection, backlog: fairness.Backlog, wanted: int) -> list[JobMessage]:
+    key = {"p_queue": backlog.queue, "p_tenant": backlog.tenant}
+    found: list[JobMessage] = []
+    for statement in (_DUE_TIMED, _DUE_AT_ONCE):
+        rows = db.execute(_locked(statement, wanted - len(found)), key).all()
+        found.extend(JobMessage(*row) for row in rows)
+        if len(found) == wanted:
+            break
+    return found
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,16 @@ def test_jobs_due_later_are_neither_published_nor_in_the_way_of_due_ones(db_engi
     assert sorted(queued_ids(stub)) == sorted(due)
 
 
+def test_tenants_whose_jobs_are_due_only_later_take_nothing_from_a_round(db_engine, stub):
+    later = utcnow() + timedelta(hours=1)
+    for t in range(20):
+        held_back(db_engine, 1, f"later-{t}", next_attempt_at=later)
+    held_back(db_engine, 300, "big")
+    out = Outbox(stub, db_engine)
+
+    assert relay.publish_due(db_engine, out, limit=40, share=SHARE) == 40
+
+
 def test_the_api_publishes_a_tenant_up_to_its_share_and_another_tenant_at_once(stack: Stack):
     big, small = stack.token("big"), stack.token("small")
     body = {"jobs": [{"type": "customer_sync", "entity_id": f"c{i}"} for i in range(SHARE * 2)]}
