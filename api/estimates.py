@@ -62,16 +62,16 @@ class Estimates(Generic[K]):
         if wanted <= 0:
             return 0
         now = self._clock()
+        # Counted under the lock: threads that read at once would each start from the same
+        # figure and overwrite what the others took. A count is a bounded index read, taken
+        # about once a second per key, so the wait is short.
         with self._lock:
             figure = self._figures.get(key)
-        if figure is None or self._due(figure, wanted, now):
-            # Read outside the lock: other keys need not wait for this one's count.
-            figure = _Figure((read or self._read)(key), now)
-            with self._lock:
+            if figure is None or self._due(figure, wanted, now):
+                figure = _Figure((read or self._read)(key), now)
                 if len(self._figures) >= MAX_KEYS:
                     self._forget_stale(now)
                 self._figures[key] = figure
-        with self._lock:
             taken = max(0, min(wanted, self.limit - figure.count))
             figure.count += taken
         return taken
