@@ -78,7 +78,7 @@ class Settings:
     webhook_concurrency: int = 8
     # Fairness: how many messages one tenant may have waiting in one queue; its further jobs
     # wait in SQL and the relay tops each tenant up in turn.
-    fair_share: int = 1000
+    fair_share: int = 500
     # Tenant quotas: at most this many active (queued, running, retrying) jobs per tenant.
     tenant_max_active: int = 100_000
 

@@ -24,7 +24,7 @@ from store.models import JOBS
 J = JOBS.c
 
 #: Messages a tenant may have waiting in one queue before its further jobs are held back.
-DEFAULT_SHARE = 1000
+DEFAULT_SHARE = 500
 
 _UNPUBLISHED = "published_at IS NULL AND " + states.in_sql(states.CLAIMABLE)
 
