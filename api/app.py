@@ -29,6 +29,7 @@ from api.spec import Routes, openapi
 from api.ui import overview_view
 from api.ui.pages import Dashboard, Static
 from background.recent import Recent
+from store import fairness, quotas
 from tracing import spans
 
 VERSION = "1.0.0"
@@ -48,6 +49,8 @@ def create_app(
     max_waiters: int | None = None,
     heartbeat_s: float = 15.0,
     upstreams: Sequence[str] = (),
+    fair_share: int = fairness.DEFAULT_SHARE,
+    max_active: int = quotas.DEFAULT_MAX_ACTIVE,
 ) -> falcon.App:
     """The API, wired to a store and a publishing broker; `queues` maps job types to queues,
     `input_checks` to the check of their input.
@@ -56,7 +59,9 @@ def create_app(
     A job's `callback_url` must name one of `callback_hosts` (none: webhooks are refused).
     Requests that wait for jobs follow them on `watch` (by default one of the store's own,
     on which at most `max_waiters` wait at once); event streams send a heartbeat every
-    `heartbeat_s`. `upstreams` are the upstreams whose circuits operators see (and those with one).
+    `heartbeat_s`. `upstreams` are the upstreams whose circuits operators see (and those with
+    one). A tenant has at most about `fair_share` messages waiting in a queue (the relay sends
+    the rest as the queue drains) and `max_active` active jobs.
     """
     intake = Intake(
         queues=queues,
@@ -65,6 +70,8 @@ def create_app(
         sessions=sessions,
         input_checks=input_checks,
         callback_hosts=callback_hosts,
+        fair_share=fair_share,
+        max_active=max_active,
     )
     # Naming the request and response types lets the middleware list be checked against them.
     middleware: list[Any] = [NoStore(), RequestId(), Authenticate(sessions.kw["bind"])]

@@ -1,9 +1,17 @@
-"""Turning a validated job request into a stored job, and publishing what was stored."""
+"""Turning a validated job request into a stored job, and publishing what was stored.
+
+Two per-tenant bounds apply on the way: the tenant's quota of active jobs (a submission
+over it answers 429), and its share of each queue in the broker (jobs beyond the share stay
+in the outbox, and the relay publishes them as the broker drains, tenant by tenant).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,10 +20,11 @@ import falcon
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Problem
+from api.estimates import Estimates
 from api.schemas import JobRequest
 from delivery import replays
 from delivery.outbox import Outbox
-from store import models
+from store import fairness, models, quotas, schedules
 from store.outbox import JobMessage
 from store.submissions import NewJob
 from tracing import context, spans
@@ -28,6 +37,9 @@ class Defaults:
     max_attempts: int
     timeout_s: int
 
+
+#: What a client over its quota is told to wait before it submits again, in seconds.
+QUOTA_RETRY_AFTER_S = 5
 
 #: A job type's check of its input (entity id, payload): what is wrong, or None.
 InputCheck = Callable[[str | None, Mapping[str, Any]], str | None]
@@ -46,6 +58,8 @@ class Intake:
         sessions: sessionmaker[Session],
         input_checks: Mapping[str, InputCheck] | None = None,
         callback_hosts: frozenset[str] = frozenset(),
+        fair_share: int = fairness.DEFAULT_SHARE,
+        max_active: int = quotas.DEFAULT_MAX_ACTIVE,
     ) -> None:
         self.queues = dict(queues)
         self.callback_hosts = callback_hosts
@@ -54,6 +68,87 @@ class Intake:
         self.broker = broker
         self.sessions = sessions
         self.outbox = Outbox(broker, sessions.kw["bind"], group=True, marks_in_background=True)
+        self.engine = sessions.kw["bind"]
+        # A tenant's messages in a queue: read at least every second, and again (at most ten
+        # times a second) while the tenant is at its share.
+        self.shares: Estimates[tuple[str, str]] = Estimates(
+            self._in_broker, limit=fair_share, refresh_s=1.0, recheck_s=0.1
+        )
+        # A tenant's active jobs: read every 5 s, and within the last tenth of the quota
+        # again when the figure is a quarter of a second old.
+        self.quota: Estimates[str] = Estimates(
+            self._active,
+            limit=max_active,
+            refresh_s=5.0,
+            recheck_s=0.25,
+            near=max(1, max_active // 10),
+        )
+
+    def _in_broker(self, key: tuple[str, str]) -> int:
+        with self.engine.connect() as db:
+            return fairness.in_broker(db, *key, cap=self.shares.limit)
+
+    def _active(self, tenant: str, db: Session | None = None) -> int:
+        if db is not None:
+            return quotas.active_jobs(db, tenant, up_to=self.quota.limit)
+        with self.engine.connect() as conn:
+            return quotas.active_jobs(conn, tenant, up_to=self.quota.limit)
+
+    def admit(self, tenant: str, wanted: int = 1, *, db: Session | None = None) -> int:
+        """How many of `wanted` new jobs the tenant's quota admits (counted in as accepted),
+        counted in `db`'s transaction if one is given.
+
+        Give back with `refund` what was admitted but not stored.
+        """
+        read = None if db is None else partial(self._active, db=db)
+        return self.quota.take(tenant, wanted, read=read)
+
+    def refund(self, tenant: str, count: int) -> None:
+        """Count out admitted jobs that were not stored after all (refused, or repeats)."""
+        if count:
+            self.quota.give_back(tenant, count)
+
+    @contextmanager
+    def one_more(self, tenant: str, session: Session) -> Iterator[None]:
+        """Admit one new job of the tenant under its quota (429 if over) for the block that
+        creates it in `session`; counted out again if the block raises."""
+        if self.admit(tenant, db=session) == 0:
+            raise self.over_quota(tenant)
+        try:
+            yield
+        except BaseException:
+            self.refund(tenant, 1)
+            raise
+
+    def trigger(
+        self,
+        session: Session,
+        schedule: models.Schedule,
+        *,
+        queue: str,
+        actor: str,
+        reason: str | None,
+    ) -> models.Job:
+        """Create a schedule's job now, outside its cadence; its tenant's quota applies."""
+        with self.one_more(schedule.tenant, session):
+            return schedules.trigger(
+                session,
+                schedule,
+                queue=queue,
+                timeout_s=self.defaults.timeout_s,
+                actor=actor,
+                reason=reason,
+            )
+
+    def over_quota(self, tenant: str) -> Problem:
+        """The 429 for a job the tenant's quota does not admit."""
+        return Problem(
+            falcon.HTTP_429,
+            "Too Many Requests",
+            f"tenant {tenant!r} has {self.quota.limit} active jobs, its quota; "
+            "submit again when some have finished",
+            headers={"Retry-After": str(QUOTA_RETRY_AFTER_S)},
+        )
 
     def new_job(
         self,
@@ -116,8 +211,25 @@ class Intake:
             )
 
     def publish(self, jobs: list[models.Job]) -> None:
-        """Publish committed jobs that are due now; the relay takes the rest (and any failure)."""
-        self.outbox.publish([JobMessage.of(j) for j in jobs if j.next_attempt_at is None])
+        """Publish committed jobs that are due now, each tenant up to its share of the queue
+        in the broker; the relay takes the rest (and any failure).
+
+        When only some of a tenant's jobs fit, the highest priorities go first.
+        """
+        groups: dict[tuple[str, str], list[models.Job]] = defaultdict(list)
+        for job in jobs:
+            if job.next_attempt_at is None:
+                groups[job.queue, job.tenant].append(job)
+        sending: list[JobMessage] = []
+        taken: dict[tuple[str, str], int] = {}
+        for key, group in groups.items():
+            taken[key] = room = self.shares.take(key, len(group))
+            if room < len(group):
+                group = sorted(group, key=lambda j: -j.priority)[:room]
+            sending.extend(JobMessage.of(j) for j in group)
+        if sending and self.outbox.publish(sending) == 0:
+            for key, count in taken.items():
+                self.shares.give_back(key, count)
 
     def forget_dead_letters(self, jobs: list[models.Job]) -> None:
         """Remove replayed jobs' copies from their dead-letter queues (best effort)."""

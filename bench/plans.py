@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 
-from store import outbox, overview, stats, transitions, webhooks
+from store import fairness, outbox, overview, quotas, stats, transitions, webhooks
 
 #: What runs on a timer in every worker (relay, reaper), on every scrape (stats, metrics) or
 #: on every load of the dashboard's overview and workers pages, and a purge, which must not
@@ -23,6 +23,11 @@ from store import outbox, overview, stats, transitions, webhooks
 QUERIES: dict[str, Callable[[Connection], Any]] = {
     "relay: due jobs": lambda db: outbox.read_due(db, limit=100),
     "relay: dead letters to copy": lambda db: outbox.read_missing_dead_letters(db, limit=100),
+    # What the API counts now and then per tenant: its messages in a queue, its active jobs.
+    "fairness: a tenant's messages in the broker": lambda db: fairness.in_broker(
+        db, "sync", "t", cap=1000
+    ),
+    "quotas: a tenant's active jobs": lambda db: quotas.active_jobs(db, "t", up_to=100_000),
     "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100, stuck_grace_s=60),
     "webhooks: ended jobs owed one": lambda db: webhooks.queue_ended(db, body=dict, limit=200),
     "webhooks: due deliveries": lambda db: webhooks.claim_due(db, limit=8, lease_s=60),

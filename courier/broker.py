@@ -77,7 +77,10 @@ def worker_stack(
         circuit_policy=circuit_policy(settings),
     )
     relay = Relay(
-        outbox=Outbox(broker, engine), engine=engine, interval_s=settings.relay_interval_s
+        outbox=Outbox(broker, engine),
+        engine=engine,
+        interval_s=settings.relay_interval_s,
+        share=settings.fair_share,
     )
     reaper = Reaper(
         engine=engine,
@@ -109,6 +112,7 @@ def worker_stack(
         queues=queues,
         timeout_s=settings.job_timeout_s,
         interval_s=settings.scheduler_interval_s,
+        max_active=settings.tenant_max_active,
     )
     # Dramatiq's Retries is left out on purpose: Attempts owns the retry policy. Attempts
     # comes before TimeLimit, so an attempt's clock starts after the claim and stops before

@@ -88,6 +88,11 @@ class Settings:
     circuit_failures: int = 5
     circuit_cooldown_s: float = 30.0
     circuit_probes: int = 3
+    # Fairness: how many messages one tenant may have waiting in one queue; its further jobs
+    # wait in SQL and the relay tops each tenant up in turn.
+    fair_share: int = 500
+    # Tenant quotas: at most this many active (queued, running, retrying) jobs per tenant.
+    tenant_max_active: int = 100_000
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -277,6 +282,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "circuit_failures": _positive_int,
     "circuit_cooldown_s": _positive_float,
     "circuit_probes": _positive_int,
+    "fair_share": _positive_int,
+    "tenant_max_active": _positive_int,
 }
 
 

@@ -62,6 +62,8 @@ def app_for(  # type: ignore[no-untyped-def]
         ),
         stats_max_age_s=settings.stats_max_age_s,
         callback_hosts=settings.callback_hosts,
+        fair_share=settings.fair_share,
+        max_active=settings.tenant_max_active,
         watch=watch,
         max_waiters=max_waiters,
         upstreams=known_upstreams(settings.job_modules),

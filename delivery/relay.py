@@ -14,18 +14,21 @@ from sqlalchemy import Engine
 
 from delivery import dead_letters
 from delivery.outbox import Outbox, message_for
-from store import outbox, transitions, turns
+from store import fairness, outbox, transitions, turns
 
 log = logging.getLogger(__name__)
 
 
-def publish_due(engine: Engine, out: Outbox, *, limit: int) -> int:
-    """Publish one batch of due jobs; returns how many were published."""
+def publish_due(
+    engine: Engine, out: Outbox, *, limit: int, share: int = fairness.DEFAULT_SHARE
+) -> int:
+    """Publish one batch of due jobs, each tenant up to its `share` of a queue in the broker;
+    returns how many were published."""
     with turns.turn(engine, "relay") as db:
         if db is None:
             return 0
         with db.begin():
-            due = outbox.read_due(db, limit=limit)
+            due = outbox.read_due(db, limit=limit, share=share)
         published = out.publish(due)
     if published:
         log.info("relay published %d jobs", published)

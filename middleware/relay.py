@@ -11,19 +11,27 @@ from sqlalchemy import Engine
 from delivery import relay
 from delivery.outbox import Outbox
 from middleware.periodic import Periodic
+from store import fairness
 
 
 class Relay(Periodic):
     """Publishes what SQL says is due and not yet in the broker."""
 
     def __init__(
-        self, *, outbox: Outbox, engine: Engine, interval_s: float, batch: int = 500
+        self,
+        *,
+        outbox: Outbox,
+        engine: Engine,
+        interval_s: float,
+        batch: int = 500,
+        share: int = fairness.DEFAULT_SHARE,
     ) -> None:
         super().__init__()
         self.outbox = outbox
         self.engine = engine
         self.interval_s = interval_s
         self.batch = batch
+        self.share = share
 
     def tick(self) -> None:
         while self.publish_due() == self.batch:
@@ -32,4 +40,4 @@ class Relay(Periodic):
 
     def publish_due(self) -> int:
         """Publish one batch of due jobs; returns how many were published."""
-        return relay.publish_due(self.engine, self.outbox, limit=self.batch)
+        return relay.publish_due(self.engine, self.outbox, limit=self.batch, share=self.share)

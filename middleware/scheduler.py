@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from sqlalchemy import Engine
 
 from middleware.periodic import Periodic
-from store import occurrences
+from store import occurrences, quotas
 from store.db import make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class Scheduler(Periodic):
         timeout_s: int,
         interval_s: float,
         batch: int = 100,
+        max_active: int = quotas.DEFAULT_MAX_ACTIVE,
     ) -> None:
         super().__init__()
         self.sessions = make_sessionmaker(engine)
@@ -37,6 +38,7 @@ class Scheduler(Periodic):
         self.timeout_s = timeout_s
         self.interval_s = interval_s
         self.batch = batch
+        self.max_active = max_active
 
     def tick(self) -> None:
         while self.fire_due() == self.batch:
@@ -46,7 +48,11 @@ class Scheduler(Periodic):
         """Handle one batch of due schedules; returns how many were due."""
         with self.sessions.begin() as session:
             fired, due = occurrences.fire_due(
-                session, queues=self.queues, timeout_s=self.timeout_s, limit=self.batch
+                session,
+                queues=self.queues,
+                timeout_s=self.timeout_s,
+                limit=self.batch,
+                max_active=self.max_active,
             )
         for f in fired:
             log.info(

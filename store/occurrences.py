@@ -25,7 +25,7 @@ from sqlalchemy import CursorResult, Select, false, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from store import audit, errors, schedules, states
+from store import audit, errors, quotas, schedules, states
 from store.cadence import EPOCH, Cadence
 from store.models import SCHEDULES, Job, Schedule
 from store.sql import now, now_plus
@@ -75,13 +75,19 @@ def due_schedules(limit: int) -> Select[Schedule]:
 
 
 def fire_due(
-    session: Session, *, queues: Mapping[str, str], timeout_s: int, limit: int = 100
+    session: Session,
+    *,
+    queues: Mapping[str, str],
+    timeout_s: int,
+    limit: int = 100,
+    max_active: int = quotas.DEFAULT_MAX_ACTIVE,
 ) -> tuple[list[Fired], int]:
     """Handle one batch of due schedules in the caller's transaction; returns the jobs
     created and how many schedules were due (a full batch means more may be waiting).
 
     A schedule whose job type is not in `queues` (job type → queue) is paused with the
-    reason. Any other error of one schedule is logged, its savepoint rolled back and the
+    reason. An occurrence that would take its tenant over `max_active` active jobs is
+    recorded skipped. Any other error of one schedule is logged, its savepoint rolled back and the
     schedule tried again RETRY_AFTER_S later; the others go on.
     """
     fired: list[Fired] = []
@@ -91,7 +97,7 @@ def fire_due(
         schedule_id = schedule.id  # the object is expired if its savepoint is rolled back
         try:
             with session.begin_nested():
-                fired += _handle(session, schedule, db_now, queues, timeout_s)
+                fired += _handle(session, schedule, db_now, queues, timeout_s, max_active)
         except errors.DatabaseUnavailable:
             raise
         except schedules.OccurrenceTaken:
@@ -121,6 +127,7 @@ def _handle(
     db_now: datetime,
     queues: Mapping[str, str],
     timeout_s: int,
+    max_active: int,
 ) -> list[Fired]:
     queue = queues.get(schedule.type)
     if queue is None:
@@ -136,7 +143,7 @@ def _handle(
     # The schedule's row is written once, at the end (its changes are not flushed before).
     with session.no_autoflush:
         for occurrence in plan.run:
-            if active:
+            if active or quotas.over_quota(session, schedule.tenant, max_active=max_active):
                 schedules.record_skipped(session, schedule, scheduled_for=occurrence)
                 skipped += 1
                 continue

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
-from store import states
+from store import fairness, states
 from store.models import Job
+from store.sql import now, now_plus, one_of
 
 J = Job.__table__.c
 
@@ -68,7 +69,24 @@ _COLUMNS = (
 #: The columns a `JobMessage` is built from, in its fields' order.
 MESSAGE_COLUMNS = _COLUMNS
 
-_DUE = select(*_COLUMNS).where(states.due_for_publishing(J)).order_by(J.next_attempt_at)
+# A tenant's due jobs in two ranges of `ix_jobs_due_by_tenant`, so that neither reads the
+# jobs that are due only later (a tenant's far-off retries or `run_at` jobs).
+_TENANT_UNPUBLISHED = (
+    J.queue == bindparam("p_queue"),
+    J.tenant == bindparam("p_tenant"),
+    J.published_at.is_(None),
+    one_of(J.status, states.CLAIMABLE),
+)
+_DUE_TIMED = (
+    select(*_COLUMNS)
+    .where(*_TENANT_UNPUBLISHED, J.next_attempt_at <= now())
+    .order_by(J.next_attempt_at)
+)
+_DUE_AT_ONCE = select(*_COLUMNS).where(
+    *_TENANT_UNPUBLISHED,
+    J.next_attempt_at.is_(None),
+    J.created_at < now_plus(-states.API_PUBLISH_GRACE.total_seconds()),
+)
 
 
 # The rows are locked for the reading transaction alone, which ends before the broker is
@@ -80,9 +98,48 @@ def _locked(query: Any, limit: int) -> Any:
     return query.limit(limit).with_for_update(skip_locked=True)
 
 
-def read_due(db: Connection, *, limit: int) -> list[JobMessage]:
-    """A batch of due, unpublished jobs, oldest first."""
-    return [JobMessage(*row) for row in db.execute(_locked(_DUE, limit))]
+def read_due(
+    db: Connection, *, limit: int, share: int = fairness.DEFAULT_SHARE
+) -> list[JobMessage]:
+    """A batch of due, unpublished jobs, shared out between tenants.
+
+    Each queue and tenant is topped up to `share` messages in the broker. The batch is
+    split in equal parts between the tenants with due jobs and room; what a tenant leaves
+    of its part is split again between those that used theirs whole. Within a tenant, jobs
+    due by their time (retries, `run_at`) come first, oldest first, then those due at once.
+    """
+    due: list[JobMessage] = []
+    rooms: dict[fairness.Backlog, int] = {}
+    waiting = fairness.backlogs(db)
+    while waiting and len(due) < limit:
+        part = -(-(limit - len(due)) // len(waiting))
+        still = []
+        for backlog in waiting:
+            wanted = min(part, limit - len(due), rooms.get(backlog, share))
+            if wanted <= 0:
+                break
+            rows = _due_of(db, backlog, wanted)
+            if backlog not in rooms and rows:
+                # Counted only for tenants with due jobs: the others cost two index probes.
+                rooms[backlog] = share - fairness.in_broker(db, *backlog, cap=share)
+                rows = rows[: max(rooms[backlog], 0)]
+            rooms[backlog] = rooms.get(backlog, share) - len(rows)
+            due.extend(rows)
+            if len(rows) == wanted and rooms[backlog] > 0:
+                still.append(backlog)
+        waiting = still
+    return due
+
+
+def _due_of(db: Connection, backlog: fairness.Backlog, wanted: int) -> list[JobMessage]:
+    key = {"p_queue": backlog.queue, "p_tenant": backlog.tenant}
+    found: list[JobMessage] = []
+    for statement in (_DUE_TIMED, _DUE_AT_ONCE):
+        rows = db.execute(_locked(statement, wanted - len(found)), key).all()
+        found.extend(JobMessage(*row) for row in rows)
+        if len(found) == wanted:
+            break
+    return found
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,14 @@ def _values(new: NewJob) -> dict[str, Any]:
     }
 
 
+def repeat_of(db: Session | Connection, new: NewJob) -> Job | None:
+    """The job an earlier request with the same Idempotency-Key created, if any.
+
+    Raises IdempotencyConflict when that request had another body.
+    """
+    return None if new.idempotency_key is None else _by_idempotency_key(db, new)
+
+
 def _by_idempotency_key(db: Session | Connection, new: NewJob) -> Job | None:
     row = db.execute(
         _BY_IDEMPOTENCY_KEY, {"p_tenant": new.tenant, "p_key": new.idempotency_key}

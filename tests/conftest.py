@@ -131,3 +131,9 @@ def sqlite_engine(tmp_path) -> Iterator[Engine]:
     migrate.upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_engine(request: pytest.FixtureRequest) -> Engine:
+    """The store on each engine in turn: PostgreSQL, then the embedded mode's SQLite."""
+    return request.getfixturevalue("engine" if request.param == "postgresql" else "sqlite_engine")

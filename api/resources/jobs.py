@@ -102,8 +102,22 @@ class Jobs:
         # One statement on the request's connection (no transaction of its own): the
         # idempotency lookup and the conflict explanations are single reads around it.
         db = auth.connection(req)
-        with db.begin():
-            job, created = submissions.create_job(db, new)
+        if self._intake.admit(who.tenant) == 0:
+            # A repeat of an accepted request is answered with its job, quota or not.
+            with db.begin():
+                repeat = submissions.repeat_of(db, new)
+            if repeat is None:
+                raise self._intake.over_quota(who.tenant)
+            job, created = repeat, False
+        else:
+            try:
+                with db.begin():
+                    job, created = submissions.create_job(db, new)
+            except Exception:
+                self._intake.refund(who.tenant, 1)
+                raise
+            if not created:
+                self._intake.refund(who.tenant, 1)
         if created:
             self._intake.publish([job])
         resp.status = falcon.HTTP_202 if created else falcon.HTTP_200
@@ -112,7 +126,10 @@ class Jobs:
 
     @operation(request=BatchRequest, responses={207: BatchResult, **WITH_BODY})
     def on_post_batch(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Submit up to 1000 jobs; the accepted ones are stored in one transaction."""
+        """Submit up to 1000 jobs; the accepted ones are stored in one transaction.
+
+        Items beyond the tenant's quota answer 429; those before them are accepted in order.
+        """
         who = auth.principal(req)
         batch: BatchRequest = req.context.body
         items: list[dict[str, Any] | None] = []  # None: submitted, outcome below
@@ -134,8 +151,20 @@ class Jobs:
                 items.append(_item(as_problem(e)))
             except Problem as p:
                 items.append(_item(p))
-        with self._intake.sessions.begin() as session:
-            outcomes = iter(submissions.create_jobs(session, news))
+        admitted = self._intake.admit(who.tenant, len(news))
+        if admitted < len(news):
+            over = self._intake.over_quota(who.tenant)
+            items = _over_quota(items, admitted, over)
+            news = news[:admitted]
+            resp.set_headers(over.headers or {})
+        try:
+            with self._intake.sessions.begin() as session:
+                stored = submissions.create_jobs(session, news)
+        except Exception:
+            self._intake.refund(who.tenant, admitted)
+            raise
+        self._intake.refund(who.tenant, sum(1 for s in stored if not isinstance(s, models.Job)))
+        outcomes = iter(stored)
         accepted: list[models.Job] = []
         answers: list[dict[str, Any] | models.Job] = []  # a refusal, or an accepted job
         for item in items:
@@ -294,15 +323,17 @@ class Job:
                 raise Problem(falcon.HTTP_403, "Forbidden", "dead jobs are replayed by operators")
             if request.payload is not None:
                 self._intake.check_input(old.type, old.entity_id, request.payload)
-            new = actions.replay(
-                session,
-                old,
-                actor=who.label,
-                payload=request.payload,
-                reason=request.reason,
-                queues=self._intake.queues,
-                new_trace=replays.new_trace,
-            )
+            # The replay is a new active job of the old one's tenant: its quota applies.
+            with self._intake.one_more(old.tenant, session):
+                new = actions.replay(
+                    session,
+                    old,
+                    actor=who.label,
+                    payload=request.payload,
+                    reason=request.reason,
+                    queues=self._intake.queues,
+                    new_trace=replays.new_trace,
+                )
         self._intake.publish([new])
         if old.status == states.Status.DEAD:
             self._intake.forget_dead_letters([old])
@@ -340,6 +371,21 @@ def send_page(
 
 def _item(problem: Problem) -> dict:
     return {"status": int(problem.status_code), **problem.to_dict()}
+
+
+def _over_quota(
+    items: list[dict[str, Any] | None], admitted: int, problem: Problem
+) -> list[dict[str, Any] | None]:
+    """The batch's items with each valid job after the first `admitted` refused by `problem`."""
+    refusal = _item(problem)
+    out: list[dict[str, Any] | None] = []
+    for item in items:
+        if item is None and admitted == 0:
+            item = dict(refusal)
+        elif item is None:
+            admitted -= 1
+        out.append(item)
+    return out
 
 
 def _awaited(

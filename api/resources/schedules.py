@@ -131,13 +131,8 @@ class Schedule:
             schedule = _get(session, req, schedule_id, lock=True)
             with unprocessable():
                 queue = self._job_types.queue_of(schedule.type)
-            job = schedules.trigger(
-                session,
-                schedule,
-                queue=queue,
-                timeout_s=self._intake.defaults.timeout_s,
-                actor=who.label,
-                reason=request.reason,
+            job = self._intake.trigger(
+                session, schedule, queue=queue, actor=who.label, reason=request.reason
             )
         self._intake.publish([job])
         resp.status = falcon.HTTP_202

@@ -282,16 +282,17 @@ class Dashboard:
         payload = _payload(form)
         with self._sessions.begin() as session:
             old = queries.get_job(session, job_id, tenant=None)
-            new = actions.replay(
-                session,
-                old,
-                actor=who.label,
-                payload=payload,
-                reason=_reason(form),
-                via="ui",
-                queues=self._intake.queues,
-                new_trace=replays.new_trace,
-            )
+            with self._intake.one_more(old.tenant, session):
+                new = actions.replay(
+                    session,
+                    old,
+                    actor=who.label,
+                    payload=payload,
+                    reason=_reason(form),
+                    via="ui",
+                    queues=self._intake.queues,
+                    new_trace=replays.new_trace,
+                )
         self._intake.publish([new])
         if old.status == states.Status.DEAD:
             self._intake.forget_dead_letters([old])
@@ -340,13 +341,8 @@ class Dashboard:
                 queue = self._intake.queues.get(schedule.type)
                 if queue is None:
                     raise _UnknownType(f"no worker knows the job type {schedule.type!r}")
-                job = schedules.trigger(
-                    session,
-                    schedule,
-                    queue=queue,
-                    timeout_s=self._intake.defaults.timeout_s,
-                    actor=who.label,
-                    reason=_reason(form),
+                job = self._intake.trigger(
+                    session, schedule, queue=queue, actor=who.label, reason=_reason(form)
                 )
         except (_UnknownType, errors.DuplicateActiveJob) as e:
             # Rolled back; the schedule's page again, saying why.

@@ -3,11 +3,14 @@ their cost does not grow with history."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import psycopg
 import pytest
 
 from bench import plans, seed
 from store import transitions
+from store.types import utcnow
 from tests.support.records import insert_jobs
 
 pytestmark = pytest.mark.integration
@@ -22,6 +25,8 @@ FINISHED_JOBS = 200_000
 BOUNDED = (
     "relay: due jobs",
     "relay: dead letters to copy",
+    "fairness: a tenant's messages in the broker",
+    "quotas: a tenant's active jobs",
     "reaper: expired leases",
     "webhooks: ended jobs owed one",
     "webhooks: due deliveries",
@@ -42,8 +47,10 @@ def test_background_purge_webhook_and_metrics_queries_scan_no_history(database_u
         seed.finished_jobs(conn, first=1, count=FINISHED_JOBS, tenants=8)
         seed.one_attempt_each(conn)
         seed.dead_jobs(conn, count=1000, tenant="dead")
-    # Work in flight beside the history: a backlog, and attempts running.
+    # Work in flight beside the history: a backlog (some of it held back in the outbox),
+    # and attempts running.
     insert_jobs(engine, 50)
+    insert_jobs(engine, 30, at=utcnow() - timedelta(seconds=10), published_at=None)
     with engine.begin() as db:
         transitions.claim(db, insert_jobs(engine, 20), worker="test:1", lease_s=30)
     explained = plans.plans(engine)

@@ -26,11 +26,6 @@ JOBS = Job.__table__
 SETTLE_S = 30
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_engine(request: pytest.FixtureRequest) -> Engine:
-    return request.getfixturevalue("engine" if request.param == "postgresql" else "sqlite_engine")
-
-
 @pytest.fixture
 def stub() -> StubBroker:
     broker = StubBroker(middleware=[])
