@@ -381,3 +381,21 @@ def test_the_upstreams_page_needs_a_login(stack):
     response = stack.client.simulate_get("/ui/upstreams")
 
     assert response.status_code == 303 and response.headers["Location"].endswith("/ui/login")
+
+
+def test_a_job_waiting_on_an_open_circuit_can_be_cancelled(stack, upstream):
+    opened = force(
+        stack, "crm", {"state": "open", "reason": "maintenance"}, stack.token("ops", "operator")
+    )
+    assert opened.status_code == 200, opened.text
+    stack.start_worker(threads=1)
+    job_id = stack.submit(type="customer_sync", entity_id="c_parked")
+    wait_for(lambda: stack.job(job_id).waiting_for == "upstream:crm", what="the job parked")
+
+    cancelled = stack.client.simulate_post(f"/v1/jobs/{job_id}/cancel", headers=stack.headers)
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json["status"] == "cancelled"
+    job = stack.job(job_id)
+    assert (job.status, job.attempts, job.waiting_for) == ("cancelled", 0, None)
+    assert upstream.calls("/crm/customers/c_parked") == []
