@@ -99,8 +99,8 @@ def test_a_finish_tried_again_after_its_commit_answer_was_lost_reports_once(
     group_commit = worker.attempts.group_commit
     write, lost = group_commit.finish, []
 
-    def commit_then_lose_the_answer(claim, outcome):
-        status = write(claim, outcome)
+    def commit_then_lose_the_answer(claim, outcome, *calls):
+        status = write(claim, outcome, *calls)
         if outcome.job_status == Status.DEAD and not lost:
             lost.append(status)
             raise errors.DatabaseUnavailable("database unavailable: connection lost at commit")
