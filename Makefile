@@ -1,6 +1,7 @@
 # The README's two commands: `make dev` runs Courier embedded, `make test` runs the suite.
 #   make dev                          SQLite + in-process broker, API and workers in one process
 #   make test [PYTEST_ARGS='-k dead']  the full suite against real PostgreSQL and RabbitMQ
+#   make test-cluster [PYTEST_ARGS=…]  the cluster tests: RabbitMQ, PostgreSQL and worker hosts
 #   make services                     start (or install) PostgreSQL and RabbitMQ only
 #   make lint                         ruff check, ruff format --check, mypy and scripts/check-imports
 #   make mypy                         mypy on the project packages that exist
@@ -15,7 +16,7 @@ BENCH_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: dev test services lint mypy clean bench .venv
+.PHONY: dev test test-cluster services lint mypy clean bench .venv
 
 .venv: $(STAMP)
 
@@ -54,6 +55,9 @@ services:
 
 test: services $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-cluster: services $(STAMP)
+	$(VENV)/bin/pytest -m cluster $(PYTEST_ARGS)
 
 bench: services $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
