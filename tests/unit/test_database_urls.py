@@ -41,6 +41,7 @@ def test_hosts_without_ports_and_ipv6_addresses_keep_their_places_in_the_list():
 def test_single_host_urls_and_sqlite_are_left_as_they_are():
     for url in (
         "postgresql+psycopg://postgres@127.0.0.1:5432/courier",
+        "postgresql+psycopg://u:a,b@db1:5432/courier",  # a comma in the password is no list
         "postgresql+psycopg://u@/courier?host=db1:5432&host=db2:5432",
         "sqlite:///courier-dev.db",
     ):
