@@ -23,7 +23,7 @@ from tests.support.deployment import label_for
 from tests.support.services import SHARED_RABBITMQ, RabbitTarget
 from tests.support.upstream import ScriptableUpstream
 
-#: The private services a session or a test runs.
+#: The private services the fixtures start.
 S = TypeVar("S", PrivatePostgres, PrivateRabbitMQ, ReplicatedPostgres)
 
 #: Short leases and intervals so crashes are noticed in seconds, not minutes.
@@ -74,7 +74,7 @@ def _started(make: Callable[[], S], what: str) -> S:
 def _migrated(
     request: pytest.FixtureRequest, *, database_url: str, vhost: str, upstream: ScriptableUpstream
 ) -> FaultDeployment:
-    """A deployment on a private database, migrated, with the shared broker."""
+    """A deployment on a private database, migrated, with the shared RabbitMQ."""
     d = _deployment(
         request, database_url=database_url, broker=SHARED_RABBITMQ, vhost=vhost, upstream=upstream
     )

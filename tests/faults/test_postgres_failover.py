@@ -21,7 +21,7 @@ from tests.support.times import LATER
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]
 
-#: What the contract promises: API and workers work again this soon after the promotion.
+#: What Courier promises: API and workers work again this soon after the promotion.
 RECOVERY_S = 30.0
 #: How long no server takes writes: the primary is dead, the standby not yet promoted.
 OUTAGE_S = 3.0
