@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from courier.redact import redact
+from store import urls
 from store.limits import KINDS, Limit
 
 T = TypeVar("T")
@@ -159,6 +160,12 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
+def _database_url(raw: str) -> str:
+    # Parsed now, so a malformed host list stops start-up rather than the first connection.
+    urls.parsed(_url("postgresql", "sqlite")(raw))
+    return raw
+
+
 def _optional_http_url(raw: str) -> str | None:
     return _url("http", "https")(raw) if raw else None
 
@@ -248,7 +255,7 @@ def _log_format(raw: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "database_url": _url("postgresql", "sqlite"),
+    "database_url": _database_url,
     "broker_url": _url("amqp", "amqps", "memory"),
     "rabbitmq_api_url": _optional_http_url,
     "crm_url": _url("http", "https"),
