@@ -150,9 +150,10 @@ def test_prometheus_runs_whether_or_not_the_api_is_up() -> None:
 
 def compose_command() -> list[str]:
     """The docker compose CLI (plugin or standalone), or a skip (a failure in CI) without one."""
-    if shutil.which("docker") and subprocess.run(
-        ["docker", "compose", "version"], capture_output=True
-    ).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -196,7 +197,9 @@ def test_the_cluster_profile_adds_two_nodes_that_join_the_first() -> None:
     assert sorted(nodes) == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
     assert "profiles" not in nodes["rabbitmq"]
     conf = (ROOT / "deploy/rabbitmq/cluster.conf").read_text()
-    peers = re.findall(r"^cluster_formation\.classic_config\.nodes\.\d+ = rabbit@(\S+)$", conf, re.M)
+    peers = re.findall(
+        r"^cluster_formation\.classic_config\.nodes\.\d+ = rabbit@(\S+)$", conf, re.M
+    )
     assert peers == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
     cookies = set()
     for name, node in nodes.items():
@@ -204,8 +207,9 @@ def test_the_cluster_profile_adds_two_nodes_that_join_the_first() -> None:
         cookies.add(environment(node)["RABBITMQ_ERLANG_COOKIE"])
         if name != "rabbitmq":
             assert node["profiles"] == ["cluster"]
-            assert "./deploy/rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro" in (
-                node["volumes"]
+            assert (
+                "./deploy/rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro"
+                in (node["volumes"])
             )
     assert len(cookies) == 1 and REQUIRED.match(cookies.pop())
 
