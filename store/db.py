@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +42,20 @@ def make_engine(
     return engine
 
 
+#: The server ends a session whose client stopped answering (its host cut off from the
+#: network) within this long, rolling its transaction back: TCP keepalives when the session
+#: is idle, `tcp_user_timeout` when a reply of the server's was not acknowledged yet. Without
+#: them a transaction open at the cut kept its rows locked for hours (the kernel's
+#: defaults), and the reaper, which skips locked rows, from retrying the jobs in it.
+SILENT_CLIENT_S = 16
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": str(SILENT_CLIENT_S * 1000),
+}
+
+
 def _postgresql_engine(url: str, pool_size: int, pg_settings: dict[str, str] | None) -> Engine:
     return create_engine(
         url,
@@ -51,9 +65,16 @@ def _postgresql_engine(url: str, pool_size: int, pg_settings: dict[str, str] | N
         hide_parameters=True,
         connect_args={
             "connect_timeout": 5,
-            **({"options": _as_options(pg_settings)} if pg_settings else {}),
+            "options": _options(url, {**SERVER_KEEPALIVES, **(pg_settings or {})}),
         },
     )
+
+
+def _options(url: str, settings: dict[str, str]) -> str:
+    # The URL's own `?options=` comes last, so what an operator set there wins.
+    given = make_url(url).query.get("options")
+    given = given[-1] if isinstance(given, tuple) else given
+    return " ".join(part for part in (_as_options(settings), given) if part)
 
 
 def _as_options(settings: dict[str, str]) -> str:

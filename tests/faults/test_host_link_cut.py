@@ -9,11 +9,13 @@ the hosts, and the API runs in the root namespace.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
+from store.db import SERVER_KEEPALIVES, SILENT_CLIENT_S
 from tests.faults import worker_hosts
 from tests.faults.conftest import FAST
 from tests.faults.harness import FaultDeployment, slow, worker_pid
@@ -21,6 +23,7 @@ from tests.faults.private_services import PrivatePostgres, PrivateRabbitMQ
 from tests.support import services
 from tests.support.deployment import label_for
 from tests.support.polling import wait_for
+from tests.support.processes import Process
 from tests.support.upstream import ScriptableUpstream
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]
@@ -35,8 +38,13 @@ JOBS = 3
 #: answers arrive once its link is back. The upstream timeout outlasts it.
 CRM_DELAY_S = 25
 SETTINGS = {**FAST, "COURIER_UPSTREAM_TIMEOUT_S": "60"}
-#: Host A is handed no message beyond the jobs it runs (the prefetch is per consumer).
-AS_MANY_AS_IT_RUNS = {"dramatiq_queue_prefetch": str(JOBS)}
+
+
+def prefetching(jobs: int) -> dict[str, str]:
+    """Host A is handed no message beyond the `jobs` it runs (the prefetch is per consumer):
+    cut off with room to spare, it would take the retries too and hold them until RabbitMQ
+    missed its heartbeats (60 s)."""
+    return {"dramatiq_queue_prefetch": str(jobs)}
 
 
 @pytest.fixture
@@ -81,7 +89,7 @@ def test_a_host_cut_off_mid_job_loses_its_jobs_to_another_host_and_its_late_writ
         upstream.script("GET", f"/crm/customers/{entity}", slow(CRM_DELAY_S))
     deployment.start_api()
     a = deployment.start_worker(
-        "host-a", processes=1, threads=JOBS, env=AS_MANY_AS_IT_RUNS, wrapper=host_a.wrapper
+        "host-a", processes=1, threads=JOBS, env=prefetching(JOBS), wrapper=host_a.wrapper
     )
     ids = deployment.submit_all({"type": "customer_sync", "entity_id": e} for e in entities)
 
@@ -142,6 +150,72 @@ def test_a_host_cut_off_mid_job_loses_its_jobs_to_another_host_and_its_late_writ
         assert report.attempts[job_id] == moved[job_id]
         assert report.effects[job_id] == 1  # B's write only
     assert len(upstream.calls(method="GET")) == 2 * JOBS
+
+
+#: A client on host A that holds a job's row locked in an open transaction, through
+#: Courier's own engine, as a group commit or heartbeat caught mid-transaction by the cut.
+HOLD_A_ROW = """
+import sys, time
+from sqlalchemy import text
+from store.db import make_engine
+with make_engine(sys.argv[1]).begin() as db:
+    db.execute(text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"), {"id": sys.argv[2]})
+    print("locked", flush=True)
+    time.sleep(3600)
+"""
+#: How long the database may take to end a silent client's session (`store.db`): its
+#: limit, plus the keepalive probe that finds it over.
+SILENT_SESSION_S = SILENT_CLIENT_S + int(SERVER_KEEPALIVES["tcp_keepalives_interval"])
+
+
+def test_a_transaction_left_open_by_the_cut_holds_its_jobs_back_no_longer_than_the_keepalives(
+    cluster,
+):
+    deployment, (host_a, host_b) = cluster
+    upstream = deployment.upstream
+    upstream.script("GET", "/crm/customers/c_locked", slow(CRM_DELAY_S))  # once
+    deployment.start_api()
+    a = deployment.start_worker(
+        "host-a", processes=1, threads=1, env=prefetching(1), wrapper=host_a.wrapper
+    )
+    [job_id] = deployment.submit_all([{"type": "customer_sync", "entity_id": "c_locked"}])
+    wait_for(
+        lambda: deployment.job(job_id)["status"] == "running" and upstream.calls(method="GET"),
+        timeout=30,
+        what="the job to be waiting on the CRM on host A",
+    )
+    b = deployment.start_worker("host-b", processes=1, threads=1, wrapper=host_b.wrapper)
+    url = deployment.env["COURIER_DATABASE_URL"]
+    holder = Process(
+        f"{deployment.name}-holder",
+        [*host_a.wrapper, sys.executable, "-c", HOLD_A_ROW, url, job_id],
+        {},
+    )
+    deployment.processes.append(holder)  # killed with the rest, even on failure
+    wait_for(lambda: holder.lines("locked"), timeout=30, what=lambda: holder.output()[-2000:])
+
+    with host_a.cut_off():
+        with deployment.sql() as conn:
+            (cut_at,) = conn.execute("SELECT clock_timestamp()").fetchone()
+        deployment.wait_status(job_id, "succeeded", timeout=SILENT_SESSION_S + 30)
+    first, second = deployment.attempts(job_id)
+
+    reaped, to_b = _seconds(cut_at, first["finished_at"]), _seconds(cut_at, second["started_at"])
+    print(f"cut -> reaped: {reaped}; cut -> running on B: {to_b}")
+    # Held back by the lock until the database ended the silent session, then at once.
+    assert reaped > SILENT_CLIENT_S - 1, reaped
+    assert to_b <= SILENT_SESSION_S + REAPER_INTERVAL_S + RELAY_INTERVAL_S + MARGIN_S, to_b
+    assert (first["status"], first["error_type"]) == ("abandoned", "WorkerLost")
+    assert worker_pid(second["worker"]) in b.worker_pids()
+
+    wait_for(
+        lambda: a.log_lines('"outcome": "fenced"'),
+        timeout=CRM_DELAY_S + 30,
+        what="host A's late finish to be fenced",
+    )
+    report = deployment.settle_and_check([job_id], timeout=60, effects_exactly_once=True)
+    assert [r["status"] for r in report.attempts[job_id]] == ["abandoned", "succeeded"]
+    assert report.effects[job_id] == 1
 
 
 def _seconds(since: datetime, until: datetime) -> float:
