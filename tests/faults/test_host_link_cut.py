@@ -42,8 +42,9 @@ SETTINGS = {**FAST, "COURIER_UPSTREAM_TIMEOUT_S": "60"}
 
 def prefetching(jobs: int) -> dict[str, str]:
     """Host A is handed no message beyond the `jobs` it runs (the prefetch is per consumer):
-    cut off with room to spare, it would take the retries too and hold them until RabbitMQ
-    missed its heartbeats (60 s)."""
+    cut off with room to spare, it would be handed retries too, and hold them until RabbitMQ
+    gives up on its connection (not within 150 s with the default heartbeat; 10 s with
+    `?heartbeat=5` in the broker URL)."""
     return {"dramatiq_queue_prefetch": str(jobs)}
 
 
