@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import cpu, drain, memory, noop_job, reads, replay, report, throughput
+from bench.peers import section as peers
 from bench.stack import Shape, Stack
 
-SECTIONS = {1: "single", 2: "batch", 3: "drain", 4: "reads", 5: "replay", 6: "memory"}
+SECTIONS = {1: "single", 2: "batch", 3: "drain", 4: "reads", 5: "replay", 6: "memory", 7: "peers"}
+PEERS = 7  # installs Celery and Procrastinate on first use: left out of --quick unless asked
 FULL = {"jobs": 5000, "batch_size": 500, "drain_jobs": 10_000, "rows": "10000,1000000"}
 FULL |= {"gets": 2000, "dead": 10_000, "replay_limit": 1000}
 QUICK = {"jobs": 100, "batch_size": 50, "drain_jobs": 200, "rows": "1000,3000"}
@@ -62,9 +64,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.sections = sorted({int(s) for s in args.only.split(",")}) if args.only else [*SECTIONS]
-    if not set(args.sections) <= set(SECTIONS):
+    try:
+        chosen = {int(s) for s in args.only.split(",")} if args.only else None
+    except ValueError:
+        p.error(f"--only takes section numbers from {min(SECTIONS)} to {max(SECTIONS)}, e.g. 1,3")
+    if chosen is None:
+        chosen = {s for s in SECTIONS if not (args.quick and s == PEERS)}
+    args.sections = sorted(chosen)
+    if not chosen <= set(SECTIONS):
         p.error(f"--only takes section numbers from {min(SECTIONS)} to {max(SECTIONS)}")
+    if PEERS in chosen and 3 not in chosen:
+        p.error("section 7 compares the peers with section 3's Courier drain: add 3 (--only 3,7)")
     args.sizes = [int(r) for r in args.rows.split(",")]
     return args
 
@@ -89,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         "sections": {},
     }
     say(report.describe(run["machine"]))
+    # Installing the peers (a minute, once) comes before anything is measured.
+    try:
+        peer_bins = peers.prepare() if PEERS in args.sections else {}
+    except peers.venvs.InstallFailed as e:
+        raise SystemExit(f"bench: {e}") from None
     profiler = None
     try:
         stack.start()
@@ -103,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 profiler = profiling.Profiler(
                     stack, target=target, mode=args.profile, section=number
                 )
-            run["sections"][name] = _section(number, stack, args, profiler)
+            if number == PEERS:
+                run["sections"][name] = _peers(stack, args, peer_bins, run["sections"]["drain"])
+            else:
+                run["sections"][name] = _section(number, stack, args, profiler)
             if profiler is not None:
                 run["sections"][name]["profile"] = profiler.stop()
                 profiler = None
@@ -156,10 +174,26 @@ def _section(number: int, stack: Stack, args: argparse.Namespace, profiler: Any)
     return memory.memory(stack)
 
 
+def _peers(stack: Stack, args: argparse.Namespace, bins: dict, drain_: dict) -> dict:
+    return peers.peers(
+        bins,
+        database=args.database,
+        vhost=args.vhost,
+        processes=args.processes,
+        threads=args.threads,
+        jobs=args.drain_jobs,
+        courier_per_s=drain_["courier"]["per_s"],
+        logs=stack.logs,
+        keep=args.keep,
+    )
+
+
 def _cpu_usage(sections: dict[str, Any]) -> list[tuple[str, dict]]:
     found = [(n, sections[n]["cpu"]) for n in ("single", "batch") if "cpu" in sections.get(n, {})]
     if "drain" in sections:
         found.append(("drain", sections["drain"]["courier"]["cpu"]))
+    for name in peers.NAMES if "peers" in sections else ():
+        found.append((f"peers {name}", sections["peers"][name]["cpu"]))
     return found
 
 

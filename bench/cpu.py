@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +61,17 @@ class Meter:
 
     def __init__(
         self,
-        roots: dict[str, int | None],
+        roots: Mapping[str, int | Sequence[int] | None],
         *,
         database: str,
         connect: Callable[[], psycopg.Connection] | None = None,
     ) -> None:
-        self.roots = {role: pid for role, pid in roots.items() if pid is not None}
+        # A role is one process tree or several (workers that run side by side, unsupervised).
+        self.roots = {
+            role: [pids] if isinstance(pids, int) else list(pids)
+            for role, pids in roots.items()
+            if pids is not None
+        }
         self.database = database
         self._connect = connect
         self._deadlocks = 0
@@ -77,9 +82,10 @@ class Meter:
 
     def _pids(self) -> dict[int, str]:
         pids = {os.getpid(): "load generator"}
-        for role, root in self.roots.items():
-            for pid in [root, *processes.descendants(root)]:
-                pids[pid] = role
+        for role, tops in self.roots.items():
+            for top in tops:
+                for pid in [top, *processes.descendants(top)]:
+                    pids[pid] = role
         for pid in _matching("postgres:", f" {self.database} "):
             pids[pid] = "postgresql"
         for pid in _matching("beam.smp", "/var/lib/rabbitmq") or _matching("beam.smp", "rabbit"):

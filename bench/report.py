@@ -45,6 +45,10 @@ FIGURES: list[tuple[str, str, str, str]] = [
     ("memory.worker_process_rss_mib", "6", "RSS per worker process (MiB)", "{:.0f}"),
     ("memory.worker_total_rss_mib", "6", "RSS worker group, all processes (MiB)", "{:.0f}"),
     ("memory.bare_process_rss_mib", "6", "RSS per bare Dramatiq process (MiB)", "{:.0f}"),
+    ("peers.celery_per_s", "7", "peers: Celery no-op jobs/s", "{:,.0f}"),
+    ("peers.procrastinate_per_s", "7", "peers: Procrastinate no-op jobs/s", "{:,.0f}"),
+    ("peers.ratio_vs_celery", "7", "peers: ratio Courier / Celery", "{:.2f}"),
+    ("peers.ratio_vs_procrastinate", "7", "peers: ratio Courier / Procrastinate", "{:.2f}"),
 ]
 
 # key -> (comparison, threshold); the targets.
@@ -75,6 +79,10 @@ def figures(sections: dict[str, dict[str, Any]]) -> dict[str, float]:
         if d.get("bare_upstream"):  # only for job types that make the two upstream calls
             out["drain.bare_upstream_per_s"] = d["bare_upstream"]["per_s"]
             out["drain.ratio_vs_bare_upstream"] = d["ratio_vs_bare_upstream"]
+    if "peers" in sections:
+        for peer in ("celery", "procrastinate"):
+            out[f"peers.{peer}_per_s"] = sections["peers"][peer]["per_s"]
+            out[f"peers.ratio_vs_{peer}"] = sections["peers"][f"ratio_vs_{peer}"]
     if "reads" in sections:
         sizes = sections["reads"]["sizes"]
         small, large = sizes[0], sizes[-1]

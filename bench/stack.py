@@ -58,7 +58,7 @@ class Stack:
 
     @property
     def broker_url(self) -> str:
-        return f"{AMQP}/{quote(self.vhost, safe='')}"
+        return vhost_url(self.vhost)
 
     @property
     def upstream_url(self) -> str:
@@ -85,13 +85,7 @@ class Stack:
             name = sql.Identifier(self.database)
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
             admin.execute(sql.SQL("CREATE DATABASE {}").format(name))
-        with _rabbit_api() as api:
-            api.delete(f"/api/vhosts/{quote(self.vhost, safe='')}")
-            api.put(f"/api/vhosts/{quote(self.vhost, safe='')}").raise_for_status()
-            api.put(
-                f"/api/permissions/{quote(self.vhost, safe='')}/guest",
-                json={"configure": ".*", "write": ".*", "read": ".*"},
-            ).raise_for_status()
+        recreate_vhost(self.vhost)
         self._courier_once("migrate")
         self.upstream = self._spawn(
             "upstream",
@@ -118,8 +112,7 @@ class Stack:
                     sql.Identifier(self.database)
                 )
             )
-        with _rabbit_api() as api:
-            api.delete(f"/api/vhosts/{quote(self.vhost, safe='')}")
+        delete_vhost(self.vhost)
 
     def start_worker(self) -> Process:
         """`courier worker`, waiting until every process consumes from `sync`."""
@@ -243,6 +236,28 @@ class Rabbit:
         except pika.exceptions.ChannelClosedByBroker:
             return None
         return method.message_count, method.consumer_count
+
+
+def recreate_vhost(name: str) -> None:
+    """Delete the vhost if it exists and create it empty, open to guest."""
+    with _rabbit_api() as api:
+        api.delete(f"/api/vhosts/{quote(name, safe='')}")
+        api.put(f"/api/vhosts/{quote(name, safe='')}").raise_for_status()
+        api.put(
+            f"/api/permissions/{quote(name, safe='')}/guest",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        ).raise_for_status()
+
+
+def delete_vhost(name: str) -> None:
+    """Delete the vhost and everything in it (nothing if there is none)."""
+    with _rabbit_api() as api:
+        api.delete(f"/api/vhosts/{quote(name, safe='')}")
+
+
+def vhost_url(name: str) -> str:
+    """The AMQP URL of a vhost on the local RabbitMQ."""
+    return f"{AMQP}/{quote(name, safe='')}"
 
 
 def rabbitmq_overview() -> dict:

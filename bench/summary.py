@@ -38,11 +38,13 @@ def markdown(runs: list[dict[str, Any]]) -> str:
 
 
 def cpu_table(runs: list[dict[str, Any]]) -> str:
-    """Median CPU ms per job by component for sections 1-3, and how busy the machine was."""
+    """Median CPU ms per job by component for sections 1-3 and 7, and how busy the machine was."""
     places = {
         "1 single": lambda s: s["single"]["cpu"],
         "2 batch": lambda s: s["batch"]["cpu"],
         "3 drain (Courier)": lambda s: s["drain"]["courier"]["cpu"],
+        "7 drain (Celery)": lambda s: s["peers"]["celery"]["cpu"],
+        "7 drain (Procrastinate)": lambda s: s["peers"]["procrastinate"]["cpu"],
     }
     usages = {}
     for name, get in places.items():
