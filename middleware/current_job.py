@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 _local = threading.local()
 
+#: A checkpoint the database does not answer asks again after this long, doubled up to the
+#: most.
+_RETRY_FIRST_S = 0.25
+_RETRY_MAX_S = 4.0
+
 
 class RunningJob:
     """Handed to a job type's code while one attempt of its job runs in this thread."""
@@ -85,20 +90,28 @@ class RunningJob:
         if now - self._cancel_checked_at < self._progress_interval_s:
             return
         self._cancel_checked_at = now
-        # One read, no transaction around it: a single round trip per checkpoint.
-        try:
-            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
-                standing = checkpoints.standing(db, self.claim.job_id, self.claim.number)
-        except DatabaseUnavailable as e:
-            # No answer is no cancel, not a failed attempt: the next checkpoint asks again.
-            self._unanswered("cancel not checked", e)
-            return
+        standing = self._standing()
         if not standing.owned:
             # Reaped while its worker was cut off or frozen: the job is another attempt's,
             # and this one's upstream writes would come after (and over) that one's.
             raise errors.LeaseLost(f"attempt {self.claim.number} no longer owns the job")
         if standing.cancel_requested:
             raise errors.Cancelled("cancelled while running")
+
+    def _standing(self) -> checkpoints.Standing:
+        # Asked until the database answers. Without an answer the attempt cannot know that it
+        # still owns the job, and an upstream write after it was reaped would overwrite the
+        # attempt that replaced it; waiting fails nothing, and the answer says whether to go on.
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                # One read, no transaction around it: a single round trip per checkpoint.
+                with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
+                    return checkpoints.standing(db, self.claim.job_id, self.claim.number)
+            except DatabaseUnavailable as e:
+                self._unanswered(f"checkpoint waits for the database, asking again in {delay}s", e)
+            time.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
 
     def _unanswered(self, what: str, error: DatabaseUnavailable) -> None:
         reason = str(error).splitlines()[0]

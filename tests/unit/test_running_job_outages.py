@@ -3,13 +3,18 @@ they cost the attempt nothing."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
+from sqlalchemy import create_engine
+
 from middleware.current_job import RunningJob
+from middleware.errors import LeaseLost
+from store import checkpoints
 from store.db import make_engine
 from store.errors import DatabaseUnavailable
 from store.transitions import Claim
@@ -37,6 +42,33 @@ def test_a_progress_report_the_database_does_not_take_is_kept_for_the_finish(job
         job.flush_progress()
 
 
-def test_a_checkpoint_the_database_does_not_answer_sees_no_cancel(job, caplog):
-    job.checkpoint()
-    assert "cancel not checked" in caplog.text
+def test_a_checkpoint_waits_for_the_database_to_answer_whether_the_attempt_still_owns_the_job(
+    job, caplog, monkeypatch
+):
+    # Two connections are refused for real; the third finds the database back, with the job
+    # reaped meanwhile: the attempt must stop before it writes anything more.
+    engine = _AnswersAfterTwoRefusals(job._engine)
+    monkeypatch.setattr(job, "_engine", engine)
+    monkeypatch.setattr(
+        checkpoints,
+        "standing",
+        lambda *_: checkpoints.Standing(owned=False, cancel_requested=False),
+    )
+    with pytest.raises(LeaseLost):
+        job.checkpoint()
+    assert len(engine.tries) == 3
+    assert caplog.text.count("checkpoint waits for the database") == 2
+    first, second, third = engine.tries
+    assert third - second > second - first > 0.2  # backing off between questions
+
+
+class _AnswersAfterTwoRefusals:
+    """The job's engine for two connections (refused), then one that connects (SQLite)."""
+
+    def __init__(self, refused) -> None:
+        self._refused, self.tries = refused, []
+        self._answering = create_engine("sqlite://")
+
+    def connect(self):
+        self.tries.append(time.monotonic())
+        return (self._refused if len(self.tries) <= 2 else self._answering).connect()
