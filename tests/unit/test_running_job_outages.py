@@ -1,5 +1,5 @@
 """A job's own reads and writes while the database does not answer (an outage, a failover):
-they cost the attempt nothing."""
+a lost progress report costs the attempt nothing, and a checkpoint waits for an answer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-
 from sqlalchemy import create_engine
 
 from middleware.current_job import RunningJob
