@@ -20,7 +20,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import ConnectionClosed
 from sqlalchemy.orm import Session, sessionmaker
 
-from delivery import channels
+from delivery import bands, channels, quorum
 from store import actions
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,10 @@ def purge(
 def empty(broker: Broker, queue: str) -> int:
     """Remove every ready message from the broker's `queue`; returns how many.
 
-    Only `queue` itself: Courier never publishes to its delay queue (retries wait in SQL),
-    and the dead-letter queue holds dead jobs, which a purge does not touch. Messages a
-    worker already holds unacknowledged stay with it; their claim decides.
+    Only `queue` itself, all its bands on quorum queues: Courier never publishes to its
+    delay queue (retries wait in SQL), and the dead-letter queue holds dead jobs, which a
+    purge does not touch. Messages a worker already holds unacknowledged stay with it;
+    their claim decides.
     """
     if isinstance(broker, StubBroker):
         held = broker.queues.get(queue)
@@ -72,5 +73,6 @@ def empty(broker: Broker, queue: str) -> int:
         raise TypeError(f"purging is not supported on {type(broker).__name__}")
     removed = 0
     with channels.own_channel(broker) as channel:
-        removed = channel.queue_purge(queue).method.message_count or 0
+        for name in bands.names(queue, quorum.queue_type(broker)):
+            removed += channel.queue_purge(name).method.message_count or 0
     return removed
