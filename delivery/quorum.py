@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.common import q_name, xq_name
 
 from delivery import bands
@@ -29,6 +29,10 @@ class QuorumBroker(RabbitmqBroker):
     """Dramatiq's RabbitMQ broker with every queue a quorum queue, laid out in bands."""
 
     queue_type = bands.QUORUM
+
+    @property
+    def consumer_class(self) -> type[_RabbitmqConsumer]:
+        return _BandConsumer
 
     def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:
         """Declare a Courier queue with its bands (a band's name declares its base queue)."""
@@ -70,6 +74,22 @@ class QuorumBroker(RabbitmqBroker):
                 "x-message-ttl": DEAD_MESSAGE_TTL,
             },
         )
+
+
+class _BandConsumer(_RabbitmqConsumer):
+    """A consumer whose deliveries name the RabbitMQ queue they came from.
+
+    Dramatiq's worker acknowledges a message through the consumer of `message.queue_name`.
+    A band's messages name their Courier queue in their body, so the proxy of each delivery
+    says its band instead (as Dramatiq's own delayed messages say `.DQ`); the body, and any
+    copy of it (`encode`), still names the Courier queue.
+    """
+
+    def __next__(self) -> Any:
+        delivery = super().__next__()
+        if delivery is not None and bands.is_band(self.queue_name):
+            delivery.queue_name = self.queue_name
+        return delivery
 
 
 def queue_type(broker: Any) -> str:

@@ -85,6 +85,11 @@ def test_a_backlog_runs_its_high_band_first(stack, upstream, monkeypatch):
     expected = [j for j in (high[1], high[2], high[0]) if j != first]
     assert then[: len(expected)] == expected
     assert isinstance(_worker_of(stack).work_queue, RankedWork)
+    # Each delivery was acknowledged on the channel of its own band.
+    for job_id in [*low, *high]:
+        stack.wait_status(job_id, "succeeded")
+    for name, count in zip(BANDS, (len(low), 0, len(high)), strict=True):
+        stack.wait_acknowledged(count, name)
 
 
 def test_a_dead_job_of_the_high_band_lands_in_sync_xq_with_its_headers(stack, upstream):
