@@ -159,7 +159,8 @@ class PrivateRabbitMQ:
 
     SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
-    def __init__(self) -> None:
+    def __init__(self, *, cookie: str | None = None) -> None:
+        """`cookie`: the Erlang cookie, shared by the nodes of one cluster (default: its own)."""
         if not os.path.exists(self.SERVER):
             found = shutil.which("rabbitmq-server")
             if found is None:
@@ -170,9 +171,9 @@ class PrivateRabbitMQ:
         self.api_port = free_port()
         self.dist_port = free_port()
         self.node = f"courier-fault-{os.getpid()}-{uuid.uuid4().hex[:6]}@localhost"
-        cookie = self.root / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex)
-        cookie.chmod(0o400)
+        cookie_file = self.root / ".erlang.cookie"
+        cookie_file.write_text(cookie or uuid.uuid4().hex)
+        cookie_file.chmod(0o400)
         (self.root / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
             f"management.tcp.port = {self.api_port}\n"
