@@ -22,7 +22,8 @@ from tests.support.deployment import label_for
 from tests.support.polling import wait_for
 from tests.support.upstream import ScriptableUpstream
 
-pytestmark = [pytest.mark.faults, pytest.mark.cluster]
+# Starting the cluster alone takes about 35 s on a loaded machine.
+pytestmark = [pytest.mark.faults, pytest.mark.cluster, pytest.mark.timeout(600)]
 
 JOBS = 2_000
 BATCH = 100

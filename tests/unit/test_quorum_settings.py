@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from queue import PriorityQueue
 
 import pytest
@@ -13,6 +15,7 @@ from courier.settings import Settings, SettingsError
 from delivery import bands
 from delivery.quorum import QuorumBroker
 from middleware.work_order import RankedWork, WorkOrder
+from tests.support.processes import courier_command
 
 NODES = "amqp://u:p@rabbit-1:5672/courier, amqp://u:p@rabbit-2:5672/courier"
 
@@ -103,3 +106,27 @@ def test_a_worker_runs_what_it_holds_by_actor_priority_then_broker_priority_then
         queue.put(each)
     order = [queue.get().message.args[0] for _ in range(5)]
     assert order == ["urgent actor", "high", "mid-1", "mid-2", "low"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("COURIER_QUEUE_TYPE", "mirrored"), ("COURIER_BROKER_URL", "amqp://a/x,amqp://b/y")],
+)
+def test_a_bad_broker_setting_stops_the_worker_at_start_with_one_line(name, value):
+    done = subprocess.run(
+        courier_command("worker", "--no-restart"),
+        env={**os.environ, name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and name in done.stderr, done.stderr
+
+
+def test_a_worker_for_one_quorum_queue_consumes_its_three_bands():
+    from courier.cli import _consumed_queues
+
+    quorum = Settings(queue_type="quorum")
+    assert _consumed_queues(quorum, "sync") == ["sync", "sync.mid", "sync.high"]
+    assert _consumed_queues(Settings(), "sync") == ["sync"]
