@@ -65,13 +65,13 @@ def test_a_backlog_runs_its_high_band_first(stack, upstream, monkeypatch):
     # for every band's consumer to deliver what it holds: from then on the worker's own
     # order decides, not which consumer connected first.
     monkeypatch.setattr("dramatiq.worker.QUEUE_PREFETCH", 100)
-    low = [stack.submit(type="customer_sync", entity_id=f"c_low_{i}") for i in range(8)]
+    low = [stack.submit(type="customer_sync", entity_id=f"c_low_{i}") for i in range(5)]
     high = [
         stack.submit(type="customer_sync", entity_id=f"c_high_{i}", priority=p)
         for i, p in enumerate((7, 9, 8))
     ]
     for job_id in [*low, *high]:
-        upstream.script("GET", f"/crm/customers/{stack.job(job_id).entity_id}", slow(0.6))
+        upstream.script("GET", f"/crm/customers/{stack.job(job_id).entity_id}", slow(1.0))
     stack.start_worker(threads=1)
 
     def first_runs() -> list[str]:
