@@ -112,7 +112,7 @@ class Settings:
         """The management APIs to ask, in order: as listed, or one API URL given for
         several nodes on other hosts: the same port and credentials on each node's host."""
         given = _split(self.rabbitmq_api_url or "")
-        hosts = {urlsplit(url).hostname for url in self.broker_urls}
+        hosts = list(dict.fromkeys(urlsplit(url).hostname for url in self.broker_urls))
         if len(given) != 1 or len(hosts) < 2:
             return given
         api = urlsplit(given[0])
@@ -120,7 +120,8 @@ class Settings:
         at = f"{credentials}@" if credentials else ""
         return given + [
             api._replace(netloc=f"{at}{host}:{api.port or 15672}").geturl()
-            for host in sorted(h for h in hosts if h and h != api.hostname)
+            for host in hosts
+            if host and host != api.hostname
         ]
 
     def replace(self, **changes: Any) -> Settings:

@@ -3,6 +3,8 @@ queue is three of them (its priority bands), and a high-priority backlog still r
 
 from __future__ import annotations
 
+from urllib.parse import quote, unquote
+
 import pytest
 from dramatiq.worker import Worker
 
@@ -13,6 +15,8 @@ from middleware.work_order import RankedWork
 from tests.faults.harness import slow
 from tests.support import services
 from tests.support.polling import wait_for
+from tests.support.processes import free_port
+from tests.support.stack import build
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +151,40 @@ def test_depths_and_held_counts_sum_a_queues_bands(stack):
 def _worker_of(stack) -> Worker:
     [(_, worker)] = stack.workers
     return worker
+
+
+def test_a_dead_first_node_is_skipped_by_every_connection_and_the_management_api(
+    settings, engine, sessions
+):
+    dead = free_port()  # nothing listens there: a refused connection, at once
+    live_api = settings.rabbitmq_api_urls[0]
+    failing_over = settings.replace(
+        broker_url=f"amqp://guest:guest@127.0.0.1:{dead}/{quote(_vhost(settings), safe='')},"
+        f"{settings.broker_url}",
+        rabbitmq_api_url=f"http://guest:guest@127.0.0.1:{dead},{live_api}",
+    )
+    stack = build(failing_over, engine, sessions)
+    try:
+        operator = stack.token("ops", "operator")
+        ids = [stack.submit(type="customer_sync", entity_id=f"c_{i}", priority=i) for i in (0, 9)]
+        wait_for(
+            lambda: (
+                stack.client.simulate_get("/v1/stats", headers=operator).json["queues"]["sync"][
+                    "ready"
+                ]
+                == 2
+            ),
+            timeout=15,
+            what="both jobs ready in the statistics of the live node's API",
+        )
+        stack.start_worker()
+        for job_id in ids:
+            stack.wait_status(job_id, "succeeded")
+        response = stack.client.simulate_post("/v1/queues/sync/purge", headers=operator)
+        assert response.status_code == 200, response.text
+    finally:
+        stack.close()
+
+
+def _vhost(settings: Settings) -> str:
+    return unquote(settings.broker_url.rsplit("/", 1)[1])
