@@ -71,8 +71,12 @@ def empty(broker: Broker, queue: str) -> int:
         return count
     if not isinstance(broker, RabbitmqBroker):
         raise TypeError(f"purging is not supported on {type(broker).__name__}")
+    names = bands.names(queue, quorum.queue_type(broker))
+    if len(names) > 1:
+        # Every band exists, so that a missing one does not end the purge of the others.
+        broker.declare_queue(queue, ensure=True)
     removed = 0
     with channels.own_channel(broker) as channel:
-        for name in bands.names(queue, quorum.queue_type(broker)):
+        for name in names:
             removed += channel.queue_purge(name).method.message_count or 0
     return removed
