@@ -159,8 +159,12 @@ class PrivateRabbitMQ:
 
     SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
-    def __init__(self, *, cookie: str | None = None) -> None:
-        """`cookie`: the Erlang cookie, shared by the nodes of one cluster (default: its own)."""
+    def __init__(
+        self, *, cookie: str | None = None, label: str = "faults-private-rabbitmq"
+    ) -> None:
+        """`cookie`: the Erlang cookie, shared by the nodes of one cluster (default: its own);
+        `label`: the name of its log in test-artifacts/."""
+        self.label = label
         if not os.path.exists(self.SERVER):
             found = shutil.which("rabbitmq-server")
             if found is None:
@@ -211,7 +215,7 @@ class PrivateRabbitMQ:
         """Start the node, wait until AMQP and the management API answer; returns when AMQP did."""
         assert not self.running, "already running"
         server = self.server = Process(
-            "faults-private-rabbitmq", [self.SERVER], self.env, cwd=str(self.root), append=True
+            self.label, [self.SERVER], self.env, cwd=str(self.root), append=True
         )
         amqp_up: list[float] = []
 

@@ -24,7 +24,9 @@ class RabbitCluster:
 
     def __init__(self, size: int = 3) -> None:
         cookie = uuid.uuid4().hex
-        self.nodes = [PrivateRabbitMQ(cookie=cookie) for _ in range(size)]
+        self.nodes = [
+            PrivateRabbitMQ(cookie=cookie, label=f"cluster-rabbitmq-{i + 1}") for i in range(size)
+        ]
 
     def start(self, timeout: float = 180) -> None:
         """Start every node (at once), join the others to the first, wait for all to run."""
