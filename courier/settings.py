@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from courier.redact import redact
+from store import urls
 from store.limits import KINDS, Limit
 
 T = TypeVar("T")
@@ -185,6 +186,12 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
+def _database_url(raw: str) -> str:
+    # Parsed now, so a malformed host list stops start-up rather than the first connection.
+    urls.parsed(_url("postgresql", "sqlite")(raw))
+    return raw
+
+
 def _split(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
@@ -311,7 +318,7 @@ def _log_format(raw: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "database_url": _url("postgresql", "sqlite"),
+    "database_url": _database_url,
     "broker_url": _broker_urls,
     "rabbitmq_api_url": _optional_http_urls,
     "queue_type": _queue_type,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -10,7 +11,10 @@ from sqlalchemy import Engine
 
 from middleware import errors
 from store import checkpoints
+from store.errors import DatabaseUnavailable
 from store.transitions import Claim
+
+log = logging.getLogger(__name__)
 
 _local = threading.local()
 
@@ -47,19 +51,27 @@ class RunningJob:
     def report_progress(
         self, current: int, total: int | None = None, message: str | None = None
     ) -> None:
-        """Record progress; writes are throttled, and the last report is kept at the end."""
+        """Record progress; writes are throttled, and the last report is kept at the end.
+
+        A database that does not answer (an outage, a failover) fails no attempt: progress
+        is for people watching, and the report is written with a later one or at the finish.
+        """
         self._unwritten_progress = {"current": current, "total": total, "message": message}
         now = time.monotonic()
         if now - self._progress_written_at >= self._progress_interval_s:
-            self.flush_progress()
+            try:
+                self.flush_progress()
+            except DatabaseUnavailable as e:
+                self._unanswered("progress not written; kept for the next report", e)
 
     def flush_progress(self) -> None:
-        """Write the latest unwritten progress report, if any."""
-        progress, self._unwritten_progress = self._unwritten_progress, None
+        """Write the latest unwritten progress report, if any (kept if the write fails)."""
+        progress = self._unwritten_progress
         if progress is not None:
-            self._progress_written_at = time.monotonic()
+            self._progress_written_at = time.monotonic()  # failed tries are throttled too
             with self._engine.begin() as db:
                 checkpoints.set_progress(db, self.claim.job_id, self.claim.number, progress)
+            self._unwritten_progress = None
 
     def checkpoint(self) -> None:
         """Raise Cancelled if someone asked this job to stop; call it between units of work.
@@ -73,10 +85,19 @@ class RunningJob:
             return
         self._cancel_checked_at = now
         # One read, no transaction around it: a single round trip per checkpoint.
-        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
-            requested = checkpoints.cancel_requested(db, self.claim.job_id)
+        try:
+            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
+                requested = checkpoints.cancel_requested(db, self.claim.job_id)
+        except DatabaseUnavailable as e:
+            # No answer is no cancel, not a failed attempt: the next checkpoint asks again.
+            self._unanswered("cancel not checked", e)
+            return
         if requested:
             raise errors.Cancelled("cancelled while running")
+
+    def _unanswered(self, what: str, error: DatabaseUnavailable) -> None:
+        reason = str(error).splitlines()[0]
+        log.warning("job %s: %s (%s)", self.job_id, what, reason, extra={"job_id": self.job_id})
 
 
 def current_job() -> RunningJob:

@@ -9,7 +9,12 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import errors
+from store import errors, urls
+
+#: Seconds to wait for one host to answer, unless the URL says (`connect_timeout=`). libpq
+#: tries the hosts of a multi-host URL in turn, each with this timeout: a dead host that
+#: drops packets, instead of refusing, costs this much per new connection.
+CONNECT_TIMEOUT_S = 5
 
 
 def make_engine(
@@ -17,7 +22,9 @@ def make_engine(
 ) -> Engine:
     """An engine with settings that suit many short transactions from many threads.
 
-    `pg_settings` are PostgreSQL session settings for every connection of the engine.
+    `url` may list several PostgreSQL hosts the way libpq does (`store.urls`); each new
+    connection goes to the first that takes writes. `pg_settings` are PostgreSQL session
+    settings for every connection of the engine.
 
     Errors never carry the values of a statement: payloads hold customer data, and an
     error's text ends up in logs. SQLAlchemy leaves the parameters out (`hide_parameters`);
@@ -25,8 +32,10 @@ def make_engine(
 
     No pre-ping: it costs a round trip per transaction. After a database restart the first
     use of a stale connection fails (the API answers 503, the worker retries its write) and
-    SQLAlchemy then discards the whole pool.
+    SQLAlchemy then discards the whole pool. After a failover the same happens, and the new
+    connections find the promoted server.
     """
+    url = urls.engine_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -43,16 +52,19 @@ def make_engine(
 
 
 def _postgresql_engine(url: str, pool_size: int, pg_settings: dict[str, str] | None) -> Engine:
+    connect_args: dict[str, Any] = {}
+    # connect_args override the URL's parameters: only a default goes there.
+    if "connect_timeout" not in urls.parsed(url).query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    if pg_settings:
+        connect_args["options"] = _as_options(pg_settings)
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
         hide_parameters=True,
-        connect_args={
-            "connect_timeout": 5,
-            **({"options": _as_options(pg_settings)} if pg_settings else {}),
-        },
+        connect_args=connect_args,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
+from store import urls
 from store.models import Base
 
 config = context.config
@@ -27,7 +28,7 @@ else:
     url = config.get_main_option("sqlalchemy.url")
     if url is None:
         raise RuntimeError("no database to migrate: pass a connection or set sqlalchemy.url")
-    engine = create_engine(url)
+    engine = create_engine(urls.engine_url(url))
     with engine.connect() as conn:
         run(conn)
     engine.dispose()

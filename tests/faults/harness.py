@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -91,6 +92,51 @@ class FaultDeployment(ProcessDeployment):
         if report.duplicate_effects:
             print(f"[{self.name}] written more than once (same key): {report.duplicate_effects}")
         return report
+
+
+class Load:
+    """Clients submitting jobs one by one, recording every answer."""
+
+    def __init__(self, deployment: FaultDeployment, clients: int = 3) -> None:
+        self.deployment = deployment
+        self.answers: list[tuple[float, int, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(clients)
+        ]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _client(self, n: int) -> None:
+        with self.deployment.http(timeout=60) as http:
+            i = 0
+            while not self._stop.is_set():
+                response = http.post(
+                    "/v1/jobs",
+                    json={"type": "customer_sync", "entity_id": f"c_load_{n}_{i}"},
+                    headers=self.deployment.headers,
+                )
+                with self._lock:
+                    self.answers.append((time.monotonic(), response.status_code, response.json()))
+                i += 1
+
+    def count(self, status: int, since: float = 0.0) -> int:
+        with self._lock:
+            return sum(1 for t, s, _ in self.answers if s == status and t >= since)
+
+    def accepted(self) -> list[str]:
+        """The ids of the jobs answered 202 so far."""
+        with self._lock:
+            return [body["id"] for _, s, body in self.answers if s == 202]
 
 
 def elapsed(since: float) -> float:

@@ -48,8 +48,18 @@ class PrivatePostgres:
     the `postgres` system user.
     """
 
-    def __init__(self, bindir: str | None = None) -> None:
+    def __init__(
+        self,
+        bindir: str | None = None,
+        *,
+        initdb: bool = True,
+        name: str = "faults-private-postgres",
+    ) -> None:
+        """A new cluster; with `initdb=False` its data directory is left for the caller to
+        make (a standby's base backup, see `tests.faults.postgres_replicas`). `name` names
+        its log in test-artifacts/."""
         self.bindir = Path(bindir or _postgres_bindir())
+        self.name = name
         self.root = Path(tempfile.mkdtemp(prefix="courier-fault-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -58,13 +68,20 @@ class PrivatePostgres:
             entry = pwd.getpwnam(self.user)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self.server: Process | None = None
-        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust"]
-        self._run([*initdb, "-U", "postgres", "--no-sync", "-E", "UTF8"])
+        if initdb:
+            self.run_tool(
+                "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
+                "-E", "UTF8",
+            )  # fmt: skip
 
-    def _run(self, args: list[str]) -> None:
-        done = subprocess.run(args, user=self.user, cwd=self.root, capture_output=True, timeout=120)
+    def run_tool(self, tool: str, *args: str) -> None:
+        """Run one of PostgreSQL's programs (initdb, pg_basebackup, ...) as the server's user."""
+        command = [str(self.bindir / tool), *args]
+        done = subprocess.run(
+            command, user=self.user, cwd=self.root, capture_output=True, timeout=120
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+            raise RuntimeError(f"{tool} failed: {done.stderr.decode(errors='replace')[-2000:]}")
 
     @property
     def running(self) -> bool:
@@ -74,7 +91,7 @@ class PrivatePostgres:
         """Start the server and wait until it accepts connections."""
         assert not self.running, "already running"
         server = self.server = Process(
-            "faults-private-postgres",
+            self.name,
             [
                 *(str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port)),
                 *("-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
@@ -105,6 +122,21 @@ class PrivatePostgres:
         signum = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
         self.server.send(signum[mode])
         self.server.wait(timeout)
+
+    def kill(self, timeout: float = 30) -> None:
+        """kill -9 the postmaster, as a crash of its host would: it writes nothing more and
+        its port closes at once (its backends notice the death and end by themselves)."""
+        if not self.running:
+            return
+        assert self.server is not None
+        self.server.send(signal.SIGKILL)
+        self.server.wait(timeout)
+
+    def promote(self, timeout: int = 30) -> None:
+        """Promote this server, a standby, and wait until it takes writes."""
+        with self.admin() as conn:
+            promoted = conn.execute("SELECT pg_promote(true, %s)", (timeout,)).fetchone()
+        assert promoted == (True,), f"{self.name} was not promoted within {timeout}s"
 
     def url(self, database: str) -> str:
         """A SQLAlchemy URL for a database on this server."""

@@ -5,56 +5,15 @@ Both run on the session's private PostgreSQL server, so nothing else on the mach
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
 import pytest
 
-from tests.faults.harness import slow
+from tests.faults.harness import Load, slow
 from tests.support.polling import holds_for, wait_for
 
 pytestmark = pytest.mark.faults
-
-
-class Load:
-    """Clients submitting jobs one by one, recording every answer."""
-
-    def __init__(self, deployment, clients: int = 3) -> None:
-        self.deployment = deployment
-        self.answers: list[tuple[float, int, dict]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(clients)
-        ]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-
-    def _client(self, n: int) -> None:
-        with self.deployment.http(timeout=60) as http:
-            i = 0
-            while not self._stop.is_set():
-                response = http.post(
-                    "/v1/jobs",
-                    json={"type": "customer_sync", "entity_id": f"c_load_{n}_{i}"},
-                    headers=self.deployment.headers,
-                )
-                with self._lock:
-                    self.answers.append((time.monotonic(), response.status_code, response.json()))
-                i += 1
-
-    def count(self, status: int, since: float = 0.0) -> int:
-        with self._lock:
-            return sum(1 for t, s, _ in self.answers if s == status and t >= since)
 
 
 def test_the_api_answers_503_while_postgresql_is_down_and_never_202_without_a_committed_row(
@@ -82,7 +41,7 @@ def test_the_api_answers_503_while_postgresql_is_down_and_never_202_without_a_co
     refusals = [body for _, s, body in load.answers if s == 503]
     assert {body["title"] for body in refusals} == {"Database unavailable"}
     assert all(body["description"] for body in refusals)
-    accepted = [body["id"] for _, s, body in load.answers if s == 202]
+    accepted = load.accepted()
     report = deployment.settle_and_check(accepted, timeout=90)
     assert report.statuses == {"succeeded": len(accepted)}, statuses
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ PROXY = "nginx"
 
 #: `${NAME:?message}`: compose refuses to run while NAME is unset or empty.
 REQUIRED = re.compile(r"^\$\{(?P<name>[A-Z_][A-Z0-9_]*):\?[^}]+\}$")
-SECRET_NAME = re.compile(r"PASSWORD|PASS$|SECRET|TOKEN|_KEY$")
+SECRET_NAME = re.compile(r"PASSWORD|PASS$|SECRET|TOKEN|_KEY$|COOKIE")
 # scheme://user:password@, where user and password may each be a ${...} reference.
 PASSWORD_IN_URL = re.compile(r"://(?:\$\{[^}]*\}|[^/@\s:])*:(?P<password>(?:\$\{[^}]*\}|[^@\s])*)@")
 
@@ -147,26 +148,75 @@ def test_prometheus_runs_whether_or_not_the_api_is_up() -> None:
     assert "depends_on" not in SERVICES["prometheus"]
 
 
-@pytest.mark.skipif(
-    shutil.which("docker") is None
-    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
-    reason="the docker compose CLI is not installed; the YAML checks above still run",
-)
-def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
+def compose_command() -> list[str]:
+    """The docker compose CLI (plugin or standalone), or a skip (a failure in CI) without one."""
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if os.environ.get("CI"):
+        pytest.fail("no docker compose CLI: scripts/ensure-services installs docker-compose")
+    pytest.skip("no docker compose CLI (apt-get install docker-compose); the YAML checks still run")
+
+
+def compose_config(tmp_path: Path, *args: str) -> str:
+    """`docker compose config` of the file with every .env variable set; fails on a refusal."""
     env = tmp_path / ".env"
-    env.write_text("POSTGRES_PASSWORD=x\nRABBITMQ_USER=courier\nRABBITMQ_PASSWORD=y\n")
+    env.write_text(
+        "POSTGRES_PASSWORD=x\nRABBITMQ_USER=courier\nRABBITMQ_PASSWORD=y\n"
+        "RABBITMQ_ERLANG_COOKIE=z\nCOURIER_QUEUE_TYPE=quorum\n"
+    )
     checked = subprocess.run(
         [
-            "docker",
-            "compose",
-            "--env-file",
-            str(env),
-            "-f",
-            str(ROOT / "docker-compose.yml"),
+            *compose_command(),
+            *("--env-file", str(env), "-f", str(ROOT / "docker-compose.yml")),
+            *args,
             "config",
-            "--quiet",
         ],
         capture_output=True,
         text=True,
     )
     assert checked.returncode == 0, checked.stderr
+    return checked.stdout
+
+
+def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
+    assert "rabbitmq:" in compose_config(tmp_path)
+
+
+def test_docker_compose_accepts_the_cluster_profile(tmp_path: Path) -> None:
+    config = yaml.safe_load(compose_config(tmp_path, "--profile", "cluster"))
+    assert {"rabbitmq", "rabbitmq-2", "rabbitmq-3"} <= set(config["services"])
+
+
+def test_the_cluster_profile_adds_two_nodes_that_join_the_first() -> None:
+    nodes = {name: s for name, s in SERVICES.items() if name.startswith("rabbitmq")}
+    assert sorted(nodes) == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    assert "profiles" not in nodes["rabbitmq"]
+    conf = (ROOT / "deploy/rabbitmq/cluster.conf").read_text()
+    peers = re.findall(
+        r"^cluster_formation\.classic_config\.nodes\.\d+ = rabbit@(\S+)$", conf, re.M
+    )
+    assert peers == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    cookies = set()
+    for name, node in nodes.items():
+        assert node["hostname"] == name  # the node name rabbit@<hostname> names its data
+        cookies.add(environment(node)["RABBITMQ_ERLANG_COOKIE"])
+        if name != "rabbitmq":
+            assert node["profiles"] == ["cluster"]
+            assert (
+                "./deploy/rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro"
+                in (node["volumes"])
+            )
+    assert len(cookies) == 1 and REQUIRED.match(cookies.pop())
+
+
+def test_courier_names_every_node_of_the_cluster_and_takes_its_queue_type_from_env() -> None:
+    env = environment(SERVICES["worker"])
+    urls = env["COURIER_BROKER_URL"].split(",")
+    assert [u.split("@")[1].split(":")[0] for u in urls] == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    assert REQUIRED.match(env["COURIER_QUEUE_TYPE"])
+    assert environment(SERVICES["api"])["COURIER_BROKER_URL"] == env["COURIER_BROKER_URL"]
