@@ -58,6 +58,7 @@ def _short(error: BaseException, limit: int = 500) -> str:
 
 DEFAULT_RULES = (
     Rule(errors.Cancelled, CANCEL),
+    Rule(errors.LeaseLost, RETRY),  # named, so not taken for a bug; its finish is fenced anyway
     Rule(errors.Permanent, SKIP),
     Rule(errors.Retryable, RETRY),
     Rule(TimeLimitExceeded, RETRY),

@@ -1,4 +1,4 @@
-"""The job an actor is running: its claim, progress reports and cancellation checkpoints."""
+"""The job an actor is running: its claim, progress reports and checkpoints (cancel, lost lease)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ class RunningJob:
             self._unwritten_progress = None
 
     def checkpoint(self) -> None:
-        """Raise Cancelled if someone asked this job to stop; call it between units of work.
+        """Raise Cancelled if someone asked this job to stop, LeaseLost if this attempt no
+        longer owns it; call it between units of work.
 
         SQL is asked at most once per progress interval (the claim itself is the first check),
         so a short job pays nothing for its checkpoints and a cancel is seen within one
@@ -87,12 +88,16 @@ class RunningJob:
         # One read, no transaction around it: a single round trip per checkpoint.
         try:
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
-                requested = checkpoints.cancel_requested(db, self.claim.job_id)
+                standing = checkpoints.standing(db, self.claim.job_id, self.claim.number)
         except DatabaseUnavailable as e:
             # No answer is no cancel, not a failed attempt: the next checkpoint asks again.
             self._unanswered("cancel not checked", e)
             return
-        if requested:
+        if not standing.owned:
+            # Reaped while its worker was cut off or frozen: the job is another attempt's,
+            # and this one's upstream writes would come after (and over) that one's.
+            raise errors.LeaseLost(f"attempt {self.claim.number} no longer owns the job")
+        if standing.cancel_requested:
             raise errors.Cancelled("cancelled while running")
 
     def _unanswered(self, what: str, error: DatabaseUnavailable) -> None:

@@ -69,3 +69,8 @@ class InvalidPayload(Permanent):
 
 class Cancelled(JobError):
     """The job was cancelled while it ran; it stopped at a checkpoint."""
+
+
+class LeaseLost(JobError):
+    """The attempt no longer owns its job (reaped while its worker was cut off or frozen);
+    it stopped at a checkpoint, and its finish is fenced off."""

@@ -1,8 +1,10 @@
-"""What a running attempt writes and reads besides its state: progress, and cancel requests."""
+"""What a running attempt writes and reads besides its state: progress, and at checkpoints
+whether it still owns its job and whether a cancel was asked."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -17,7 +19,18 @@ _SET_PROGRESS = (
     .where(J.id == bindparam("p_job_id"), states.running_attempt(J, bindparam("p_number")))
     .values(progress=bindparam("p_progress"))
 )
-_CANCEL_REQUESTED = select(J.cancel_requested_at).where(J.id == bindparam("p_job_id"))
+_STANDING = select(
+    J.cancel_requested_at.is_not(None),
+    states.running_attempt(J, bindparam("p_number")),
+).where(J.id == bindparam("p_job_id"))
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What a running attempt learns at a checkpoint."""
+
+    owned: bool  # the job still runs this very attempt (the fence of its writes)
+    cancel_requested: bool
 
 
 def set_progress(db: Connection, job_id: uuid.UUID, number: int, progress: dict[str, Any]) -> bool:
@@ -29,6 +42,9 @@ def set_progress(db: Connection, job_id: uuid.UUID, number: int, progress: dict[
     return written
 
 
-def cancel_requested(db: Connection, job_id: uuid.UUID) -> bool:
-    """Whether someone asked the job to stop."""
-    return db.scalar(_CANCEL_REQUESTED, {"p_job_id": job_id}) is not None
+def standing(db: Connection, job_id: uuid.UUID, number: int) -> Standing:
+    """Whether attempt `number` still owns its job, and whether someone asked the job to stop."""
+    row = db.execute(_STANDING, {"p_job_id": job_id, "p_number": number}).one_or_none()
+    if row is None:
+        return Standing(owned=False, cancel_requested=False)
+    return Standing(owned=bool(row[1]), cancel_requested=bool(row[0]))

@@ -51,13 +51,28 @@ def make_engine(
     return engine
 
 
+#: The server ends a session whose client stopped answering (its host cut off from the
+#: network) within this long, rolling its transaction back: TCP keepalives when the session
+#: is idle, `tcp_user_timeout` when a reply of the server's was not acknowledged yet. Without
+#: them a transaction open at the cut kept its rows locked for hours (the kernel's
+#: defaults), and the reaper, which skips locked rows, from retrying the jobs in it.
+SILENT_CLIENT_S = 16
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": str(SILENT_CLIENT_S * 1000),
+}
+
+
 def _postgresql_engine(url: str, pool_size: int, pg_settings: dict[str, str] | None) -> Engine:
-    connect_args: dict[str, Any] = {}
-    # connect_args override the URL's parameters: only a default goes there.
+    # connect_args override the URL's parameters: only defaults go there, and the URL's
+    # own `?options=` is appended to Courier's.
+    connect_args: dict[str, Any] = {
+        "options": _options(url, {**SERVER_KEEPALIVES, **(pg_settings or {})}),
+    }
     if "connect_timeout" not in urls.parsed(url).query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
-    if pg_settings:
-        connect_args["options"] = _as_options(pg_settings)
     return create_engine(
         url,
         pool_size=pool_size,
@@ -66,6 +81,13 @@ def _postgresql_engine(url: str, pool_size: int, pg_settings: dict[str, str] | N
         hide_parameters=True,
         connect_args=connect_args,
     )
+
+
+def _options(url: str, settings: dict[str, str]) -> str:
+    # The URL's own `?options=` comes last, so what an operator set there wins.
+    given = urls.parsed(url).query.get("options")
+    given = given[-1] if isinstance(given, tuple) else given
+    return " ".join(part for part in (_as_options(settings), given) if part)
 
 
 def _as_options(settings: dict[str, str]) -> str:

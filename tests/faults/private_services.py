@@ -2,8 +2,9 @@
 
 Fault tests that take a service down must not disturb anything else on the machine, so
 they run against these instead of the shared servers: each lives in a temporary directory,
-listens on free ports of 127.0.0.1 and is a child of the test process, stopped and removed
-when the session ends (even when it fails).
+listens on free ports of 127.0.0.1 (or of the address a test gives, such as a bridge that
+network namespaces reach) and is a child of the test process, stopped and removed when the
+session ends (even when it fails).
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ class PrivatePostgres:
         *,
         initdb: bool = True,
         name: str = "faults-private-postgres",
+        host: str = "127.0.0.1",
     ) -> None:
-        """A new cluster; with `initdb=False` its data directory is left for the caller to
-        make (a standby's base backup, see `tests.faults.postgres_replicas`). `name` names
-        its log in test-artifacts/."""
+        """A new cluster listening on `host`; with `initdb=False` its data directory is left
+        for the caller to make (a standby's base backup, see `tests.faults.postgres_replicas`).
+        `name` names its log in test-artifacts/."""
         self.bindir = Path(bindir or _postgres_bindir())
         self.name = name
+        self.host = host
         self.root = Path(tempfile.mkdtemp(prefix="courier-fault-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -73,6 +76,10 @@ class PrivatePostgres:
                 "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
                 "-E", "UTF8",
             )  # fmt: skip
+            if host != "127.0.0.1":
+                # initdb trusts loopback only; clients on the address's own subnet come in too.
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write("host all all samenet trust\n")
 
     def run_tool(self, tool: str, *args: str) -> None:
         """Run one of PostgreSQL's programs (initdb, pg_basebackup, ...) as the server's user."""
@@ -94,7 +101,7 @@ class PrivatePostgres:
             self.name,
             [
                 *(str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port)),
-                *("-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+                *("-k", str(self.root), "-c", f"listen_addresses={self.host}", "-c", "fsync=off"),
                 *("-c", "max_connections=200"),
             ],
             {},
@@ -140,12 +147,12 @@ class PrivatePostgres:
 
     def url(self, database: str) -> str:
         """A SQLAlchemy URL for a database on this server."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{database}"
 
     def admin(self) -> psycopg.Connection:
         """An autocommit connection to the `postgres` database."""
         return psycopg.connect(
-            f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
+            f"postgresql://postgres@{self.host}:{self.port}/postgres",
             autocommit=True,
             connect_timeout=3,
         )
@@ -187,15 +194,24 @@ def _postgres_bindir() -> str:
 
 
 class PrivateRabbitMQ:
-    """A RabbitMQ node of its own (name, ports, data directory), with the management plugin."""
+    """A RabbitMQ node of its own (name, ports, data directory), with the management plugin.
+
+    AMQP and the management API listen on `host`; the node's distribution port and epmd
+    stay on 127.0.0.1, since only its own tools talk to them.
+    """
 
     SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
     def __init__(
-        self, *, cookie: str | None = None, label: str = "faults-private-rabbitmq"
+        self,
+        *,
+        host: str = "127.0.0.1",
+        cookie: str | None = None,
+        label: str = "faults-private-rabbitmq",
     ) -> None:
         """`cookie`: the Erlang cookie, shared by the nodes of one cluster (default: its own);
         `label`: the name of its log in test-artifacts/."""
+        self.host = host
         self.label = label
         if not os.path.exists(self.SERVER):
             found = shutil.which("rabbitmq-server")
@@ -211,9 +227,11 @@ class PrivateRabbitMQ:
         cookie_file.write_text(cookie or uuid.uuid4().hex)
         cookie_file.chmod(0o400)
         (self.root / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
+            f"listeners.tcp.default = {host}:{self.amqp_port}\n"
             f"management.tcp.port = {self.api_port}\n"
-            "management.tcp.ip = 127.0.0.1\n"
+            f"management.tcp.ip = {host}\n"
+            # guest may log in from loopback only; elsewhere the node is the test's alone.
+            + ("" if host == "127.0.0.1" else "loopback_users = none\n")
         )
         (self.root / "enabled_plugins").write_text("[rabbitmq_management].\n")
         (self.root / "rabbitmq-env.conf").write_text("")
@@ -221,7 +239,7 @@ class PrivateRabbitMQ:
             **os.environ,
             "HOME": str(self.root),
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_IP_ADDRESS": host,
             "RABBITMQ_NODE_PORT": str(self.amqp_port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
@@ -235,8 +253,8 @@ class PrivateRabbitMQ:
         }
         self.server: Process | None = None
         self.target = RabbitTarget(
-            f"amqp://guest:guest@127.0.0.1:{self.amqp_port}",
-            f"http://guest:guest@127.0.0.1:{self.api_port}",
+            f"amqp://guest:guest@{host}:{self.amqp_port}",
+            f"http://guest:guest@{host}:{self.api_port}",
         )
 
     @property
@@ -254,7 +272,7 @@ class PrivateRabbitMQ:
         def up() -> bool:
             if not server.running:
                 raise server.exited_early()
-            if not amqp_up and port_open(self.amqp_port):
+            if not amqp_up and port_open(self.amqp_port, self.host):
                 amqp_up.append(time.monotonic())
             if not amqp_up:
                 return False
@@ -293,7 +311,11 @@ class PrivateRabbitMQ:
         assert self.server is not None
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.server.wait(10)
-        wait_for(lambda: not port_open(self.amqp_port), timeout=10, what="the AMQP port to close")
+        wait_for(
+            lambda: not port_open(self.amqp_port, self.host),
+            timeout=10,
+            what="the AMQP port to close",
+        )
 
     def close(self) -> None:
         """Kill the node and remove its files."""

@@ -18,7 +18,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -173,10 +173,19 @@ class ProcessDeployment(Harness):
         done = self.run("migrate")
         assert done.returncode == 0, done.stderr
 
-    def start(self, label: str, *args: str, env: dict[str, str] | None = None) -> Process:
-        """Start a long-running `courier` command, its output in test-artifacts/."""
+    def start(
+        self,
+        label: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
+    ) -> Process:
+        """Start a long-running `courier` command, its output in test-artifacts/; `wrapper`
+        runs it through another command that execs it (`ip netns exec NS`)."""
         process = Process(
-            f"{self.name}-{label}", courier_command(*args), {**self.env, **(env or {})}
+            f"{self.name}-{label}",
+            [*wrapper, *courier_command(*args)],
+            {**self.env, **(env or {})},
         )
         self.processes.append(process)
         return process
@@ -198,13 +207,14 @@ class ProcessDeployment(Harness):
         env: dict[str, str] | None = None,
         wait: bool = True,
         queues: str | None = None,
+        wrapper: Sequence[str] = (),
     ) -> WorkerGroup:
-        """Start `courier worker` (supervised; `queues`: its `--queues`) and, by default, wait
-        until it is ready."""
+        """Start `courier worker` (supervised; `queues`: its `--queues`; `wrapper`: as for
+        `start`) and, by default, wait until it is ready."""
         args = ["worker", "--processes", str(processes), "--threads", str(threads)]
         if queues is not None:
             args += ["--queues", queues]
-        process = self.start(label, *args, env=env)
+        process = self.start(label, *args, env=env, wrapper=wrapper)
         group = WorkerGroup(process, processes)
         if wait:
             group.wait_ready()

@@ -20,9 +20,9 @@ class ScriptableUpstream:
         self._http = httpx.Client(base_url=self.url, timeout=10)
 
     @classmethod
-    def start(cls) -> ScriptableUpstream:
-        """Start a mock in this process on a free port."""
-        server = upstream_mock.start("127.0.0.1", 0)
+    def start(cls, host: str = "127.0.0.1") -> ScriptableUpstream:
+        """Start a mock in this process on a free port of `host`."""
+        server = upstream_mock.start(host, 0)
         return cls(server.url, server)
 
     @classmethod

@@ -90,6 +90,21 @@ def in_process_fails_once_released(job: RunningJob, upstreams: Upstreams) -> dic
     raise errors.UpstreamUnavailable("503 after the cancel request")
 
 
+#: The attempts of each job that got past their checkpoint to their "upstream write".
+writes: defaultdict[str, list[int]] = defaultdict(list)
+
+
+@job_type("in_process_writes_after_a_checkpoint")
+def in_process_writes_after_a_checkpoint(job: RunningJob, upstreams: Upstreams) -> None:
+    """The first attempt waits for the test (a slow upstream read); each then checkpoints
+    and writes."""
+    if job.claim.number == 1:
+        started[job.job_id].set()
+        released[job.job_id].wait(DEADLINE_S)
+    job.checkpoint()
+    writes[job.job_id].append(job.claim.number)
+
+
 # --- the in-process Courier -------------------------------------------------------------
 
 
@@ -204,6 +219,7 @@ def courier(sqlite_engine: Engine) -> Iterator[InProcess]:
         runs.clear()
         started.clear()
         released.clear()
+        writes.clear()
 
 
 # --- the tests --------------------------------------------------------------------------
@@ -281,6 +297,31 @@ def test_a_job_cancelled_while_running_stops_at_its_next_checkpoint(courier):
     [attempt] = courier.attempts(job_id)
     assert (attempt.status, attempt.decision) == ("failed", "skip")
     assert courier.dead_letters() == []
+
+
+def test_an_attempt_reaped_while_it_ran_stops_at_its_next_checkpoint_before_writing(courier):
+    job_id = courier.add("in_process_writes_after_a_checkpoint")
+    began, go_on = started[str(job_id)], released[str(job_id)]  # before the job's thread
+    courier.publish(job_id)
+    assert began.wait(DEADLINE_S)
+    # Its worker went quiet past the lease (cut off, frozen): the reaper retries the job.
+    with courier.engine.begin() as db:
+        db.execute(
+            JOBS.update()
+            .where(JOBS.c.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(hours=1))
+        )
+        [reaped] = transitions.reap_expired(db, stuck_grace_s=60)
+    assert (reaped.number, reaped.job_status) == (1, "retrying")
+    wait_for(lambda: writes[str(job_id)] == [2], timeout=DEADLINE_S, what="attempt 2 to write")
+    go_on.set()  # attempt 1 comes back from its upstream read
+    row = courier.wait_finished(job_id)
+    assert writes[str(job_id)] == [2]
+    assert (row.status, row.attempts) == ("succeeded", 2)
+    assert [(a.number, a.status, a.error_type) for a in courier.attempts(job_id)] == [
+        (1, "abandoned", "WorkerLost"),
+        (2, "succeeded", None),
+    ]
 
 
 def test_a_retry_asked_for_after_a_cancel_request_ends_cancelled(courier):
