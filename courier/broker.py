@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
 import dramatiq
+import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, TimeLimit
@@ -15,8 +17,9 @@ from actors.registry import Upstreams, declare_all, queues_by_type, upstreams_by
 from actors.upstream import UpstreamClient
 from api import serialize
 from courier.settings import Settings, check_limits
-from delivery import held_messages, publisher, reconcile
+from delivery import bands, held_messages, publisher, quorum, reconcile
 from delivery.outbox import Outbox
+from delivery.quorum import QuorumBroker
 from middleware.attempts import Attempts
 from middleware.heartbeat import Heartbeat
 from middleware.reaper import Reaper
@@ -25,6 +28,7 @@ from middleware.relay import Relay
 from middleware.scheduler import Scheduler
 from middleware.tracing import Tracing
 from middleware.webhooks import Webhooks
+from middleware.work_order import WorkOrder
 from store import circuits
 from store.admission import Rule
 from store.limits import limits_rule
@@ -32,17 +36,45 @@ from store.limits import limits_rule
 #: RabbitMQ priorities 0-9 (9 runs first); queues are declared with it from the start
 #: because a queue's max priority cannot be changed after it exists.
 MAX_PRIORITY = 9
+#: With several nodes, how long to wait for one to accept a connection and to finish the
+#: handshake before trying the next.
+NODE_SOCKET_TIMEOUT_S = 2.0
+NODE_STACK_TIMEOUT_S = 4.0
 
 
 def publishing_broker(settings: Settings) -> dramatiq.Broker:
     """A broker for publishing only (the API): no worker middleware, confirms on."""
     if settings.uses_memory_broker:
         return StubBroker(middleware=[])
-    broker = RabbitmqBroker(
-        url=settings.broker_url, confirm_delivery=True, max_priority=MAX_PRIORITY, middleware=[]
-    )
+    urls = settings.broker_urls
+    url = urls if len(urls) > 1 else urls[0]
+    broker: RabbitmqBroker
+    if settings.queue_type == bands.QUORUM:
+        broker = QuorumBroker(url=url, confirm_delivery=True, middleware=[])
+    else:
+        broker = RabbitmqBroker(
+            url=url, confirm_delivery=True, max_priority=MAX_PRIORITY, middleware=[]
+        )
     publisher.bound_blocked_waits(broker)
+    bound_connect_waits(broker)
     return broker
+
+
+def bound_connect_waits(broker: RabbitmqBroker) -> None:
+    """With several nodes, make a node that does not answer cost seconds, not pika's 10 s
+    to connect and 15 s to handshake, before the next is tried (unless the URL sets them).
+
+    A dead node's refused connection costs nothing; a node cut off by the network does.
+    """
+    nodes = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    if len(nodes) < 2:
+        return
+    defaults = pika.ConnectionParameters
+    for node in nodes:
+        if node.socket_timeout == defaults.DEFAULT_SOCKET_TIMEOUT:
+            node.socket_timeout = NODE_SOCKET_TIMEOUT_S
+        if node.stack_timeout == defaults.DEFAULT_STACK_TIMEOUT:
+            node.stack_timeout = NODE_STACK_TIMEOUT_S
 
 
 @dataclass
@@ -119,6 +151,7 @@ def worker_stack(
     # the finish: a slow database must not interrupt the bookkeeping itself. Tracing comes
     # right after Attempts: its span holds the claimed attempt's work and nothing else.
     for middleware in (
+        WorkOrder(),
         CurrentMessage(),
         attempts,
         Tracing(),
@@ -175,10 +208,20 @@ def start_in_process_worker(
     """
     stack.broker.emit_after("process_boot")
     worker = dramatiq.Worker(
-        stack.broker, queues=queues, worker_threads=threads, worker_timeout=100
+        stack.broker,
+        queues=consumed_queues(queues, quorum.queue_type(stack.broker)),
+        worker_threads=threads,
+        worker_timeout=100,
     )
     worker.start()
     return worker
+
+
+def consumed_queues(queues: Iterable[str] | None, queue_type: str) -> set[str] | None:
+    """What a worker consuming these Courier queues consumes: every band of each."""
+    if queues is None:
+        return None
+    return {name for queue in queues for name in bands.names(queue, queue_type)}
 
 
 def _held_counts(settings: Settings, broker: dramatiq.Broker) -> reconcile.HeldCounts:
@@ -190,7 +233,8 @@ def _held_counts(settings: Settings, broker: dramatiq.Broker) -> reconcile.HeldC
         held_messages.held,
         parameters=broker.parameters,
         broker_url=settings.broker_url,
-        api_url=settings.rabbitmq_api_url,
+        api_url=settings.rabbitmq_api_urls,
+        queue_type=settings.queue_type,
     )
 
 

@@ -123,7 +123,11 @@ def _consumed_queues(settings: Settings, queue_list: str | None) -> list[str]:
     named = [q.strip() for q in queue_list.split(",") if q.strip()]
     if not named:
         raise BadUsage("--queues: name at least one queue")
-    return known_queues(settings, named, option="--queues")
+    from delivery import bands
+
+    known = known_queues(settings, named, option="--queues")
+    # Dramatiq's --queues names RabbitMQ queues: every band of each (delivery.bands).
+    return [name for queue in known for name in bands.names(queue, settings.queue_type)]
 
 
 def _check_error_reports() -> None:

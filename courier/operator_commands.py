@@ -114,7 +114,8 @@ def stats(as_json: bool) -> None:
     depths = queue_depths.depths(
         sorted(set(queues_by_type(settings.job_modules, settings.job_queues).values())),
         broker_url=settings.broker_url,
-        api_url=settings.rabbitmq_api_url,
+        api_url=settings.rabbitmq_api_urls,
+        queue_type=settings.queue_type,
     )
     if as_json:
         click.echo(json.dumps({**summary.__dict__, "queues": depths}, indent=2))

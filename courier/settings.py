@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from courier.redact import redact
 from store import urls
@@ -39,8 +39,12 @@ class Settings:
     """Everything configurable about a Courier process (docs/configuration.md)."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    # One RabbitMQ node, or several (comma-separated) that clients fail over between.
     broker_url: str = DEFAULT_BROKER_URL
+    # One management API, or one per node (comma-separated), asked in order.
     rabbitmq_api_url: str | None = "http://guest:guest@127.0.0.1:15672"
+    # `classic` (one queue per Courier queue, priorities 0-9) or `quorum` (replicated).
+    queue_type: str = "classic"
     crm_url: str = "http://127.0.0.1:8100/crm"
     billing_url: str = "http://127.0.0.1:8100/billing"
     upstream_timeout_s: float = 10.0
@@ -98,6 +102,28 @@ class Settings:
     @property
     def uses_memory_broker(self) -> bool:
         return self.broker_url == DEV_BROKER_URL
+
+    @property
+    def broker_urls(self) -> list[str]:
+        """The RabbitMQ nodes, in the order clients try them."""
+        return _split(self.broker_url)
+
+    @property
+    def rabbitmq_api_urls(self) -> list[str]:
+        """The management APIs to ask, in order: as listed, or one API URL given for
+        several nodes on other hosts: the same port and credentials on each node's host."""
+        given = _split(self.rabbitmq_api_url or "")
+        hosts = list(dict.fromkeys(urlsplit(url).hostname for url in self.broker_urls))
+        if len(given) != 1 or len(hosts) < 2:
+            return given
+        api = urlsplit(given[0])
+        credentials, _, _ = api.netloc.rpartition("@")
+        at = f"{credentials}@" if credentials else ""
+        return given + [
+            api._replace(netloc=f"{at}{host}:{api.port or 15672}").geturl()
+            for host in hosts
+            if host and host != api.hostname
+        ]
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated the same way)."""
@@ -166,8 +192,45 @@ def _database_url(raw: str) -> str:
     return raw
 
 
-def _optional_http_url(raw: str) -> str | None:
-    return _url("http", "https")(raw) if raw else None
+def _split(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _urls(*schemes: str) -> Callable[[str], str]:
+    one = _url(*schemes)
+
+    def parse(raw: str) -> str:
+        urls = [one(url) for url in _split(raw)]
+        if not urls:
+            raise ValueError("expected at least one URL")
+        return ",".join(urls)
+
+    return parse
+
+
+def _broker_urls(raw: str) -> str:
+    if raw == DEV_BROKER_URL:
+        return raw
+    urls = _split(_urls("amqp", "amqps")(raw))
+    vhosts = {_vhost_of(url) for url in urls}
+    if len(vhosts) > 1:
+        raise ValueError(f"every node must name the same vhost, got {', '.join(sorted(vhosts))}")
+    return ",".join(urls)
+
+
+def _vhost_of(broker_url: str) -> str:
+    """The vhost an AMQP URL names (`/` when it names none)."""
+    return unquote(urlsplit(broker_url).path.lstrip("/")) or "/"
+
+
+def _optional_http_urls(raw: str) -> str | None:
+    return _urls("http", "https")(raw) if raw else None
+
+
+def _queue_type(raw: str) -> str:
+    if raw not in ("classic", "quorum"):
+        raise ValueError(f"expected 'classic' or 'quorum', got {raw!r}")
+    return raw
 
 
 def _module_names(raw: str) -> tuple[str, ...]:
@@ -256,8 +319,9 @@ def _log_format(raw: str) -> str:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _database_url,
-    "broker_url": _url("amqp", "amqps", "memory"),
-    "rabbitmq_api_url": _optional_http_url,
+    "broker_url": _broker_urls,
+    "rabbitmq_api_url": _optional_http_urls,
+    "queue_type": _queue_type,
     "crm_url": _url("http", "https"),
     "billing_url": _url("http", "https"),
     "upstream_timeout_s": _positive_float,

@@ -18,26 +18,33 @@ import pika
 import pika.exceptions
 from dramatiq.common import dq_name
 
-from delivery import queue_depths
+from delivery import bands, queue_depths
 
 #: Passive declare's answer for a queue that does not exist.
 _MISSING = -1
 
 
 def held(
-    queues: list[str], *, parameters: Any, broker_url: str, api_url: str | None
+    queues: list[str],
+    *,
+    parameters: Any,
+    broker_url: str,
+    api_url: queue_depths.ApiUrls,
+    queue_type: str = bands.CLASSIC,
 ) -> dict[str, int | None]:
-    """Messages each queue and its delay queue hold, ready or delivered and not acknowledged.
+    """Messages each queue (all its bands) and its delay queue hold, ready or delivered and
+    not acknowledged.
 
     A queue that does not exist holds 0. None when unknown: RabbitMQ or its management API
     does not answer, or the API has no statistics for the queue yet (just declared, or the
     node just started).
     """
+    names = {q: [*bands.names(q, queue_type), dq_name(q)] for q in queues}
     stats = queue_depths.vhost_queues(broker_url, api_url)
-    ready = _ready_now(parameters, [name for q in queues for name in (q, dq_name(q))])
+    ready = _ready_now(parameters, [name for q in queues for name in names[q]])
     if stats is None or ready is None:
         return dict.fromkeys(queues)
-    return {q: _total(stats, ready, (q, dq_name(q))) for q in queues}
+    return {q: _total(stats, ready, names[q]) for q in queues}
 
 
 def _total(stats: dict[str, Any], ready: dict[str, int], names: Sequence[str]) -> int | None:

@@ -27,6 +27,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import ConnectionClosed
 
 from background.batcher import Batcher, Request
+from delivery import bands, quorum
 
 _channels = threading.local()
 
@@ -88,8 +89,14 @@ def send(broker: Broker, messages: Sequence[Message[Any]]) -> None:
         # Their queue was deleted under us: RabbitMQ took the transaction but dropped these.
         # Declare it again and send just these; duplicates of the others are not needed.
         broker.queues_pending.update(unroutable)
-        messages = [m for m in messages if m.queue_name in unroutable]
+        messages = [m for m in messages if _routing_key(broker, m) in unroutable]
     raise ConnectionClosed(f"no queue took the messages for {sorted(unroutable)}")
+
+
+def _routing_key(broker: RabbitmqBroker, message: Message[Any]) -> str:
+    """The message's queue, or on quorum queues the band of its priority (delivery.bands)."""
+    priority = message.options.get("broker_priority")
+    return bands.band_for(message.queue_name, priority, quorum.queue_type(broker))
 
 
 def _publish_in_transaction(broker: RabbitmqBroker, messages: Sequence[Message[Any]]) -> set[str]:
@@ -99,7 +106,7 @@ def _publish_in_transaction(broker: RabbitmqBroker, messages: Sequence[Message[A
     for message in messages:
         channel.basic_publish(
             exchange="",
-            routing_key=message.queue_name,
+            routing_key=_routing_key(broker, message),
             body=message.encode(),
             properties=pika.BasicProperties(
                 delivery_mode=2, priority=message.options.get("broker_priority")

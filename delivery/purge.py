@@ -20,7 +20,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import ConnectionClosed
 from sqlalchemy.orm import Session, sessionmaker
 
-from delivery import channels
+from delivery import bands, channels, quorum
 from store import actions
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,10 @@ def purge(
 def empty(broker: Broker, queue: str) -> int:
     """Remove every ready message from the broker's `queue`; returns how many.
 
-    Only `queue` itself: Courier never publishes to its delay queue (retries wait in SQL),
-    and the dead-letter queue holds dead jobs, which a purge does not touch. Messages a
-    worker already holds unacknowledged stay with it; their claim decides.
+    Only `queue` itself, all its bands on quorum queues: Courier never publishes to its
+    delay queue (retries wait in SQL), and the dead-letter queue holds dead jobs, which a
+    purge does not touch. Messages a worker already holds unacknowledged stay with it;
+    their claim decides.
     """
     if isinstance(broker, StubBroker):
         held = broker.queues.get(queue)
@@ -70,7 +71,12 @@ def empty(broker: Broker, queue: str) -> int:
         return count
     if not isinstance(broker, RabbitmqBroker):
         raise TypeError(f"purging is not supported on {type(broker).__name__}")
+    names = bands.names(queue, quorum.queue_type(broker))
+    if len(names) > 1:
+        # Every band exists, so that a missing one does not end the purge of the others.
+        broker.declare_queue(queue, ensure=True)
     removed = 0
     with channels.own_channel(broker) as channel:
-        removed = channel.queue_purge(queue).method.message_count or 0
+        for name in names:
+            removed += channel.queue_purge(name).method.message_count or 0
     return removed

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
 
+from delivery import bands
 from store import reconciliation, turns
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def reconcile(
 ) -> dict[str, int]:
     """Return to the outbox, per queue, the jobs whose messages the broker lost; returns how
     many. The relay publishes them (its next round, within its interval)."""
-    names = sorted(queues)
+    # A priority band's messages are its Courier queue's (delivery.bands).
+    names = sorted({bands.base_of(queue) for queue in queues})
     counts = held(names)  # first: see the module's docstring
     returned = {}
     for queue in names:

@@ -202,8 +202,17 @@ class PrivateRabbitMQ:
 
     SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
-    def __init__(self, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        cookie: str | None = None,
+        label: str = "faults-private-rabbitmq",
+    ) -> None:
+        """`cookie`: the Erlang cookie, shared by the nodes of one cluster (default: its own);
+        `label`: the name of its log in test-artifacts/."""
         self.host = host
+        self.label = label
         if not os.path.exists(self.SERVER):
             found = shutil.which("rabbitmq-server")
             if found is None:
@@ -214,9 +223,9 @@ class PrivateRabbitMQ:
         self.api_port = free_port()
         self.dist_port = free_port()
         self.node = f"courier-fault-{os.getpid()}-{uuid.uuid4().hex[:6]}@localhost"
-        cookie = self.root / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex)
-        cookie.chmod(0o400)
+        cookie_file = self.root / ".erlang.cookie"
+        cookie_file.write_text(cookie or uuid.uuid4().hex)
+        cookie_file.chmod(0o400)
         (self.root / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = {host}:{self.amqp_port}\n"
             f"management.tcp.port = {self.api_port}\n"
@@ -256,7 +265,7 @@ class PrivateRabbitMQ:
         """Start the node, wait until AMQP and the management API answer; returns when AMQP did."""
         assert not self.running, "already running"
         server = self.server = Process(
-            "faults-private-rabbitmq", [self.SERVER], self.env, cwd=str(self.root), append=True
+            self.label, [self.SERVER], self.env, cwd=str(self.root), append=True
         )
         amqp_up: list[float] = []
 
