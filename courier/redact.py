@@ -13,4 +13,8 @@ MASK = "***"
 
 def redact(text: str) -> str:
     """`text` with the password of every URL in it replaced by `***`."""
+    # Every log line's values pass through here, and almost none holds a URL: the
+    # substring test costs a fiftieth of the pattern's search.
+    if "://" not in text:
+        return text
     return _PASSWORD_IN_URL.sub(rf"\g<prefix>{MASK}@", text)
