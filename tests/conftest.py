@@ -26,11 +26,21 @@ GROUPS_BY_FIXTURE = {
 }
 
 
+def xdist_groups(item: pytest.Item) -> set[str]:
+    """The groups a test belongs to: its private servers', and `timing` for a test whose
+    wall-clock bounds hold on two cores only without another such test beside it."""
+    fixtures = getattr(item, "fixturenames", ())
+    groups = {g for f, g in GROUPS_BY_FIXTURE.items() if f in fixtures}
+    if item.get_closest_marker("timing"):
+        groups.add("timing")
+    return groups
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        groups = {g for f, g in GROUPS_BY_FIXTURE.items() if f in getattr(item, "fixturenames", ())}
-        assert len(groups) <= 1, f"{item.nodeid} needs the private servers of {sorted(groups)}"
+        groups = xdist_groups(item)
+        assert len(groups) <= 1, f"{item.nodeid} is in more than one group: {sorted(groups)}"
         for group in groups:
             item.add_marker(pytest.mark.xdist_group(group))
 

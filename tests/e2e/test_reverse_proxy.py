@@ -29,7 +29,7 @@ from tests.support.deployment import ProcessDeployment, label_for
 from tests.support.polling import wait_for
 from tests.support.processes import Process, free_port, wait_http
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timing]
 
 NGINX = Path("/usr/sbin/nginx")
 SERVER_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "courier.conf"

@@ -25,7 +25,7 @@ from tests.support import services
 from tests.support.deployment import WorkerGroup
 from tests.support.polling import wait_for
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timing]
 
 SKEW_S = 60
 #: Far below the skew, far above scheduling noise.
