@@ -1,6 +1,7 @@
 # The README's two commands: `make dev` runs Courier embedded, `make test` runs the suite.
 #   make dev                          SQLite + in-process broker, API and workers in one process
-#   make test [PYTEST_ARGS='-k dead']  the full suite against real PostgreSQL and RabbitMQ
+#   make test [PYTEST_ARGS='-k dead']  the full suite against real PostgreSQL and RabbitMQ, on
+#                                     TEST_WORKERS pytest-xdist workers (PYTEST_ARGS='-n 0': serially)
 #   make test-cluster [PYTEST_ARGS=…]  the cluster tests: RabbitMQ, PostgreSQL and worker hosts
 #   make services                     start (or install) PostgreSQL and RabbitMQ only
 #   make lint                         ruff check, ruff format --check, mypy and scripts/check-imports
@@ -12,6 +13,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Most tests wait on the services and on subprocesses, so more workers than the 2 cores pay.
+TEST_WORKERS ?= 3
 BENCH_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -53,8 +56,9 @@ dev: $(STAMP)
 services:
 	scripts/ensure-services
 
+# --dist loadgroup keeps the tests of an xdist_group on one worker (tests/conftest.py).
 test: services $(STAMP)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-cluster: services $(STAMP)
 	$(VENV)/bin/pytest -m cluster $(PYTEST_ARGS)

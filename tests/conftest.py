@@ -17,6 +17,33 @@ from tests.support.upstream import ScriptableUpstream
 
 assert job_types  # registered before any app or worker is built
 
+#: Under pytest-xdist (`make test`: `--dist loadgroup`) the tests of one group run on one
+#: worker, one after another. A private server is a session fixture, so grouping its tests
+#: starts it on one worker instead of on each.
+GROUPS_BY_FIXTURE = {
+    "private_rabbitmq": "private-rabbitmq",
+    "private_postgres": "private-postgres",
+}
+
+
+def xdist_groups(item: pytest.Item) -> set[str]:
+    """The groups a test belongs to: its private servers', and `timing` for a test whose
+    wall-clock bounds hold on two cores only without another such test beside it."""
+    fixtures = getattr(item, "fixturenames", ())
+    groups = {g for f, g in GROUPS_BY_FIXTURE.items() if f in fixtures}
+    if item.get_closest_marker("timing"):
+        groups.add("timing")
+    return groups
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        groups = xdist_groups(item)
+        assert len(groups) <= 1, f"{item.nodeid} is in more than one group: {sorted(groups)}"
+        for group in groups:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[None]:

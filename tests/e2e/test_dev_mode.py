@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from tests.support.deployment import label_for
 from tests.support.polling import wait_for
 from tests.support.processes import Process, courier_command, free_port
 
@@ -18,13 +19,14 @@ pytestmark = pytest.mark.e2e
 
 @contextmanager
 def courier_dev(
-    tmp_path, env: dict[str, str] | None = None
+    request: pytest.FixtureRequest, tmp_path, env: dict[str, str] | None = None
 ) -> Iterator[tuple[Process, int, str, str]]:
     """`courier dev` in `tmp_path`, once its banner is out: the process, its port, and its
-    client and operator tokens."""
+    client and operator tokens. Its log is named after the test, which may run beside
+    another one of this module."""
     port, upstream_port = free_port(), free_port()
     process = Process(
-        "courier-dev",
+        f"courier-dev-{label_for(request.node.name)}",
         courier_command("dev", "--port", str(port)),
         {
             "COURIER_CRM_URL": f"http://127.0.0.1:{upstream_port}/crm",
@@ -61,8 +63,8 @@ def finished(http: httpx.Client, location: str, headers: dict[str, str]) -> dict
     )
 
 
-def test_courier_dev_runs_a_job_to_success_and_exits_0_on_ctrl_c(tmp_path):
-    with courier_dev(tmp_path) as (process, port, client, operator):
+def test_courier_dev_runs_a_job_to_success_and_exits_0_on_ctrl_c(request, tmp_path):
+    with courier_dev(request, tmp_path) as (process, port, client, operator):
         assert client != operator
         headers = {"Authorization": f"Bearer {client}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -77,8 +79,8 @@ def test_courier_dev_runs_a_job_to_success_and_exits_0_on_ctrl_c(tmp_path):
         assert process.popen.wait(30) == 0
 
 
-def test_courier_dev_runs_the_jobs_of_every_queue(tmp_path):
-    with courier_dev(tmp_path, {"COURIER_JOB_QUEUES": "customer_sync=low"}) as (
+def test_courier_dev_runs_the_jobs_of_every_queue(request, tmp_path):
+    with courier_dev(request, tmp_path, {"COURIER_JOB_QUEUES": "customer_sync=low"}) as (
         _process,
         port,
         client,

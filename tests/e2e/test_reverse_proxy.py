@@ -25,11 +25,11 @@ import httpx
 import pytest
 
 from tests.faults.private_services import port_open
-from tests.support.deployment import ProcessDeployment
+from tests.support.deployment import ProcessDeployment, label_for
 from tests.support.polling import wait_for
 from tests.support.processes import Process, free_port, wait_http
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timing]
 
 NGINX = Path("/usr/sbin/nginx")
 SERVER_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "courier.conf"
@@ -85,17 +85,19 @@ def small_api(deployment: ProcessDeployment) -> str:
 
 @contextlib.contextmanager
 def running_nginx(
-    nginx_root: tuple[Path, str | None], upstream: str
+    nginx_root: tuple[Path, str | None], upstream: str, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Process, str]]:
-    """nginx in front of `upstream`, in the foreground: the process and its base URL."""
+    """nginx in front of `upstream`, in the foreground: the process and its base URL. Its
+    logs are named after the test, which may run beside another one of this module."""
     root, user = nginx_root
     port = free_port()
     conf = root / "nginx.conf"
     conf.write_text(render(upstream, port, root))
     command = [str(NGINX), "-e", "stderr", "-p", str(root), "-c", str(conf)]
-    check = Process("e2e-reverse-proxy-nginx-check", [*command, "-t"], {}, user=user)
+    name = f"e2e-nginx-{label_for(request.node.name)}"
+    check = Process(f"{name}-check", [*command, "-t"], {}, user=user)
     assert check.wait(30) == 0, check.output()
-    nginx = Process("e2e-reverse-proxy-nginx", command, {}, cwd=str(root), user=user)
+    nginx = Process(name, command, {}, cwd=str(root), user=user)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: port_open(port) or not nginx.running, timeout=30, what="nginx")
@@ -107,9 +109,11 @@ def running_nginx(
 
 
 @pytest.fixture
-def proxy(nginx_root: tuple[Path, str | None], small_api: str) -> Iterator[tuple[Process, str]]:
+def proxy(
+    request: pytest.FixtureRequest, nginx_root: tuple[Path, str | None], small_api: str
+) -> Iterator[tuple[Process, str]]:
     """nginx in front of the small API."""
-    with running_nginx(nginx_root, small_api) as (nginx, url):
+    with running_nginx(nginx_root, small_api, request) as (nginx, url):
         wait_http(f"{url}/healthz", process=nginx, timeout=30)
         yield nginx, url
 
@@ -241,7 +245,7 @@ class EchoHeaders(BaseHTTPRequestHandler):
 
 
 def test_the_forwarded_headers_the_api_believes_come_from_nginx_alone(
-    nginx_root: tuple[Path, str | None],
+    request: pytest.FixtureRequest, nginx_root: tuple[Path, str | None]
 ) -> None:
     echo = ThreadingHTTPServer(("127.0.0.1", free_port()), EchoHeaders)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
@@ -253,7 +257,7 @@ def test_the_forwarded_headers_the_api_believes_come_from_nginx_alone(
         "X-Forwarded-For": "10.0.0.1",
     }
     try:
-        with running_nginx(nginx_root, f"127.0.0.1:{echo.server_port}") as (_, url):
+        with running_nginx(nginx_root, f"127.0.0.1:{echo.server_port}", request) as (_, url):
             seen = httpx.get(f"{url}/anything", headers=spoofed, timeout=10).json()
     finally:
         echo.shutdown()

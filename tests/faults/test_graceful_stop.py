@@ -19,7 +19,7 @@ from tests.support.deployment import ProcessDeployment, WorkerGroup
 from tests.support.polling import wait_for
 from tests.support.processes import descendants, signal_all
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timing]
 
 #: The job's upstream write takes this long: it is mid-flight when the signal comes.
 JOB_S = 3.5

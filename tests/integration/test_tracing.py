@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind
 from delivery.outbox import Outbox
 from store import submissions
 from store.outbox import JobMessage
+from tests.support.polling import wait_for
 from tests.support.stack import Stack, build
 from tracing import context, setup, spans
 
@@ -172,6 +173,9 @@ def test_a_bulk_replay_of_dead_jobs_gives_each_new_job_a_new_trace(traced, expor
         max_attempts=1,
     )
     traced.wait_status(old_id, "dead")
+    # Right after the job dies its worker records the dead letter in a write of its own, and
+    # a replay passes over a row another transaction holds: let that write be done first.
+    wait_for(lambda: traced.job(old_id).dead_lettered_at, what="the dead letter recorded")
     upstream.reset()
     response = traced.client.simulate_post(
         "/v1/dead-letters/replay", json={"job_ids": [old_id]}, headers=traced.token(role="operator")

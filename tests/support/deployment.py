@@ -14,6 +14,7 @@ both submit and wait through `tests.support.harness.Harness`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -44,8 +45,15 @@ from tests.support.upstream import ScriptableUpstream
 
 
 def label_for(test_name: str) -> str:
-    """A test's name as it can stand in file names: its processes' logs are named after it."""
-    return re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:60]
+    """A test's name as it can stand in file names: its processes' logs are named after it.
+
+    A long name is cut, and a hash of the whole name keeps it apart from another it shares
+    its start with (the cases of one parametrized test): the two may run side by side.
+    """
+    label = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")
+    if len(label) <= 60:
+        return label
+    return f"{label[:51].rstrip('-')}-{hashlib.sha1(test_name.encode()).hexdigest()[:8]}"
 
 
 class WorkerGroup:
