@@ -104,13 +104,18 @@ def replay_chunk(
 def _lock_page(
     session: Session, selection: Selection, limit: int, before: uuid.UUID | None
 ) -> Sequence[Row[*tuple[Any, ...]]]:
-    # A concurrent bulk replay skips the rows this one holds (and would not find them dead
-    # and unreplayed after it commits); SQLite has no row locks but runs one writing
-    # transaction at a time.
+    # A replay by filter passes over the rows another transaction holds (a concurrent bulk
+    # replay would not leave them dead and unreplayed; anything else, such as a worker's
+    # write just after the job died, leaves them for the next replay). Jobs named by id are
+    # waited for instead: the operator asked for these, and a 202 that replayed none of them
+    # would say nothing. Rows are locked newest first either way, so two replays naming the
+    # same jobs cannot deadlock, and the one that waited finds them replayed and takes none.
+    # SQLite has no row locks but runs one writing transaction at a time.
     query = _selected(select(*actions.REPLAY_COLUMNS), selection)
     if before is not None:
         query = query.where(J.id < before)
-    return session.execute(query.limit(limit).with_for_update(skip_locked=True)).all()
+    waits = selection.job_ids is not None
+    return session.execute(query.limit(limit).with_for_update(skip_locked=not waits)).all()
 
 
 def _selected(query: Select[Any], selection: Selection) -> Select[Any]:

@@ -192,6 +192,43 @@ def test_a_bulk_replay_passes_over_rows_another_holds_and_they_stay_replayable(p
     assert {o for o, _ in second.replayed} == held
 
 
+def test_a_replay_naming_jobs_waits_for_a_row_another_holds_and_replays_it(pg_engine):
+    # As a worker's write to the job just after it died does: the job named must be
+    # replayed once the holder commits, not passed over with a 202 that replayed nothing.
+    sessions = make_sessionmaker(pg_engine)
+    old_ids = add_dead(sessions, 3)
+    results: list[replays.Result] = []
+    selection = bulk_replay.Selection(job_ids=old_ids)
+    with sessions.begin() as holder:
+        holder.scalars(select(Job.id).where(Job.id == old_ids[0]).with_for_update()).all()
+        replaying = threading.Thread(target=lambda: results.append(bulk(sessions, selection)))
+        replaying.start()
+        wait_for(lambda: lock_waits(pg_engine) == 1, timeout=10, what="the replay to wait")
+    replaying.join(timeout=30)
+    assert {o for o, _ in results[0].replayed} == set(old_ids)
+    assert results[0].skipped == []
+
+
+def test_two_replays_naming_the_same_jobs_replay_each_once(pg_engine):
+    sessions = make_sessionmaker(pg_engine)
+    old_ids = add_dead(sessions, 50)
+    selection = bulk_replay.Selection(job_ids=old_ids)
+    start = threading.Barrier(2)
+    results: list[replays.Result] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(bulk(sessions, selection))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    replayed = [o for r in results for o, _ in r.replayed]
+    assert sorted(replayed) == sorted(old_ids)  # each exactly once, by one or the other
+
+
 def test_two_single_replays_racing_for_one_job_create_one_new_job(pg_engine):
     sessions = make_sessionmaker(pg_engine)
     old_id = add_job(sessions, entity_id=None)  # no entity: only the link fence stops the loser
