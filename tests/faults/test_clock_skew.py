@@ -112,15 +112,27 @@ def db_now(deployment: FaultDeployment) -> datetime:
 
 
 def logged_at(group: WorkerGroup, job_id: str, attempt: int) -> datetime:
-    """When the worker logged the outcome of an attempt, by the worker's own clock."""
-    for line in group.log_lines(job_id):
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("job_id") == job_id and entry.get("attempt") == attempt and "outcome" in entry:
-            return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
-    raise AssertionError(f"no outcome logged for job {job_id} attempt {attempt}")
+    """When the worker logged the outcome of an attempt, by the worker's own clock.
+
+    The line is written after the finish commits, and passes through Dramatiq's main
+    process on its way to the log: it may come a moment after SQL shows the job ended.
+    """
+
+    def outcome() -> datetime | None:
+        for line in group.log_lines(job_id):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if (
+                entry.get("job_id") == job_id
+                and entry.get("attempt") == attempt
+                and "outcome" in entry
+            ):
+                return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+        return None
+
+    return wait_for(outcome, timeout=15, what=f"the outcome line of job {job_id} attempt {attempt}")
 
 
 def assert_worker_clock_ahead(group: WorkerGroup, job_id: str, attempt: dict[str, Any]) -> None:
