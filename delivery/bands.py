@@ -10,6 +10,8 @@ they hold is decided in the worker (middleware.work_order).
 
 from __future__ import annotations
 
+from dramatiq.common import q_name
+
 CLASSIC = "classic"
 QUORUM = "quorum"
 
@@ -39,6 +41,12 @@ def base_of(name: str) -> str:
         if name.endswith(suffix):
             return name.removesuffix(suffix)
     return name
+
+
+def courier_queue(name: str) -> str:
+    """The Courier queue a RabbitMQ queue belongs to: it is a band, the delay or dead-letter
+    queue (`.DQ`, `.XQ`), or the Courier queue itself."""
+    return base_of(q_name(name))
 
 
 def is_band(name: str) -> bool:

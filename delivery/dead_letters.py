@@ -13,7 +13,7 @@ import pika
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import q_name, xq_name
+from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 
 from delivery import bands, channels
@@ -27,7 +27,8 @@ def headers_for(job_id: str, error_type: str | None, attempts: int) -> dict[str,
 def publish(broker: Broker, message: Message[Any] | MessageProxy, headers: dict[str, Any]) -> None:
     """Put a copy of `message` in its queue's `.XQ`, confirmed by the broker when it is RabbitMQ."""
     # A delivery names the RabbitMQ queue it came from: a delay queue, or a priority band.
-    queue = xq_name(bands.base_of(q_name(message.queue_name)))
+    base = bands.courier_queue(message.queue_name)
+    queue = xq_name(base)
     if isinstance(broker, RabbitmqBroker):
         broker.declare_queue(message.queue_name, ensure=True)
         try:
@@ -41,7 +42,7 @@ def publish(broker: Broker, message: Message[Any] | MessageProxy, headers: dict[
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
             if isinstance(e, pika.exceptions.UnroutableError):
                 # The `.XQ` is gone (deleted in the console): declare it again next time.
-                broker.queues_pending.add(bands.base_of(q_name(message.queue_name)))
+                broker.queues_pending.add(base)
             del broker.connection  # reconnect on next use
             raise ConnectionClosed(e) from None
     elif isinstance(broker, StubBroker):

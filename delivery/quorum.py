@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker, _RabbitmqConsumer
-from dramatiq.common import q_name, xq_name
+from dramatiq.common import xq_name
 
 from delivery import bands
 
@@ -36,7 +36,7 @@ class QuorumBroker(RabbitmqBroker):
 
     def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:
         """Declare a Courier queue with its bands (a band's name declares its base queue)."""
-        base = bands.base_of(q_name(queue_name))
+        base = bands.courier_queue(queue_name)
         super().declare_queue(base, ensure=ensure)
         for band in bands.names(base, self.queue_type)[1:]:
             if band not in self.queues:
@@ -53,7 +53,7 @@ class QuorumBroker(RabbitmqBroker):
             "x-queue-type": "quorum",
             "x-delivery-limit": DELIVERY_LIMIT,
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": xq_name(bands.base_of(q_name(queue_name))),
+            "x-dead-letter-routing-key": xq_name(bands.courier_queue(queue_name)),
         }
 
     def _declare_dq_queue(self, queue_name: str) -> Any:
