@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cpu, drain, memory, noop_job, reads, replay, report, throughput
+from bench import cpu, drain, history, memory, noop_job, reads, replay, report, throughput, ticks
 from bench.peers import section as peers
 from bench.stack import Shape, Stack
 
 SECTIONS = {1: "single", 2: "batch", 3: "drain", 4: "reads", 5: "replay", 6: "memory", 7: "peers"}
+HISTORY_SECTIONS = (1, 2, 3)  # run again with --history
 PEERS = 7  # installs Celery and Procrastinate on first use: left out of --quick unless asked
 FULL = {"jobs": 5000, "batch_size": 500, "drain_jobs": 10_000, "rows": "10000,1000000"}
 FULL |= {"gets": 2000, "dead": 10_000, "replay_limit": 1000}
@@ -59,6 +60,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("gil", "cpu", "wall"),
         help="py-spy the API in 1, 4, 5 and the worker in 3: GIL holders (default), on-CPU or wall",
     )
+    p.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after sections 1-3, load N finished jobs (a month) and run 1-3 again (off)",
+    )
+    p.add_argument("--tick-calls", type=int, default=200, help="timed calls per tick query")
     p.add_argument("--keep", action="store_true", help="keep the database and vhost")
     args = p.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
@@ -105,9 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     except peers.venvs.InstallFailed as e:
         raise SystemExit(f"bench: {e}") from None
     profiler = None
+    twice = [n for n in args.sections if n in HISTORY_SECTIONS] if args.history else []
     try:
         stack.start()
-        for number in args.sections:
+        if twice:
+            run["history"] = {"rows": args.history, "tenants": history.SECTION_TENANTS}
+            say(f"[ticks] on empty tables, {args.tick_calls} calls each ...")
+            run["history"]["ticks_empty"] = _ticks(stack, args, plans=False)[0]
+        for number in twice + [n for n in args.sections if n not in twice]:
+            if number not in twice and twice and "sections" not in run["history"]:
+                _history_round(stack, args, twice, run["history"])
             name = SECTIONS[number]
             say(f"[{number}] {name} ...")
             began = time.perf_counter()
@@ -126,12 +142,19 @@ def main(argv: list[str] | None = None) -> int:
                 run["sections"][name]["profile"] = profiler.stop()
                 profiler = None
             say(f"[{number}] {name} done in {time.perf_counter() - began:.1f}s")
+        if twice and "sections" not in run["history"]:
+            _history_round(stack, args, twice, run["history"])
     finally:
         if profiler is not None:
             profiler.stop()
         stack.close(keep=args.keep)
     run["load_average_end"] = os.getloadavg()
     run["figures"] = report.figures(run["sections"])
+    if twice:
+        h = run["history"]
+        h["figures"] = report.figures(h["sections"])
+        h["comparison"] = report.history_comparison(run["figures"], h["figures"])
+        h["verdict"] = "met" if all(c["within"] for c in h["comparison"].values()) else "missed"
     path = args.results_dir / f"{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run, indent=2, default=str) + "\n")
@@ -147,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(report.table(run["figures"], report.labels(run["sections"])))
+    if twice:
+        h = run["history"]
+        print(
+            f"\nsections {','.join(map(str, twice))} on empty tables and with "
+            f"{args.history:,} finished jobs (and attempts) of history, loaded in "
+            f"{h['seed_s']:.0f}s (tenants {', '.join(h['tenants'].values())} hold part of it):"
+        )
+        print(report.history_table(h["comparison"], report.labels(h["sections"]), args.history))
+        print(f"verdict (every figure within 20 % of its empty-table value): {h['verdict']}")
+        print(f"\nworker ticks, {args.tick_calls} calls each, empty and {args.history:,} history:")
+        print(ticks.table(h["ticks"], args.history))
     print()
     for name, usage in _cpu_usage(run["sections"]):
         print(f"{name}: {cpu.summary(usage)}")
@@ -154,11 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _section(number: int, stack: Stack, args: argparse.Namespace, profiler: Any) -> dict:
+def _section(
+    number: int, stack: Stack, args: argparse.Namespace, profiler: Any, tenants: dict | None = None
+) -> dict:
+    # With history loaded, sections 1-3 submit as tenants that hold part of it.
+    tenant = {"tenant": tenants[SECTIONS[number]]} if tenants else {}
     if number == 1:
-        return throughput.single(stack, jobs=args.jobs, clients=args.clients)
+        return throughput.single(stack, jobs=args.jobs, clients=args.clients, **tenant)
     if number == 2:
-        return throughput.batch(stack, jobs=args.jobs, clients=args.clients, size=args.batch_size)
+        return throughput.batch(
+            stack, jobs=args.jobs, clients=args.clients, size=args.batch_size, **tenant
+        )
     if number == 3:
         return drain.drain(
             stack,
@@ -166,12 +206,47 @@ def _section(number: int, stack: Stack, args: argparse.Namespace, profiler: Any)
             clients=args.clients,
             batch_size=args.batch_size,
             on_worker_start=profiler.attach if profiler else None,
+            **tenant,
         )
     if number == 4:
         return reads.reads(stack, sizes=args.sizes, gets=args.gets, clients=args.get_clients)
     if number == 5:
         return replay.replay(stack, dead=args.dead, limit=args.replay_limit)
     return memory.memory(stack)
+
+
+def _ticks(stack: Stack, args: argparse.Namespace, *, plans: bool) -> tuple[dict, dict]:
+    """The worker ticks' statements timed on the stack's database (no worker running), and
+    their plans if `plans`."""
+    from store.db import make_engine
+
+    stack.stop_worker()
+    engine = make_engine(stack.env["COURIER_DATABASE_URL"])
+    try:
+        timed = ticks.timed(engine, calls=args.tick_calls)
+        return timed, ticks.tick_plans(engine) if plans else {}
+    finally:
+        engine.dispose()
+
+
+def _history_round(stack: Stack, args: argparse.Namespace, numbers: list[int], into: dict) -> None:
+    """Load the history, time the ticks again, and run `numbers` (sections) again."""
+    stack.stop_worker()
+    say(f"[history] loading {args.history:,} finished jobs and their attempts ...")
+    with stack.connect() as conn:
+        into["seed_s"] = history.load(conn, args.history)
+    say(f"[history] loaded in {into['seed_s']:.1f}s")
+    say(f"[ticks] with {args.history:,} history ...")
+    timed, explained = _ticks(stack, args, plans=True)
+    into["ticks_history"], into["plans"] = timed, explained
+    into["ticks"] = ticks.compare(into["ticks_empty"], timed, ticks.seq_scans(explained))
+    into["sections"] = {}
+    for number in numbers:
+        name = SECTIONS[number]
+        say(f"[{number}] {name}, {args.history:,} history ...")
+        began = time.perf_counter()
+        into["sections"][name] = _section(number, stack, args, None, history.SECTION_TENANTS)
+        say(f"[{number}] {name}, history, done in {time.perf_counter() - began:.1f}s")
 
 
 def _peers(stack: Stack, args: argparse.Namespace, bins: dict, drain_: dict) -> dict:

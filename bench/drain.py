@@ -27,6 +27,7 @@ def drain(
     clients: int,
     batch_size: int,
     on_worker_start: Callable[[Process], None] | None = None,
+    tenant: str = "bench-drain",
 ) -> dict[str, Any]:
     """Bare Dramatiq and Courier on `jobs` each.
 
@@ -37,7 +38,9 @@ def drain(
     bare = _bare(stack, jobs, with_upstream=False)
     calls_upstream = stack.job_type != noop_job.NAME
     bare_upstream = _bare(stack, jobs, with_upstream=True) if calls_upstream else None
-    courier = _courier(stack, jobs, clients=clients, batch_size=batch_size, hook=on_worker_start)
+    courier = _courier(
+        stack, jobs, clients=clients, batch_size=batch_size, hook=on_worker_start, tenant=tenant
+    )
     return {
         "jobs": jobs,
         "job_type": stack.job_type,
@@ -86,8 +89,9 @@ def _bare(stack: Stack, jobs: int, *, with_upstream: bool) -> dict[str, Any]:
     }
 
 
-def _courier(stack: Stack, jobs: int, *, clients: int, batch_size: int, hook) -> dict[str, Any]:
-    tenant = "bench-drain"
+def _courier(
+    stack: Stack, jobs: int, *, clients: int, batch_size: int, hook, tenant: str
+) -> dict[str, Any]:
     token = stack.token(tenant)
     bodies = throughput.batches(stack.job_type, jobs, batch_size, prefix="d")
 
@@ -95,6 +99,7 @@ def _courier(stack: Stack, jobs: int, *, clients: int, batch_size: int, hook) ->
         status, answer = client.call("POST", "/v1/jobs/batch", body)
         return load.expect(status, 207, answer)
 
+    since = throughput.sql_now(stack)  # the tenant's jobs from before (history) are not counted
     accepted = load.run(stack.api_port, token, bodies, send, clients=clients)
     if accepted.errors:
         raise RuntimeError(f"pre-inserting jobs failed: {accepted.errors[:3]}")
@@ -106,10 +111,11 @@ def _courier(stack: Stack, jobs: int, *, clients: int, batch_size: int, hook) ->
     meter = stack.cpu_meter()
     meter.start()
     with stack.connect() as conn:
-        finished = throughput.wait_finished(conn, tenant, jobs, timeout=120 + jobs / 20)
+        timeout = 120 + jobs / 20
+        finished = throughput.wait_finished(conn, tenant, jobs, timeout=timeout, since=since)
         wall = time.perf_counter() - began
         usage = meter.stop(jobs)
-        stats = throughput.completion_stats(conn, tenant)
+        stats = throughput.completion_stats(conn, tenant, since=since)
     stack.stop_worker()
     seconds = stats["run_seconds"]
     return {

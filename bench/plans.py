@@ -15,7 +15,17 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 
-from store import fairness, outbox, overview, quotas, stats, transitions, webhooks
+from store import (
+    fairness,
+    occurrences,
+    outbox,
+    overview,
+    quotas,
+    reconciliation,
+    stats,
+    transitions,
+    webhooks,
+)
 
 #: What runs on a timer in every worker (relay, reaper), on every scrape (stats, metrics) or
 #: on every load of the dashboard's overview and workers pages, and a purge, which must not
@@ -29,6 +39,17 @@ QUERIES: dict[str, Callable[[Connection], Any]] = {
     ),
     "quotas: a tenant's active jobs": lambda db: quotas.active_jobs(db, "t", up_to=100_000),
     "reaper: expired leases": lambda db: transitions.reap_expired(db, limit=100, stuck_grace_s=60),
+    # The reconciler's counts per queue (delivery/reconcile.py) and the scheduler's due
+    # schedules (middleware/scheduler.py), each worker's other ticks.
+    "reconciler: settled waiting jobs of a queue": lambda db: reconciliation.count_settled(
+        db, "sync", settle_s=5
+    ),
+    "reconciler: running attempts of a queue": lambda db: reconciliation.count_running(
+        db, "sync", settle_s=5
+    ),
+    "scheduler: due schedules": lambda db: (
+        Session(bind=db).scalars(occurrences.due_schedules(100)).all()
+    ),
     "webhooks: ended jobs owed one": lambda db: webhooks.queue_ended(db, body=dict, limit=200),
     "webhooks: due deliveries": lambda db: webhooks.claim_due(db, limit=8, lease_s=60),
     "stats: dead letters": lambda db: stats.summary_dead_letters(Session(bind=db)),
@@ -49,9 +70,9 @@ QUERIES: dict[str, Callable[[Connection], Any]] = {
 }
 
 
-def plans(engine: Engine) -> dict[str, list[str]]:
-    """`{query: [EXPLAIN output of each statement it sends]}`."""
-    return {name: _explained(engine, run) for name, run in QUERIES.items()}
+def plans(engine: Engine, names: list[str] | None = None) -> dict[str, list[str]]:
+    """`{query: [EXPLAIN output of each statement it sends]}`, of `names` (default: all)."""
+    return {name: _explained(engine, QUERIES[name]) for name in names or QUERIES}
 
 
 def _explained(engine: Engine, run: Callable[[Connection], Any]) -> list[str]:

@@ -187,3 +187,55 @@ def describe(info: dict[str, Any]) -> str:
         f"software: Python {info['python']}, PostgreSQL {info['postgresql']}, "
         f"RabbitMQ {info['rabbitmq']} (Erlang {info['erlang']}); {packages}"
     )
+
+
+#: Within this share of the empty-table figure with history loaded (`--history`).
+HISTORY_SHARE = 0.20
+
+
+def history_comparison(empty: dict[str, float], full: dict[str, float]) -> dict[str, dict]:
+    """Each figure of both rounds: its values, history/empty, and whether it is within
+    `HISTORY_SHARE` of the empty one (no lower for rates and ratios, no higher for times)."""
+    out = {}
+    for key, *_ in FIGURES:
+        if key in empty and key in full:
+            a, b = empty[key], full[key]
+            ratio = b / a if a else 0.0
+            higher_is_better = not key.endswith("_ms")
+            ok = ratio >= 1 - HISTORY_SHARE if higher_is_better else ratio <= 1 + HISTORY_SHARE
+            out[key] = {"empty": a, "history": b, "ratio": ratio, "within": ok}
+    return out
+
+
+def history_table(comparison: dict[str, dict], names: dict[str, str], rows: int) -> str:
+    """The figures of both rounds side by side with their ratio and verdict."""
+    head = ("#", "measurement", "empty", f"{rows:,} history", "history/empty", "verdict")
+    lines = [head]
+    for key, section, _, fmt in FIGURES:
+        if key in comparison:
+            c = comparison[key]
+            within = f"within {HISTORY_SHARE:.0%}"
+            if c["within"]:
+                verdict = f"{within}: met"
+            else:
+                off = abs(c["ratio"] - 1) * 100 - HISTORY_SHARE * 100
+                verdict = f"{within}: missed by {off:.0f} points"
+            lines.append(
+                (
+                    section,
+                    names[key],
+                    fmt.format(c["empty"]),
+                    fmt.format(c["history"]),
+                    f"{c['ratio']:.2f}",
+                    verdict,
+                )
+            )
+    widths = [max(len(line[i]) for line in lines) for i in range(6)]
+    text = []
+    for n, line in enumerate(lines):
+        cells = [line[0].ljust(widths[0]), line[1].ljust(widths[1])]
+        cells += [c.rjust(w) for c, w in zip(line[2:5], widths[2:5], strict=True)] + [line[5]]
+        text.append("  ".join(cells).rstrip())
+        if n == 0:
+            text.append("-" * len(text[0]))
+    return "\n".join(text)

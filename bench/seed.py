@@ -62,13 +62,23 @@ WHERE j.tenant = %(prefix)s AND j.status = 'dead'
 CHUNK = 100_000
 
 
-def finished_jobs(conn: psycopg.Connection, *, first: int, count: int, tenants: int) -> float:
-    """Insert `count` finished customer syncs numbered from `first`; returns seconds taken."""
+def finished_jobs(
+    conn: psycopg.Connection,
+    *,
+    first: int,
+    count: int,
+    tenants: int,
+    prefix: str = "bench-read-",
+    spacing_ms: int = 2,
+) -> float:
+    """Insert `count` finished customer syncs numbered from `first`, of tenants `prefix0` to
+    `prefix<tenants - 1>`, row g created `g * spacing_ms` after 30 days ago; returns seconds
+    taken."""
     began = time.perf_counter()
     for start in range(first, first + count, CHUNK):
         last = min(start + CHUNK, first + count) - 1
-        params = {"first": start, "last": last, "prefix": "bench-read-", "tenants": tenants}
-        conn.execute(_FINISHED_JOBS, {**params, "spacing_ms": 2})
+        params = {"first": start, "last": last, "prefix": prefix, "tenants": tenants}
+        conn.execute(_FINISHED_JOBS, {**params, "spacing_ms": spacing_ms})
     conn.execute("VACUUM ANALYZE jobs")
     # Write the load's dirty pages out now, not while the reads are being timed.
     conn.execute("CHECKPOINT")

@@ -8,17 +8,20 @@ completion from the job rows (created_at, finished_at).
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from bench import load
 from bench.stack import Stack, dumps
 
 TERMINAL = ("succeeded", "failed", "dead", "cancelled")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def single(stack: Stack, *, jobs: int, clients: int) -> dict[str, Any]:
+def single(
+    stack: Stack, *, jobs: int, clients: int, tenant: str = "bench-single"
+) -> dict[str, Any]:
     """Section 1: one job per request."""
-    tenant = "bench-single"
     bodies = [dumps({"type": stack.job_type, "entity_id": f"s-{i}"}) for i in range(jobs)]
 
     def send(client: load.Client, body: bytes) -> str | None:
@@ -28,9 +31,10 @@ def single(stack: Stack, *, jobs: int, clients: int) -> dict[str, Any]:
     return _measure(stack, tenant, jobs, bodies, send, clients=clients)
 
 
-def batch(stack: Stack, *, jobs: int, clients: int, size: int) -> dict[str, Any]:
+def batch(
+    stack: Stack, *, jobs: int, clients: int, size: int, tenant: str = "bench-batch"
+) -> dict[str, Any]:
     """Section 2: `size` jobs per request."""
-    tenant = "bench-batch"
     bodies = batches(stack.job_type, jobs, size, prefix="b")
 
     def send(client: load.Client, body: bytes) -> str | None:
@@ -55,14 +59,15 @@ def _measure(stack: Stack, tenant: str, jobs: int, bodies, send, *, clients: int
     token = stack.token(tenant)
     if stack.worker is None:
         stack.start_worker()
+    since = sql_now(stack)  # the tenant's jobs from before (history) are not counted
     meter = stack.cpu_meter()
     meter.start()
     accepted = load.run(stack.api_port, token, bodies, send, clients=clients)
     summary = accepted.summary(jobs)
     with stack.connect() as conn:
-        finished = wait_finished(conn, tenant, jobs, timeout=120 + jobs / 20)
+        finished = wait_finished(conn, tenant, jobs, timeout=120 + jobs / 20, since=since)
         usage = meter.stop(jobs)
-        completion = completion_stats(conn, tenant)
+        completion = completion_stats(conn, tenant, since=since)
     return {
         "jobs": jobs,
         "clients": min(clients, len(bodies)),
@@ -78,13 +83,20 @@ def _measure(stack: Stack, tenant: str, jobs: int, bodies, send, *, clients: int
     }
 
 
-def wait_finished(conn, tenant: str, jobs: int, *, timeout: float) -> bool:
-    """Wait until `jobs` jobs of `tenant` are finished; False if time ran out."""
+def sql_now(stack: Stack) -> datetime:
+    """The database's clock now."""
+    with stack.connect() as conn:
+        return conn.execute("SELECT now()").fetchone()[0]
+
+
+def wait_finished(conn, tenant: str, jobs: int, *, timeout: float, since: datetime = EPOCH) -> bool:
+    """Wait until `jobs` jobs of `tenant` created from `since` on are finished; False if time
+    ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = conn.execute(
-            "SELECT count(*) FROM jobs WHERE tenant = %s AND status = ANY(%s)",
-            (tenant, list(TERMINAL)),
+            "SELECT count(*) FROM jobs WHERE tenant = %s AND status = ANY(%s) AND created_at >= %s",
+            (tenant, list(TERMINAL), since),
         ).fetchone()[0]
         if done >= jobs:
             return True
@@ -92,8 +104,9 @@ def wait_finished(conn, tenant: str, jobs: int, *, timeout: float) -> bool:
     return False
 
 
-def completion_stats(conn, tenant: str) -> dict[str, Any]:
-    """Completed jobs per second and time to finish, from the rows of `tenant` (SQL clock)."""
+def completion_stats(conn, tenant: str, *, since: datetime = EPOCH) -> dict[str, Any]:
+    """Completed jobs per second and time to finish, from the rows of `tenant` created from
+    `since` on (SQL clock)."""
     row = conn.execute(
         """
         SELECT count(*) FILTER (WHERE status = 'succeeded'),
@@ -101,13 +114,15 @@ def completion_stats(conn, tenant: str) -> dict[str, Any]:
                extract(epoch FROM max(finished_at) - min(started_at)),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY finished_at - created_at),
                percentile_cont(0.99) WITHIN GROUP (ORDER BY finished_at - created_at)
-        FROM jobs WHERE tenant = %s AND finished_at IS NOT NULL
+        FROM jobs WHERE tenant = %s AND finished_at IS NOT NULL AND created_at >= %s
         """,
-        (tenant,),
+        (tenant, since),
     ).fetchone()
     statuses = dict(
         conn.execute(
-            "SELECT status, count(*) FROM jobs WHERE tenant = %s GROUP BY status", (tenant,)
+            "SELECT status, count(*) FROM jobs WHERE tenant = %s AND created_at >= %s"
+            " GROUP BY status",
+            (tenant, since),
         ).fetchall()
     )
     succeeded, span, run_span, p50, p99 = row
