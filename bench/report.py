@@ -219,7 +219,7 @@ def history_table(comparison: dict[str, dict], names: dict[str, str], rows: int)
                 verdict = f"{within}: met"
             else:
                 off = abs(c["ratio"] - 1) * 100 - HISTORY_SHARE * 100
-                verdict = f"{within}: missed by {off:.0f} points"
+                verdict = f"{within}: missed by {off:.1f} points"
             lines.append(
                 (
                     section,
