@@ -14,6 +14,7 @@ and the relay publishes them when the alarm is over.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -42,6 +43,13 @@ BLOCKED_TIMEOUT_S = 2.0
 BLOCKED_BACKOFF_S = 5.0
 
 _blocked_until: weakref.WeakKeyDictionary[Broker, float] = weakref.WeakKeyDictionary()
+
+#: A publishing channel is replaced after this long. On RabbitMQ 3.10 a channel that has
+#: lived through the change of a quorum queue's leader can have its publishes to that queue
+#: confirmed and never enqueued (the queue keeps its publisher's sequence from before); a
+#: new channel is a new publisher. This bounds such a loss, which the reconciler then
+#: heals; opening a channel costs two round trips.
+CHANNEL_MAX_AGE_S = 2.0
 
 
 class BrokerBlocked(ConnectionClosed):
@@ -124,6 +132,9 @@ def _tx_channel(broker: RabbitmqBroker) -> tuple[Any, list[str]]:
     # One transactional channel per thread, on the broker's own (thread-local) connection,
     # with the queues of the messages it had returned.
     channel = getattr(_channels, "channel", None)
+    if channel is not None and time.monotonic() - _channels.opened_at > CHANNEL_MAX_AGE_S:
+        _close_quietly(channel)
+        channel = None
     if channel is None or not channel.is_open or getattr(_channels, "broker", None) is not broker:
         channel = broker.connection.channel()
         channel.tx_select()
@@ -132,7 +143,14 @@ def _tx_channel(broker: RabbitmqBroker) -> tuple[Any, list[str]]:
             lambda _channel, method, _properties, _body: returned.append(method.routing_key)
         )
         _channels.channel, _channels.returned, _channels.broker = channel, returned, broker
+        _channels.opened_at = time.monotonic()
     return channel, _channels.returned
+
+
+def _close_quietly(channel: Any) -> None:
+    with contextlib.suppress(pika.exceptions.AMQPError):
+        if channel.is_open:
+            channel.close()
 
 
 def _forget_channel(broker: RabbitmqBroker) -> None:

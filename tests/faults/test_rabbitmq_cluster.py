@@ -72,6 +72,18 @@ def deployment(
     d.kill_all()
 
 
+def _bands(d: FaultDeployment) -> dict[str, dict]:
+    """Each band's counts, consumers and leader as the management API gives them."""
+    seen = {}
+    for band in BANDS:
+        info = d.broker.queue(d.vhost, band) or {}
+        seen[band] = {
+            key: info.get(key)
+            for key in ("messages_ready", "messages_unacknowledged", "consumers", "leader", "state")
+        }
+    return seen
+
+
 def test_killing_the_leader_of_sync_loses_nothing_and_work_resumes_within_30s(deployment, cluster):
     d = deployment
     d.start_api()
@@ -124,7 +136,10 @@ def test_killing_the_leader_of_sync_loses_nothing_and_work_resumes_within_30s(de
             interval=0.5,
             what=f"{band} drained",
         )
-    report = d.settle_and_check(accepted, timeout=180)
+    try:
+        report = d.settle_and_check(accepted, timeout=180)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the bands then: {_bands(d)}") from None
 
     with d.sql() as conn:
         finished = [
