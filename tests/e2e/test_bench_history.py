@@ -58,7 +58,7 @@ def test_history_verdicts_follow_the_figure_direction() -> None:
     assert comparison["single.completed_per_s"]["within"] is False  # 30 % slower
     assert comparison["single.done_p99_ms"]["within"] is True  # 10 % longer
     table = report.history_table(comparison, report.labels({}), 1_000_000)
-    assert "1,000,000 history" in table and "missed by 10 points" in table
+    assert "1,000,000 history" in table and "missed by 10.0 points" in table
 
 
 def test_ticks_verdict_sees_growth_and_seq_scans() -> None:
