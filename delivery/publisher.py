@@ -44,11 +44,11 @@ BLOCKED_BACKOFF_S = 5.0
 
 _blocked_until: weakref.WeakKeyDictionary[Broker, float] = weakref.WeakKeyDictionary()
 
-#: A publishing channel is replaced after this long. On RabbitMQ 3.10 a channel that has
-#: lived through the change of a quorum queue's leader can have its publishes to that queue
-#: confirmed and never enqueued (the queue keeps its publisher's sequence from before); a
-#: new channel is a new publisher. This bounds such a loss, which the reconciler then
-#: heals; opening a channel costs two round trips.
+#: On quorum queues a publishing channel is replaced after this long. On RabbitMQ 3.10 a
+#: channel that has lived through the change of a quorum queue's leader can have its
+#: publishes to that queue confirmed and never enqueued (the queue keeps its publisher's
+#: sequence from before); a new channel is a new publisher. This bounds such a loss, which
+#: the reconciler then heals; opening a channel costs two round trips.
 CHANNEL_MAX_AGE_S = 2.0
 
 
@@ -132,7 +132,7 @@ def _tx_channel(broker: RabbitmqBroker) -> tuple[Any, list[str]]:
     # One transactional channel per thread, on the broker's own (thread-local) connection,
     # with the queues of the messages it had returned.
     channel = getattr(_channels, "channel", None)
-    if channel is not None and time.monotonic() - _channels.opened_at > CHANNEL_MAX_AGE_S:
+    if channel is not None and _too_old(broker):
         _close_quietly(channel)
         channel = None
     if channel is None or not channel.is_open or getattr(_channels, "broker", None) is not broker:
@@ -145,6 +145,11 @@ def _tx_channel(broker: RabbitmqBroker) -> tuple[Any, list[str]]:
         _channels.channel, _channels.returned, _channels.broker = channel, returned, broker
         _channels.opened_at = time.monotonic()
     return channel, _channels.returned
+
+
+def _too_old(broker: RabbitmqBroker) -> bool:
+    age = time.monotonic() - _channels.opened_at
+    return quorum.queue_type(broker) == bands.QUORUM and age > CHANNEL_MAX_AGE_S
 
 
 def _close_quietly(channel: Any) -> None:

@@ -135,18 +135,32 @@ def test_an_idle_publisher_closes_its_connection_and_opens_one_when_needed(broke
     assert sorted(queued_ids(vhost)) == ["a-0", "a-1", "b-0", "b-1"]
 
 
-def test_a_channel_older_than_its_max_age_is_replaced_and_nothing_is_lost(
-    broker, vhost, monkeypatch
+def test_on_quorum_queues_a_channel_older_than_its_max_age_is_replaced_and_nothing_is_lost(
+    settings, vhost, monkeypatch
 ):
-    publisher.send(broker, messages("old", 2))
-    old = publisher._channels.channel  # this thread's publishing channel
-    publisher.send(broker, messages("same", 1))
-    assert publisher._channels.channel is old, "replaced before its time"
+    broker = publishing_broker(settings.replace(queue_type="quorum"))
+    broker.declare_queue(QUEUE, ensure=True)
+    try:
+        publisher.send(broker, messages("old", 2))
+        old = publisher._channels.channel  # this thread's publishing channel
+        publisher.send(broker, messages("same", 1))
+        assert publisher._channels.channel is old, "replaced before its time"
+        monkeypatch.setattr(publisher, "CHANNEL_MAX_AGE_S", 0.0)
+        publisher.send(broker, messages("new", 2))
+        new = publisher._channels.channel
+        assert new is not old and old.is_closed and new.is_open
+        assert sorted(queued_ids(vhost)) == ["new-0", "new-1", "old-0", "old-1", "same-0"]
+    finally:
+        broker.close()
+
+
+def test_on_classic_queues_a_publishing_channel_is_kept(broker, vhost, monkeypatch):
     monkeypatch.setattr(publisher, "CHANNEL_MAX_AGE_S", 0.0)
-    publisher.send(broker, messages("new", 2))
-    new = publisher._channels.channel
-    assert new is not old and old.is_closed and new.is_open
-    assert sorted(queued_ids(vhost)) == ["new-0", "new-1", "old-0", "old-1", "same-0"]
+    publisher.send(broker, messages("a", 1))
+    kept = publisher._channels.channel
+    publisher.send(broker, messages("b", 1))
+    assert publisher._channels.channel is kept and kept.is_open
+    assert sorted(queued_ids(vhost)) == ["a-0", "b-0"]
 
 
 def test_a_dead_letter_whose_queue_was_deleted_lands_on_the_next_try(broker, vhost):
