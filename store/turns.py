@@ -4,6 +4,12 @@ The relay publishes to a broker that may keep it waiting (a memory or disk alarm
 publishers). Row locks would keep a transaction open all that while; a PostgreSQL
 session-level advisory lock instead keeps the relays of other processes off the same jobs
 and blocks nothing else. SQLite (the embedded mode) runs one process: every turn is its own.
+
+A process frozen while it has a turn (SIGSTOP, a VM paused) keeps its session, and the lock,
+alive: its kernel still answers TCP. So the session holding a turn has an idle limit
+(`idle_session_timeout`, PostgreSQL 14 and later): idle that long, PostgreSQL ends it and
+the turn passes to another process. A turn's statements are milliseconds apart; its one
+wait on something else, a publish, is bounded by the publisher's blocked-broker timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ import contextlib
 import zlib
 from collections.abc import Iterator
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
+
+#: How long the session holding a turn may sit idle before PostgreSQL ends it.
+IDLE_LIMIT_S = 10.0
 
 
 def _key(name: str) -> int:
@@ -29,6 +38,8 @@ def turn(engine: Engine, name: str) -> Iterator[Connection | None]:
             return
         key = _key(name)
         mine = db.scalar(select(func.pg_try_advisory_lock(key)))
+        if mine:
+            _idle_limit(db, f"{int(IDLE_LIMIT_S * 1000)}ms")
         db.commit()  # the lock outlives the transaction that took it
         if not mine:
             yield None
@@ -39,7 +50,18 @@ def turn(engine: Engine, name: str) -> Iterator[Connection | None]:
             try:
                 db.rollback()
                 db.scalar(select(func.pg_advisory_unlock(key)))
+                _idle_limit(db, None)  # back to the pool with the session's default
                 db.commit()
             except Exception:
                 db.invalidate()  # its session ends, and the lock with it
                 raise
+
+
+def _idle_limit(db: Connection, value: str | None) -> None:
+    """Set this session's idle limit (None: its default), where PostgreSQL has one (14+)."""
+    if (db.dialect.server_version_info or (0,)) < (14,):
+        return
+    if value is None:
+        db.execute(text("RESET idle_session_timeout"))
+    else:
+        db.execute(text("SELECT set_config('idle_session_timeout', :v, false)"), {"v": value})

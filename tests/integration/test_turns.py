@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from sqlalchemy import text
 
 from store import turns
 from store.db import make_engine
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +33,42 @@ def test_one_process_has_the_turn_outside_any_transaction_until_it_ends(engine, 
             assert theirs is not None
     finally:
         other_process.dispose()
+
+
+def test_a_turn_held_by_a_frozen_process_passes_on_after_its_idle_limit(
+    engine, settings, monkeypatch
+):
+    monkeypatch.setattr(turns, "IDLE_LIMIT_S", 0.5)
+    other_process = make_engine(settings.database_url)
+    frozen = turns.turn(engine, "relay")
+    try:
+        held = frozen.__enter__()  # and then nothing more, as a process stopped by SIGSTOP
+        assert held is not None
+        with turns.turn(other_process, "relay") as theirs:
+            assert theirs is None
+        wait_for(lambda: _has_turn(other_process), timeout=10, what="the turn to pass on")
+    finally:
+        other_process.dispose()
+        with contextlib.suppress(Exception):
+            frozen.__exit__(None, None, None)
+
+
+def test_a_turn_given_back_leaves_its_session_without_the_idle_limit(settings):
+    one_session = make_engine(settings.database_url, pool_size=1)
+    try:
+        with turns.turn(one_session, "relay") as mine:
+            backend = mine.scalar(text("SELECT pg_backend_pid()"))
+            assert mine.scalar(text("SHOW idle_session_timeout")) == "10s"
+        with one_session.connect() as again:
+            assert again.scalar(text("SELECT pg_backend_pid()")) == backend
+            assert again.scalar(text("SHOW idle_session_timeout")) == "0"
+    finally:
+        one_session.dispose()
+
+
+def _has_turn(engine) -> bool:
+    with turns.turn(engine, "relay") as db:
+        return db is not None
 
 
 def test_every_turn_is_its_own_on_sqlite(sqlite_engine):
