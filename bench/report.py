@@ -141,14 +141,22 @@ def table(values: dict[str, float], names: dict[str, str]) -> str:
         if key in values:
             target, outcome = verdict(key, values[key])
             rows.append((section, names[key], fmt.format(values[key]), target, outcome))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return aligned(rows, right={2})
+
+
+def aligned(rows: list[tuple[str, ...]], *, right: set[int]) -> str:
+    """Rows as a text table: the first a header ruled off, columns in `right` right-aligned,
+    the others left-aligned, the last one not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
-    for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2])]
-        cells += [row[3].ljust(widths[3]), row[4]]
+    for row in rows:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        cells[-1] = row[-1]
         lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("-" * len(lines[0]))
+    lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
 
@@ -230,12 +238,4 @@ def history_table(comparison: dict[str, dict], names: dict[str, str], rows: int)
                     verdict,
                 )
             )
-    widths = [max(len(line[i]) for line in lines) for i in range(6)]
-    text = []
-    for n, line in enumerate(lines):
-        cells = [line[0].ljust(widths[0]), line[1].ljust(widths[1])]
-        cells += [c.rjust(w) for c, w in zip(line[2:5], widths[2:5], strict=True)] + [line[5]]
-        text.append("  ".join(cells).rstrip())
-        if n == 0:
-            text.append("-" * len(text[0]))
-    return "\n".join(text)
+    return aligned(lines, right={2, 3, 4})

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
-from bench import history, plans, scratch_database, timings
+from bench import history, plans, report, scratch_database, timings
 from store import migrate
 from store.db import make_engine
 
@@ -116,12 +116,7 @@ def table(result: dict, rows: int) -> str:
                 verdict,
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    text = []
-    for line in lines:
-        cells = [c.rjust(w) for c, w in zip(line[1:4], widths[1:], strict=True)]
-        text.append("  ".join([line[0].ljust(widths[0]), *cells, line[4]]).rstrip())
-    text.insert(1, "-" * len(text[0]))
+    text = [report.aligned(lines, right={1, 2, 3})]
     target = f"same within {SAME_SHARE:.0%} or {SAME_MS} ms, no Seq Scan on jobs/attempts"
     text.append(f"verdict ({target}): {result['verdict']}")
     return "\n".join(text)
