@@ -59,9 +59,16 @@ class BackgroundThread:
 
 
 def every(
-    interval_s: float, tick: Callable[[], object], *, what: str
+    interval_s: float,
+    tick: Callable[[], object],
+    *,
+    what: str,
+    pace: Callable[[], float] | None = None,
 ) -> Callable[[threading.Event], None]:
     """A thread body that calls `tick()` every `interval_s` until stopped; errors are logged.
+
+    With `pace`, the wait before each call after the first is `pace()`, asked after the
+    call before it succeeded (a failed call waits `interval_s`).
 
     An outage of the database or broker must not end the thread: it tries again next tick.
     A run of failures is logged when it starts and when it ends, not at every tick.
@@ -69,7 +76,9 @@ def every(
 
     def body(stopping: threading.Event) -> None:
         failures = 0
-        while not stopping.wait(interval_s):
+        wait_s = interval_s
+        while not stopping.wait(wait_s):
+            wait_s = interval_s
             try:
                 tick()
             except Exception:
@@ -85,5 +94,7 @@ def every(
             if failures:
                 log.info("%s works again after %d failed tries", what, failures)
                 failures = 0
+            if pace is not None:
+                wait_s = pace()
 
     return body

@@ -8,7 +8,8 @@ from background.thread import BackgroundThread, every
 
 
 class Periodic(Middleware):
-    """Calls `tick()` every `interval_s` from worker boot to worker shutdown; errors are logged."""
+    """Calls `tick()` every `interval_s` (or `next_wait_s()`) from worker boot to worker
+    shutdown; errors are logged."""
 
     interval_s: float = 1.0
 
@@ -19,11 +20,16 @@ class Periodic(Middleware):
         """One round of work."""
         raise NotImplementedError
 
+    def next_wait_s(self) -> float:
+        """The wait after a round that succeeded, before the next one."""
+        return self.interval_s
+
     def start(self) -> None:
         """Start the background thread (worker boot calls this)."""
         if self._thread is None:
             name = type(self).__name__
-            self._thread = BackgroundThread(every(self.interval_s, self.tick, what=name), name=name)
+            body = every(self.interval_s, self.tick, what=name, pace=self.next_wait_s)
+            self._thread = BackgroundThread(body, name=name)
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
