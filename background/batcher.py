@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -28,12 +29,21 @@ class Request:
 R = TypeVar("R", bound=Request)
 
 
+#: A thread that submitted within this long counts as one whose next request may be near.
+ACTIVE_S = 1.0
+
+
 class Batcher(Generic[R]):
     """Serves the requests of all threads of a process with `serve(batch)`.
 
     `serve` answers each request of the batch (`done.set_result` or `set_exception`); if it
     raises, every request it left unanswered fails with that error, so no thread waits on
-    a batch that went wrong. With `idle_s`, the serving thread ends after that long without
+    a batch that went wrong.
+
+    With `linger_s`, a batch waits up to that long for the requests of the other threads
+    that have been submitting (within `ACTIVE_S`), so that many threads share one round
+    trip even when the serving thread is quicker than they are; a thread submitting alone
+    never waits. With `idle_s`, the serving thread ends after that long without
     requests and the next request starts a new one. `on_exit` runs in the serving thread
     when it ends, to release what it holds (a connection of its own).
     """
@@ -46,12 +56,15 @@ class Batcher(Generic[R]):
         max_batch: int,
         idle_s: float | None = None,
         on_exit: Callable[[], None] | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self._serve = serve
         self._name = name
         self.max_batch = max_batch
         self._idle_s = idle_s
         self._on_exit = on_exit
+        self._linger_s = linger_s
+        self._submitters: dict[int, float] = {}  # thread id: when it last submitted
         self._requests: queue.SimpleQueue[R | None] = queue.SimpleQueue()
         self._thread = BackgroundThread(self._serve_forever, name=name)
         self._lock = threading.Lock()
@@ -60,6 +73,8 @@ class Batcher(Generic[R]):
         """Queue `request` and return its answer (or raise its error) once it is served."""
         with self._lock:
             self._thread.start()  # on first use, in the process that uses it
+            if self._linger_s:
+                self._submitters[threading.get_ident()] = time.monotonic()
             self._requests.put(request)
         return request.done.result()
 
@@ -92,9 +107,16 @@ class Batcher(Generic[R]):
             if first is None:
                 return
             batch = [first]
+            expected = self._active_submitters()
+            deadline = time.monotonic() + self._linger_s
             while len(batch) < self.max_batch:
+                wait_s = deadline - time.monotonic() if len(batch) < expected else 0.0
                 try:
-                    more = self._requests.get_nowait()
+                    more = (
+                        self._requests.get(timeout=wait_s)
+                        if wait_s > 0
+                        else self._requests.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if more is None:
@@ -102,6 +124,17 @@ class Batcher(Generic[R]):
                     break
                 batch.append(more)
             self._serve_batch(batch)
+
+    def _active_submitters(self) -> int:
+        """How many threads have submitted within `ACTIVE_S` (0 without `linger_s`)."""
+        if not self._linger_s:
+            return 0
+        since = time.monotonic() - ACTIVE_S
+        with self._lock:
+            for thread, when in list(self._submitters.items()):
+                if when < since:
+                    del self._submitters[thread]
+            return len(self._submitters)
 
     def _end_if_idle(self) -> bool:
         with self._lock:  # no request can be queued for this thread while it decides

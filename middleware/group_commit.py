@@ -30,6 +30,10 @@ from store.transitions import Claim, Outcome
 #: of database CPU per job after a few thousand jobs), so sequential scans are ruled out.
 WRITER_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
 
+#: How long a batch waits for the claims and finishes of the process's other busy threads:
+#: a transaction for each thread or two cost more than the wait (see `Batcher`).
+LINGER_S = 0.002
+
 
 @dataclass
 class _Write(Request):
@@ -59,7 +63,7 @@ class GroupCommit:
         self.rules = tuple(rules)
         self._db: Connection | None = None
         self._batcher: Batcher[_Write] = Batcher(
-            self._write, name="courier-group-commit", max_batch=max_batch
+            self._write, name="courier-group-commit", max_batch=max_batch, linger_s=LINGER_S
         )
 
     @classmethod
