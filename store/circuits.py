@@ -129,9 +129,18 @@ def circuit_rule(upstreams_of: Mapping[str, Sequence[str]], policy: Policy | Non
     `upstreams_of` maps a job type to the upstreams it calls (types it does not name call
     none).
     """
-    policy = policy or Policy()
+    return _CircuitRule(upstreams_of, policy or Policy())
 
-    def rule(db: Connection, jobs: Sequence[Claiming]) -> dict[uuid.UUID, Park]:
+
+class _CircuitRule:
+    def __init__(self, upstreams_of: Mapping[str, Sequence[str]], policy: Policy) -> None:
+        self.upstreams_of = upstreams_of
+        self.policy = policy
+        #: The job types that call an upstream: a batch of others costs no statement.
+        self.types = frozenset(t for t, names in upstreams_of.items() if names)
+
+    def __call__(self, db: Connection, jobs: Sequence[Claiming]) -> dict[uuid.UUID, Park]:
+        upstreams_of, policy = self.upstreams_of, self.policy
         names = sorted({name for job in jobs for name in upstreams_of.get(job.type, ())})
         if not names:
             return {}
@@ -145,8 +154,6 @@ def circuit_rule(upstreams_of: Mapping[str, Sequence[str]], policy: Policy | Non
             db.execute(_PROBES_OVERDUE, turn)
             circuits = _not_closed(db, names)
         return _hold_back(db, jobs, circuits, upstreams_of, policy)
-
-    return rule
 
 
 def _not_closed(db: Connection, names: Sequence[str]) -> dict[str, Any]:
