@@ -282,13 +282,15 @@ class _Prepared:
     def __init__(self, statement: Any, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
+        # Only the binds its SQL names: the compilation also lists some it did not render,
+        # and psycopg parses a statement again at every execution when it is given more
+        # than 50 parameters.
+        binds = {n: b for n, b in compiled.binds.items() if f"%({n})s" in self.sql}
         # The statement's own constants (literals bound as parameters).
-        self.defaults = {
-            name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
-        }
+        self.defaults = {n: b.effective_value for n, b in binds.items() if not b.required}
         self.binds = {
             name: processor
-            for name, bind in compiled.binds.items()
+            for name, bind in binds.items()
             if (processor := bind.type.bind_processor(dialect)) is not None
         }
         columns = list(statement.selected_columns)
