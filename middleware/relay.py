@@ -15,7 +15,7 @@ from delivery.outbox import Outbox
 from middleware.periodic import Periodic
 from store import fairness
 
-#: The wait between rounds while the broker drains what the relay sends fast (see
+#: The shortest wait between rounds, while the broker drains what the relay sends fast (see
 #: `Relay.next_wait_s`).
 HURRY_S = 0.05
 
@@ -24,9 +24,10 @@ class Relay(Periodic):
     """Publishes what SQL says is due and not yet in the broker.
 
     A tenant's backlog beyond its share reaches the broker only through the relay, so the
-    relay's pace bounds how fast that backlog drains: at most a share per round. While
-    rounds find a share draining faster than the interval allows for, rounds come every
-    `HURRY_S` instead.
+    relay's pace bounds how fast that backlog drains: at most a share per round. Rounds
+    therefore come as often as the workers drain a quarter of a share, every `HURRY_S` at
+    most and every interval at least, so a fast drain never waits for the relay and a slow
+    one costs no extra rounds.
     """
 
     def __init__(
@@ -60,15 +61,15 @@ class Relay(Periodic):
             self._dead_letters_due = self._last_round + self.interval_s
 
     def next_wait_s(self) -> float:
-        """`HURRY_S` while the workers take what the relay publishes so fast that a normal
-        interval would drain half a share, else the interval.
+        """About the time the workers take to drain a quarter of a share at the rate they
+        took the last round's messages, within `HURRY_S` and the interval.
 
         The rate is what the last round published over the time since the round before: a
         round tops the broker up to the shares, so it publishes what was taken meanwhile.
         """
-        if self._rate * self.interval_s >= self.share / 2:
-            return HURRY_S
-        return self.interval_s
+        if self._rate <= 0:
+            return self.interval_s
+        return min(self.interval_s, max(HURRY_S, self.share / 4 / self._rate))
 
     def publish_due(self) -> int:
         """Publish one batch of due jobs; returns how many were published."""

@@ -57,6 +57,14 @@ def test_full_batches_count_together_and_the_round_goes_on_until_one_is_not_full
     assert relay.next_wait_s() == HURRY_S
 
 
+def test_between_the_two_the_wait_is_the_time_to_drain_a_quarter_share(monkeypatch):
+    Rounds(monkeypatch, [100])
+    relay = _relay(interval_s=60.0)
+    relay._last_round -= 10.0  # the round before was 10 s ago: 10 jobs/s
+    relay.tick()
+    assert relay.next_wait_s() == pytest.approx(125 / 10, rel=0.05)
+
+
 def test_once_the_broker_takes_little_the_relay_returns_to_its_interval(monkeypatch):
     Rounds(monkeypatch, [400, 2])
     relay = _relay()
