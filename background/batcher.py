@@ -29,8 +29,9 @@ class Request:
 R = TypeVar("R", bound=Request)
 
 
-#: A thread that submitted within this long counts as one whose next request may be near.
-ACTIVE_S = 1.0
+#: A thread that submitted within this long counts as one whose next request may be near: a
+#: busy worker thread writes every few milliseconds, one waiting for messages drops out.
+ACTIVE_S = 0.05
 
 
 class Batcher(Generic[R]):
