@@ -41,8 +41,13 @@ def test_an_attempt_hung_past_its_time_limit_is_abandoned_and_retried_though_it_
         "retry",
         "TimeLimitExceeded",
     )
-    # Its worker was alive all along: the lease had been renewed, not lost.
-    assert group.log_lines("hung past its time limit")
+    # Its worker was alive all along: the lease had been renewed, not lost. The reaper logs
+    # that after its commit, and the line reaches the log through Dramatiq's parent process.
+    wait_for(
+        lambda: group.log_lines("hung past its time limit"),
+        timeout=10,
+        what="the reaper's line saying the attempt hung past its time limit",
+    )
 
     job = deployment.wait_status(job_id, "succeeded", "failed", "dead", timeout=20)
     assert (job["status"], job["attempts"]) == ("succeeded", 2)
