@@ -6,10 +6,12 @@ session-level advisory lock instead keeps the relays of other processes off the 
 and blocks nothing else. SQLite (the embedded mode) runs one process: every turn is its own.
 
 A process frozen while it has a turn (SIGSTOP, a VM paused) keeps its session, and the lock,
-alive: its kernel still answers TCP. So the session holding a turn has an idle limit
-(`idle_session_timeout`, PostgreSQL 14 and later): idle that long, PostgreSQL ends it and
-the turn passes to another process. A turn's statements are milliseconds apart; its one
-wait on something else, a publish, is bounded by the publisher's blocked-broker timeout.
+alive: its kernel still answers TCP. So the session holding a turn has an idle limit, both
+between transactions and inside one (`idle_session_timeout`, PostgreSQL 14 and later, and
+`idle_in_transaction_session_timeout`): idle that long, PostgreSQL ends it and the turn
+passes to another process. A turn's statements are milliseconds apart; its one wait on
+something else, a publish, is outside any transaction and bounded by the publisher's
+blocked-broker timeout.
 """
 
 from __future__ import annotations
@@ -58,10 +60,12 @@ def turn(engine: Engine, name: str) -> Iterator[Connection | None]:
 
 
 def _idle_limit(db: Connection, value: str | None) -> None:
-    """Set this session's idle limit (None: its default), where PostgreSQL has one (14+)."""
-    if (db.dialect.server_version_info or (0,)) < (14,):
-        return
-    if value is None:
-        db.execute(text("RESET idle_session_timeout"))
-    else:
-        db.execute(text("SELECT set_config('idle_session_timeout', :v, false)"), {"v": value})
+    """Set this session's idle limits (None: its defaults)."""
+    limits = ["idle_in_transaction_session_timeout"]
+    if (db.dialect.server_version_info or (0,)) >= (14,):
+        limits.append("idle_session_timeout")
+    for limit in limits:
+        if value is None:
+            db.execute(text(f"RESET {limit}"))
+        else:
+            db.execute(text("SELECT set_config(:limit, :v, false)"), {"limit": limit, "v": value})

@@ -13,6 +13,8 @@ from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
+IDLE_LIMITS = ("idle_session_timeout", "idle_in_transaction_session_timeout")
+
 
 def test_one_process_has_the_turn_outside_any_transaction_until_it_ends(engine, settings):
     other_process = make_engine(settings.database_url)
@@ -35,8 +37,9 @@ def test_one_process_has_the_turn_outside_any_transaction_until_it_ends(engine, 
         other_process.dispose()
 
 
+@pytest.mark.parametrize("inside_a_transaction", [False, True], ids=["between", "inside"])
 def test_a_turn_held_by_a_frozen_process_passes_on_after_its_idle_limit(
-    engine, settings, monkeypatch
+    engine, settings, monkeypatch, inside_a_transaction
 ):
     monkeypatch.setattr(turns, "IDLE_LIMIT_S", 0.5)
     other_process = make_engine(settings.database_url)
@@ -44,6 +47,9 @@ def test_a_turn_held_by_a_frozen_process_passes_on_after_its_idle_limit(
     try:
         held = frozen.__enter__()  # and then nothing more, as a process stopped by SIGSTOP
         assert held is not None
+        if inside_a_transaction:  # as the relay reading its due jobs
+            held.begin()
+            held.execute(text("SELECT 1"))
         with turns.turn(other_process, "relay") as theirs:
             assert theirs is None
         wait_for(lambda: _has_turn(other_process), timeout=10, what="the turn to pass on")
@@ -58,10 +64,12 @@ def test_a_turn_given_back_leaves_its_session_without_the_idle_limit(settings):
     try:
         with turns.turn(one_session, "relay") as mine:
             backend = mine.scalar(text("SELECT pg_backend_pid()"))
-            assert mine.scalar(text("SHOW idle_session_timeout")) == "10s"
+            for limit in IDLE_LIMITS:
+                assert mine.scalar(text(f"SHOW {limit}")) == "10s"
         with one_session.connect() as again:
             assert again.scalar(text("SELECT pg_backend_pid()")) == backend
-            assert again.scalar(text("SHOW idle_session_timeout")) == "0"
+            for limit in IDLE_LIMITS:
+                assert again.scalar(text(f"SHOW {limit}")) == "0"
     finally:
         one_session.dispose()
 
