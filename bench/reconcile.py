@@ -150,10 +150,15 @@ class Rounds:
         stop = begun + seconds
 
         def loop(out: Outbox) -> None:
+            surpluses = reconcile.Surpluses(self.args.settle_s)  # each reconciler its own
             while time.monotonic() < stop:
                 started = time.monotonic()
                 done = reconcile.reconcile(
-                    self.engine, ["sync"], self.held, settle_s=self.args.settle_s
+                    self.engine,
+                    ["sync"],
+                    self.held,
+                    settle_s=self.args.settle_s,
+                    surpluses=surpluses,
                 )
                 took = time.monotonic() - started
                 relay.publish_due(self.engine, out, limit=1000)  # what the round gave back

@@ -68,7 +68,7 @@ class Settings:
     # The reconciler: how often each worker compares queues with SQL, and how old a job's
     # message must be to count (beyond the management API's statistics delay).
     reconcile_interval_s: float = 60.0
-    reconcile_settle_s: float = 30.0
+    reconcile_settle_s: float = 20.0
     # Modules that register more job types (comma-separated), imported by the API and workers.
     job_modules: tuple[str, ...] = ()
     # Job type -> queue, overriding the queue a job type names (`directory_sync=low,...`).

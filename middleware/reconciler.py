@@ -12,10 +12,14 @@ from sqlalchemy import Engine
 from delivery import reconcile
 from middleware.periodic import Periodic
 
+#: The shortest wait between rounds while a surplus waits to be seen again.
+MIN_WAIT_S = 1.0
+
 
 class Reconciler(Periodic):
     """Every `interval_s`, compares each declared queue with SQL and returns what the broker
-    lost to the outbox, which the relay publishes again."""
+    lost to the outbox, which the relay publishes again. A surplus seen is looked at again as
+    soon as the settle time has passed."""
 
     def __init__(
         self,
@@ -32,7 +36,14 @@ class Reconciler(Periodic):
         self.held = held
         self.interval_s = interval_s
         self.settle_s = settle_s
+        self.surpluses = reconcile.Surpluses(settle_s)
 
     def tick(self) -> None:
         queues = self.broker.get_declared_queues()
-        reconcile.reconcile(self.engine, queues, self.held, settle_s=self.settle_s)
+        reconcile.reconcile(
+            self.engine, queues, self.held, settle_s=self.settle_s, surpluses=self.surpluses
+        )
+
+    def next_wait_s(self) -> float:
+        due = self.surpluses.next_round_in_s()
+        return self.interval_s if due is None else min(self.interval_s, max(MIN_WAIT_S, due))

@@ -22,8 +22,9 @@ from tests.support.polling import holds_for, wait_for
 pytestmark = pytest.mark.faults
 
 RECONCILE = {"COURIER_RECONCILE_INTERVAL_S": "1", "COURIER_RECONCILE_SETTLE_S": "8"}
-#: Settle time, plus a statistics interval, plus a few rounds.
-HEAL_S = 30
+#: Settle time, the settle time for the surplus to be seen again, a statistics interval,
+#: a few rounds.
+HEAL_S = 40
 #: Messages a worker thread holds delivered and unacknowledged (Dramatiq prefetches two).
 PREFETCHED = 2
 
@@ -151,11 +152,13 @@ def test_after_the_vhost_is_deleted_and_created_again_api_and_workers_carry_on(
 
 
 def test_a_healthy_backlog_is_not_published_again_and_lost_messages_are(deployment, upstream):
-    # One slow worker thread: one attempt running, a few messages delivered to the worker and
-    # not acknowledged, the rest ready in the queue.
+    # One slow worker thread: one attempt running all along, a few messages delivered to the
+    # worker and not acknowledged, the rest ready in the queue.
     upstream.script("PUT", "/billing/customers/*", slow(120), repeat_last=True)
     deployment.start_api()
-    deployment.start_worker(processes=1, threads=1, env=RECONCILE)
+    deployment.start_worker(
+        processes=1, threads=1, env={**RECONCILE, "COURIER_UPSTREAM_TIMEOUT_S": "150"}
+    )
     backlog = 200
     deployment.submit_all(
         {"type": "customer_sync", "entity_id": f"c_backlog_{i}"} for i in range(backlog)

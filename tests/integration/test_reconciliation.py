@@ -50,6 +50,18 @@ def queued_ids(broker: StubBroker) -> list[uuid.UUID]:
     return [uuid.UUID(Message.decode(queue.get_nowait()).args[0]) for _ in range(queue.qsize())]
 
 
+def one_round(engine: Engine, held: int | None) -> dict[str, int]:
+    """A round of queue `sync` with the broker holding `held` messages (None: unknown), a
+    surplus counting as soon as it is seen (`tests/unit/test_surpluses.py` has the wait)."""
+    return reconcile.reconcile(
+        engine,
+        ["sync"],
+        lambda queues: dict.fromkeys(queues, held),
+        settle_s=SETTLE_S,
+        surpluses=reconcile.Surpluses(0),
+    )
+
+
 def test_counts_only_published_unclaimed_jobs_older_than_the_settle_time(db_engine):
     add_jobs(db_engine, 3, age_s=60)
     add_jobs(db_engine, 2, age_s=5)  # too recent to be in the broker's statistics
@@ -71,9 +83,7 @@ def test_a_round_republishes_the_surplus_oldest_first_and_marks_it_published_aga
     before = published_at(db_engine)
     out = Outbox(stub, db_engine)
 
-    republished = reconcile.reconcile(
-        db_engine, ["sync"], lambda qs: dict.fromkeys(qs, 7), settle_s=SETTLE_S
-    )
+    republished = one_round(db_engine, 7)
 
     assert republished == {"sync": 3}
     assert stub.queues["sync"].qsize() == 0  # the round only hands them back to the relay
@@ -83,9 +93,7 @@ def test_a_round_republishes_the_surplus_oldest_first_and_marks_it_published_aga
     assert all(after[i] > before[i] + timedelta(seconds=50) for i in ids[:3])
     assert all(after[i] == before[i] for i in ids[3:])
     # The next round reads the same stale count, but the republished jobs are recent now.
-    again = reconcile.reconcile(
-        db_engine, ["sync"], lambda qs: dict.fromkeys(qs, 7), settle_s=SETTLE_S
-    )
+    again = one_round(db_engine, 7)
     assert again == {"sync": 0}
 
 
@@ -95,18 +103,14 @@ def test_a_round_republishes_nothing_when_the_broker_holds_every_waiting_message
     with db_engine.begin() as db:
         transitions.claim(db, running, worker="test:1", lease_s=30)
     # 10 waiting + 2 held by running attempts; the recently claimed ones do not count.
-    assert reconcile.reconcile(
-        db_engine, ["sync"], lambda qs: dict.fromkeys(qs, 12), settle_s=SETTLE_S
-    ) == {"sync": 0}
-    assert reconcile.reconcile(
-        db_engine, ["sync"], lambda qs: dict.fromkeys(qs, 10), settle_s=SETTLE_S
-    ) == {"sync": 0}
+    assert one_round(db_engine, 12) == {"sync": 0}
+    assert one_round(db_engine, 10) == {"sync": 0}
     assert relay.publish_due(db_engine, Outbox(stub, db_engine), limit=100) == 0  # none given back
 
 
 def test_a_round_with_an_unknown_broker_count_republishes_nothing(db_engine, stub):
     add_jobs(db_engine, 5, age_s=60)
-    assert reconcile.reconcile(db_engine, ["sync"], dict.fromkeys, settle_s=SETTLE_S) == {}
+    assert one_round(db_engine, None) == {}
     assert relay.publish_due(db_engine, Outbox(stub, db_engine), limit=100) == 0  # none given back
 
 
@@ -114,9 +118,5 @@ def test_a_queue_locked_by_another_process_is_left_to_it(engine, stub):
     add_jobs(engine, 5, age_s=60)
     with turns.turn(engine, "reconcile:sync") as other:
         assert other is not None
-        assert reconcile.reconcile(
-            engine, ["sync"], lambda qs: dict.fromkeys(qs, 0), settle_s=SETTLE_S
-        ) == {"sync": 0}
-    assert reconcile.reconcile(
-        engine, ["sync"], lambda qs: dict.fromkeys(qs, 0), settle_s=SETTLE_S
-    ) == {"sync": 5}
+        assert one_round(engine, 0) == {"sync": 0}
+    assert one_round(engine, 0) == {"sync": 5}
