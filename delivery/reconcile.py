@@ -56,7 +56,7 @@ class Surpluses:
             return 0
         now = self._clock()
         first = self._first_seen.get(queue)
-        if first is None or now - first > FORGOTTEN_AFTER * self.again_after_s:
+        if first is None or self._forgotten(first, now):
             first = self._first_seen[queue] = now
         if now - first < self.again_after_s:
             return 0
@@ -67,12 +67,13 @@ class Surpluses:
         """When the next round should look again for a surplus to be seen again; None if none
         is pending: at its `again_after_s`, then every quarter of it."""
         now = self._clock()
-        pending = [
-            f for f in self._first_seen.values() if now - f <= FORGOTTEN_AFTER * self.again_after_s
-        ]
+        pending = [f for f in self._first_seen.values() if not self._forgotten(f, now)]
         if not pending:
             return None
         return max(min(pending) + self.again_after_s - now, self.again_after_s / 4)
+
+    def _forgotten(self, first_seen: float, now: float) -> bool:
+        return now - first_seen > FORGOTTEN_AFTER * self.again_after_s
 
 
 def reconcile(

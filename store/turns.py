@@ -25,6 +25,11 @@ from sqlalchemy import Connection, Engine, func, select, text
 #: How long the session holding a turn may sit idle before PostgreSQL ends it.
 IDLE_LIMIT_S = 10.0
 
+_SET_IDLE_LIMITS = text(
+    "SELECT set_config(name, coalesce(CAST(:value AS text), reset_val), false) FROM pg_settings"
+    " WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')"
+)
+
 
 def _key(name: str) -> int:
     return zlib.crc32(f"courier:{name}".encode())
@@ -60,12 +65,6 @@ def turn(engine: Engine, name: str) -> Iterator[Connection | None]:
 
 
 def _idle_limit(db: Connection, value: str | None) -> None:
-    """Set this session's idle limits (None: its defaults)."""
-    limits = ["idle_in_transaction_session_timeout"]
-    if (db.dialect.server_version_info or (0,)) >= (14,):
-        limits.append("idle_session_timeout")
-    for limit in limits:
-        if value is None:
-            db.execute(text(f"RESET {limit}"))
-        else:
-            db.execute(text("SELECT set_config(:limit, :v, false)"), {"limit": limit, "v": value})
+    """Set this session's idle limits (None: back to their defaults), in one statement; a
+    limit this server lacks (`idle_session_timeout` before 14) is not in pg_settings."""
+    db.execute(_SET_IDLE_LIMITS, {"value": value})
