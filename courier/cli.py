@@ -15,6 +15,7 @@ from courier.cli_support import (
     session_scope,
     settings_from_env,
 )
+from courier.process import freeze_long_lived_objects
 from courier.settings import Settings
 
 
@@ -24,6 +25,7 @@ from courier.settings import Settings
 def main(ctx: click.Context, debug: bool) -> None:
     """Courier: reliable background jobs for integration work."""
     ctx.obj = {"debug": debug}
+    freeze_long_lived_objects()
 
 
 @main.command()

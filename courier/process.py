@@ -9,7 +9,9 @@ def freeze_long_lived_objects() -> None:
     """Keep everything loaded so far out of the garbage collector's full passes.
 
     A process holds some 100,000 long-lived objects (modules, SQLAlchemy metadata, routes,
-    actors); a full collection walks all of them and stopped a request for ~50 ms here.
+    actors); a full collection walks all of them and stopped a request for ~50 ms here. The
+    last collection, at exit, walks them too: frozen, a process exits in a tenth of the time,
+    which is what lets a second Ctrl-C stop a worker group at once on a busy host.
     """
     gc.collect()
     gc.freeze()
