@@ -10,15 +10,18 @@ the attempt that made it dead (`middleware.attempts` calls `after_dead_finish`).
 Every integration of Sentry's client is left off: its logging integration would report each
 attempt's error line, its Dramatiq integration every exception of every attempt. Reports
 are sent by the client's background thread; a stopping worker flushes them (`flush`).
+
+Sentry's client is imported only where SENTRY_DSN is set: importing it costs a process a few
+tenths of a second of CPU, paid again by every worker process and command.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
+from typing import Any
 
-import sentry_sdk
-from sentry_sdk.utils import BadDsn, Dsn
 from sqlalchemy import Engine
 
 from middleware.classify import Classifier
@@ -41,6 +44,8 @@ def check(environ: Mapping[str, str]) -> None:
     """Raise `BadReportingSettings` if SENTRY_DSN is set but names no Sentry project."""
     dsn = environ.get("SENTRY_DSN", "").strip()
     if dsn:
+        from sentry_sdk.utils import BadDsn, Dsn
+
         try:
             Dsn(dsn)
         except BadDsn as e:
@@ -56,6 +61,9 @@ def start(environ: Mapping[str, str]) -> bool:
     if not dsn:
         return False
     check(environ)
+    import sentry_sdk
+    from sentry_sdk.utils import Dsn
+
     sentry_sdk.init(
         dsn=dsn,
         environment=environ.get("SENTRY_ENVIRONMENT", "").strip() or None,
@@ -71,24 +79,33 @@ def start(environ: Mapping[str, str]) -> bool:
     return True
 
 
+def _active_client() -> Any:
+    """Sentry's client if SENTRY_DSN started it; None otherwise (and no import: see above)."""
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    if sentry_sdk is None:
+        return None
+    client = sentry_sdk.get_client()
+    return client if client.is_active() else None
+
+
 def flush() -> None:
     """Send the reports still queued, waiting 2 s at most."""
-    client = sentry_sdk.get_client()
-    if client.is_active():
+    client = _active_client()
+    if client is not None:
         client.flush(timeout=_SEND_TIMEOUT_S)
 
 
 def stop() -> None:
     """Send the reports still queued (2 s at most), then report nothing more."""
-    client = sentry_sdk.get_client()
-    if client.is_active():
+    client = _active_client()
+    if client is not None:
         client.close(timeout=_SEND_TIMEOUT_S)
-    sentry_sdk.get_global_scope().set_client(None)
+        sys.modules["sentry_sdk"].get_global_scope().set_client(None)
 
 
 def active() -> bool:
     """Whether reports are sent (SENTRY_DSN was set); checked before any work for one."""
-    return sentry_sdk.get_client().is_active()
+    return _active_client() is not None
 
 
 def is_bug(error: BaseException, classifier: Classifier) -> bool:
@@ -128,6 +145,8 @@ def after_dead_finish(
 
 def report_dead(claim: Claim, error: BaseException) -> None:
     """Report `error`, the bug that ended attempt `claim` and made its job dead."""
+    import sentry_sdk
+
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("job_id", str(claim.job_id))
         scope.set_tag("job_type", claim.type)
