@@ -93,8 +93,9 @@ def _millis_since_pg(element: millis_since, compiler: SQLCompiler, **kw: Any) ->
 def _millis_since_sqlite(element: millis_since, compiler: SQLCompiler, **kw: Any) -> str:
     (since,) = element.clauses
     return (
-        f"CAST((julianday('now') - julianday({compiler.process(since, **kw)})) * 86400000"
-        " AS INTEGER)"
+        # Rounded, as PostgreSQL's cast is: julianday's doubles are some 50 µs off.
+        f"CAST(round((julianday('now') - julianday({compiler.process(since, **kw)}))"
+        " * 86400000) AS INTEGER)"
     )
 
 
