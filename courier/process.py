@@ -10,8 +10,8 @@ def freeze_long_lived_objects() -> None:
 
     A process holds some 100,000 long-lived objects (modules, SQLAlchemy metadata, routes,
     actors); a full collection walks all of them and stopped a request for ~50 ms here. The
-    last collection, at exit, walks them too: frozen, a process exits in a tenth of the time,
-    which is what lets a second Ctrl-C stop a worker group at once on a busy host.
+    last collection, at exit, walks them too: frozen, they leave a stopping process alone, so
+    a second Ctrl-C ends a worker group at once on a busy host (bench/RESULTS.md).
     """
     gc.collect()
     gc.freeze()

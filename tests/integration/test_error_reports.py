@@ -6,6 +6,9 @@ client pointed at it through SENTRY_DSN as a worker's entry point does.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,6 +139,16 @@ def test_without_a_dsn_sentry_is_never_started(stack):
     stack.wait_status(job_id, "dead")
     stack.stop_workers()
     assert not sentry_sdk.get_client().is_active()
+
+
+def test_without_a_dsn_a_worker_process_does_not_load_sentry():
+    # What `dramatiq courier.worker` imports, in a fresh interpreter: this one has Sentry.
+    loads = "import courier.broker, courier.cli, middleware.error_reports, sys;"
+    loads += " print('sentry_sdk' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "SENTRY_DSN"}
+    done = subprocess.run([sys.executable, "-c", loads], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
 
 
 def test_a_dsn_sentry_cannot_use_is_refused_with_the_variable_named():
