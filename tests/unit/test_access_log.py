@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import time
 from datetime import timedelta
 
+import pytest
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
@@ -48,9 +50,18 @@ def line(logger_class: type[Logger], **settings: str) -> str:
     return stream.getvalue()
 
 
-def test_the_line_is_gunicorns_default():
+@pytest.fixture
+def stopped_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both loggers stamp the line with `time.strftime` of now: pin now, or a second may tick between them."""
+    instant = time.localtime(1_699_963_200)  # noon UTC, 14 Nov 2023
+    strftime = time.strftime
+    monkeypatch.setattr(time, "strftime", lambda fmt, t=instant: strftime(fmt, t))
+
+
+def test_the_line_is_gunicorns_default(stopped_clock: None):
     ours, theirs = line(AccessLog), line(Logger)
-    assert ours == theirs  # same second, almost always
+    assert ours == theirs
+    assert "[14/Nov/2023:" in ours  # the pinned instant reached both
     assert '"POST /v1/jobs?x=1 HTTP/1.1" 202 555 "-" "httpx/0.28"' in ours
 
 
