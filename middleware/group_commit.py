@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from background.batcher import Batcher, Request
-from store import circuits, errors, job_changes, transitions
+from store import circuits, errors, transitions
 from store.admission import Rule
 from store.db import make_engine
 from store.transitions import Claim, Outcome
@@ -156,11 +156,10 @@ class GroupCommit:
                     else {}
                 )
                 finished = transitions.finish(db, finishes) if finishes else {}
+                # Both statements announce their jobs: waiting API requests wake at commit.
                 calls = [c for r in batch if r.job_id in finished for c in r.calls]
                 if calls:
                     circuits.record(db, calls, self.circuit_policy)
-                # One announcement for the whole batch: waiting API requests wake at commit.
-                job_changes.announce(db, [*claimed, *finished])
         except errors.DatabaseUnavailable:
             self._forget_connection()
             raise

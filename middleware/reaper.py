@@ -9,7 +9,7 @@ import time
 from sqlalchemy import Engine, text
 
 from middleware.periodic import Periodic
-from store import errors, job_changes, states, transitions
+from store import errors, states, transitions
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ class Reaper(Periodic):
                 if time.monotonic() < self._reap_after:
                     return
                 reaped = transitions.reap_expired(db, stuck_grace_s=self.stuck_grace_s)
-                job_changes.announce(db, [r.job_id for r in reaped])
         except errors.DatabaseUnavailable:
             self._database_was_down = True
             raise

@@ -2,16 +2,19 @@
 
 A change is announced in the transaction that makes it, so listeners hear of it when it
 commits and never before. Every NOTIFY takes a database-wide lock at commit, so a batch's
-ids go out in as few notifications as their payload limit allows. SQLite has no NOTIFY:
-there the announcement is a no-op and the API polls instead.
+ids go out in as few notifications as their payload limit allows. The transitions the
+workers make for every job announce their jobs within their own statement (`announcing`);
+anything else calls `announce`. SQLite has no NOTIFY: there the announcement is a no-op
+and the API polls instead.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, Text, cast, func, literal, select
 
 #: The channel API processes LISTEN on.
 CHANNEL = "courier_jobs"
@@ -33,6 +36,25 @@ def announce(db: Connection, job_ids: Iterable[uuid.UUID]) -> None:
         return
     payloads = [",".join(ids[i : i + IDS_PER_NOTICE]) for i in range(0, len(ids), IDS_PER_NOTICE)]
     db.exec_driver_sql(_NOTIFY, {"payloads": payloads})
+
+
+def announcing(changed: Any) -> ColumnElement[bool]:
+    """A condition true of every row, whose one evaluation on PostgreSQL announces the ids
+    of `changed` (a table or CTE with an `id` column) as `announce` does.
+
+    In the WHERE of a statement that changes jobs, it saves the announcement's own round
+    trip: PostgreSQL evaluates the uncorrelated subquery once, before the first row.
+    """
+    numbered = select(
+        changed.c.id, ((func.row_number().over() - 1) // IDS_PER_NOTICE).label("notice")
+    ).subquery("numbered")
+    notices = (
+        select(func.string_agg(cast(numbered.c.id, Text), literal(",")).label("ids"))
+        .group_by(numbered.c.notice)
+        .subquery("notices")
+    )
+    sent = select(func.count(func.pg_notify(literal(CHANNEL), notices.c.ids)))
+    return sent.scalar_subquery() >= 0
 
 
 def changed_ids(payload: str) -> set[uuid.UUID]:

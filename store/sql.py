@@ -235,7 +235,9 @@ class Chain:
     statement from a table `done` holding the `carry` columns of the rows `first` returned.
     PostgreSQL runs them all as one statement (a data-modifying WITH, one round trip);
     SQLite, which has none, runs `first` and then each further one over its rows as a Batch.
-    Either way every statement is written once.
+    Either way every statement is written once. `notify(done)`, a condition true of every
+    row, is evaluated once for its side effect on PostgreSQL (`store.job_changes.announcing`);
+    SQLite, which has no notifications, leaves it out.
     """
 
     def __init__(
@@ -244,6 +246,7 @@ class Chain:
         *then: Callable[[Any], Any],
         carry: Sequence[str],
         name: str = "done",
+        notify: Callable[[Any], ColumnElement[bool]] | None = None,
     ) -> None:
         returned = {c.key: c for c in first.exported_columns}
         self.first = first
@@ -255,6 +258,8 @@ class Chain:
         self._combined = select(*done.c).add_cte(
             *(build(done).cte(f"{name}_then{i or ''}") for i, build in enumerate(then))
         )
+        if notify is not None:
+            self._combined = self._combined.where(notify(done))
         self._prepared: _Prepared | None = None
 
     def run(self, db: Connection, params: dict[str, Any]) -> Sequence[Any]:

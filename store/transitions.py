@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as insert_on_conflict
 from sqlalchemy.sql.expression import ColumnClause
 
-from store import admission, states
+from store import admission, job_changes, states
 from store.models import ATTEMPT_TOTALS, ATTEMPTS, JOBS
 from store.sql import Batch, Chain, millis_since, now, now_plus, one_of
 from store.states import AttemptStatus, Status
@@ -201,7 +201,9 @@ def _open(claimed: Any) -> Any:
     )
 
 
-_CLAIM_AND_OPEN = Chain(_CLAIM, _open, carry=("id", "attempts"), name="claimed")
+_CLAIM_AND_OPEN = Chain(
+    _CLAIM, _open, carry=("id", "attempts"), name="claimed", notify=job_changes.announcing
+)
 _REFUSED = _ids("refused")
 _EARLY, _CANCEL_ASKED = states.waiting_not_due(J), states.cancel_pending(J)
 # One statement for both kinds of refused job that need something: an early message's
@@ -364,6 +366,7 @@ _FINISH_AND_CLOSE = Chain(
     # The job's new status says the attempt's decision, as it does for the attempt's row.
     _count(lambda finished: func.coalesce(states.decision_for(finished.c.status), SUCCEEDED)),
     carry=("id", "attempts", "status", "type"),
+    notify=job_changes.announcing,
 )
 
 
@@ -484,6 +487,7 @@ _REAP_AND_CLOSE = Chain(
     _close_reaped,
     _count(lambda reaped: literal(ABANDONED, String)),
     carry=("id", "attempts", "status", "error_type", "error", "type"),
+    notify=job_changes.announcing,
 )
 
 
