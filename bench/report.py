@@ -59,6 +59,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "reads.large_p99_ms": ("<", 10),
     "reads.p99_growth_pct": ("<=", 20),
     "replay.seconds": ("<", 10),
+    "peers.ratio_vs_celery": (">=", 5),
+    "peers.ratio_vs_procrastinate": (">=", 5),
 }
 
 
