@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from bench import timings
-from store import migrate, submissions, transitions
+from store import job_changes, migrate, submissions, transitions
 from store.db import make_engine
 from store.sql import Chain
 from store.states import Status
@@ -33,11 +33,13 @@ DATABASE = "courier_bench_totals"
 SUCCEEDED = Outcome(job_status=Status.SUCCEEDED, result={})
 RETRY = Outcome(job_status=Status.RETRYING, error_type="UpstreamUnavailable", retry_in_ms=60_000)
 
-# The finish without the count: the statements before attempt_totals existed.
+# The finish without the count: the statements before attempt_totals existed (announcing
+# its jobs as the finish does, so that the two differ by the count alone).
 _UNCOUNTED = Chain(
     transitions._FINISH,
     transitions._close_finished,
     carry=("id", "attempts", "status", "type"),
+    notify=job_changes.announcing,
 )
 
 

@@ -1,11 +1,11 @@
 """Announcements of changed jobs on PostgreSQL's LISTEN/NOTIFY, for the API's waiters.
 
 A change is announced in the transaction that makes it, so listeners hear of it when it
-commits and never before. Every NOTIFY takes a database-wide lock at commit, so a batch's
-ids go out in as few notifications as their payload limit allows. The transitions the
-workers make for every job announce their jobs within their own statement (`announcing`);
-anything else calls `announce`. SQLite has no NOTIFY: there the announcement is a no-op
-and the API polls instead.
+commits and never before. Every NOTIFY takes a database-wide lock at commit, so the ids a
+statement changed go out in as few notifications as their payload limit allows. The
+transitions the workers make for every job announce their jobs within their own statement
+(`announcing`); anything else calls `announce`. SQLite has no NOTIFY: there the
+announcement is a no-op and the API polls instead.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def announce(db: Connection, job_ids: Iterable[uuid.UUID]) -> None:
 
 def announcing(changed: Any) -> ColumnElement[bool]:
     """A condition true of every row, whose one evaluation on PostgreSQL announces the ids
-    of `changed` (a table or CTE with an `id` column) as `announce` does.
+    of `changed` (a table or CTE with an `id` column, each id once, as a statement's
+    RETURNING has them) in notifications like `announce`'s.
 
     In the WHERE of a statement that changes jobs, it saves the announcement's own round
     trip: PostgreSQL evaluates the uncorrelated subquery once, before the first row.

@@ -218,6 +218,7 @@ _SETTLE_REFUSED = (
         finished_at=case((_CANCEL_ASKED, now()), else_=J.finished_at),
         waiting_for=case((_CANCEL_ASKED, None), else_=J.waiting_for),
     )
+    .returning(J.id, J.status)
 )
 
 
@@ -285,7 +286,9 @@ def claim(
     rows = _CLAIM_AND_OPEN.run(db, params)
     claimed = {row.id for row in rows}
     if len(claimed) < len(ids):
-        db.execute(_SETTLE_REFUSED, {"refused": [(i,) for i in ids if i not in claimed]})
+        refused = [(i,) for i in ids if i not in claimed]
+        settled = db.execute(_SETTLE_REFUSED, {"refused": refused})
+        job_changes.announce(db, [i for i, status in settled if status == Status.CANCELLED])
     return {row.id: Claim(*row) for row in rows}
 
 

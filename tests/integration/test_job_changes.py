@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ from sqlalchemy import Connection, Engine, text
 from store import job_changes, transitions
 from store.states import Status
 from store.transitions import Outcome
+from store.types import utcnow
 from tests.support.polling import wait_for
 from tests.support.records import insert_jobs
 
@@ -96,6 +98,25 @@ def lease_expired(engine: Engine, job_id: uuid.UUID) -> bool:
     with engine.connect() as db:
         query = text("SELECT lease_expires_at < now() FROM jobs WHERE id = :id")
         return bool(db.execute(query, {"id": job_id}).scalar_one())
+
+
+def test_a_refused_job_the_claim_cancels_is_announced(engine, listener):
+    now = utcnow()
+    # The first has a cancel request; the second is not due yet, so its early message is
+    # handed back to the relay, which changes nothing a waiter sees.
+    asked, early = insert_jobs(
+        engine,
+        2,
+        cancel_requested_at=lambda i: now if i == 0 else None,
+        next_attempt_at=lambda i: None if i == 0 else now + timedelta(hours=1),
+    )
+    claimed, payloads = heard_at_commit(
+        engine,
+        listener,
+        lambda db: transitions.claim(db, [asked, early], worker="test:1", lease_s=30),
+        notices=1,
+    )
+    assert claimed == {} and payloads == [str(asked)]
 
 
 def test_a_statement_that_changes_no_job_announces_nothing(engine, listener):
