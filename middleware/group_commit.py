@@ -143,6 +143,8 @@ class GroupCommit:
         db = self._connection()
         try:
             with db.begin():
+                # The claim and the finish announce their jobs in their own statements:
+                # waiting API requests wake at commit.
                 claimed = (
                     transitions.claim(
                         db,
@@ -156,7 +158,6 @@ class GroupCommit:
                     else {}
                 )
                 finished = transitions.finish(db, finishes) if finishes else {}
-                # Both statements announce their jobs: waiting API requests wake at commit.
                 calls = [c for r in batch if r.job_id in finished for c in r.calls]
                 if calls:
                     circuits.record(db, calls, self.circuit_policy)

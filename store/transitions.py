@@ -273,7 +273,8 @@ def claim(
     Each of `rules` may hold back some of them first (`store.admission`): those are parked,
     not claimed. A job left out is also a duplicate or stale message (running elsewhere,
     finished, cancelled, not due). One that is waiting but not due yet is handed back to
-    the relay; one waiting with a cancel request is cancelled. `types`, the job types the
+    the relay; one waiting with a cancel request is cancelled. Every job it claims or cancels is
+    announced to waiting requests (`store.job_changes`). `types`, the job types the
     messages name, spares the rules that concern none of them.
     """
     ids = list(dict.fromkeys(job_ids))

@@ -1,4 +1,5 @@
-"""The transitions a worker makes for every job announce their jobs in their own statement."""
+"""Changed jobs are announced to the API's waiters: by `announce`, and by the transitions a
+worker makes for every job, within their own statement."""
 
 from __future__ import annotations
 
@@ -52,6 +53,19 @@ def heard_at_commit(
 def ids_in(payloads: list[str]) -> list[str]:
     assert all(len(p.encode()) < 8000 for p in payloads), "past PostgreSQL's payload limit"
     return sorted(i for p in payloads for i in p.split(","))
+
+
+def test_a_thousand_changed_ids_go_out_in_five_notifications_under_the_payload_limit(
+    engine, listener
+):
+    ids = [uuid.uuid4() for _ in range(1000)]
+    with engine.begin() as db:
+        job_changes.announce(db, ids + ids[:10])  # a job named twice is announced once
+    notices = list(listener.notifies(timeout=5, stop_after=5))
+    assert len(notices) == 5
+    assert all(len(n.payload.encode()) < 8000 for n in notices)
+    heard = [i for n in notices for i in n.payload.split(",")]
+    assert sorted(heard) == sorted(map(str, ids))
 
 
 def test_claims_and_finishes_announce_every_job_under_the_payload_limit(engine, listener):

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
 import pytest
 from falcon import testing
 from sqlalchemy import text
 
 from api import job_watch
 from courier.wsgi import app_for
-from store import job_changes
 from tests.support.polling import wait_for
 from tests.support.stack import embedded_client, embedded_token, submit_waiting
 from tests.support.times import LATER
@@ -176,20 +173,6 @@ def test_the_watcher_reconnects_after_losing_the_database_and_rereads_what_it_mi
     assert response.json["status"] == "cancelled"
     assert took < 10, f"answered after {took:.1f}s: not at the reconnection"
     assert watcher_backends(stack.engine) != [pid]
-
-
-def test_a_thousand_changed_ids_go_out_in_five_notifications_under_the_payload_limit(engine):
-    ids = [uuid.uuid4() for _ in range(1000)]
-    url = engine.url.render_as_string(hide_password=False).replace("+psycopg", "")
-    with psycopg.connect(url, autocommit=True) as listener:
-        listener.execute(f"LISTEN {job_changes.CHANNEL}")
-        with engine.begin() as db:
-            job_changes.announce(db, ids + ids[:10])  # a job named twice is announced once
-        notices = list(listener.notifies(timeout=5, stop_after=5))
-    assert len(notices) == 5
-    assert all(len(n.payload.encode()) < 8000 for n in notices)
-    heard = [i for n in notices for i in n.payload.split(",")]
-    assert sorted(heard) == sorted(map(str, ids))
 
 
 def test_past_its_waiter_limit_a_process_answers_503_at_once_and_serves_the_rest(stack):

@@ -52,7 +52,8 @@ def line(logger_class: type[Logger], **settings: str) -> str:
 
 @pytest.fixture
 def stopped_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both loggers stamp the line with `time.strftime` of now: pin now, or a second may tick between them."""
+    """Both loggers stamp the line with `time.strftime` of now: pinned, no second can tick
+    between the two lines."""
     instant = time.localtime(1_699_963_200)  # noon UTC, 14 Nov 2023
     strftime = time.strftime
     monkeypatch.setattr(time, "strftime", lambda fmt, t=instant: strftime(fmt, t))
