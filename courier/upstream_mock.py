@@ -75,20 +75,23 @@ class Upstream:
         except ValueError:
             body = raw.decode(errors="replace")
         headers = {h: req.get_header(h) for h in RECORDED_HEADERS if req.get_header(h) is not None}
-        self.state.record(
-            {
-                "method": req.method,
-                "path": req.path,
-                "query": req.query_string,
-                "headers": headers,
-                "body": body,
-                "at": time.time(),
-            }
-        )
+        call = {
+            "method": req.method,
+            "path": req.path,
+            "query": req.query_string,
+            "headers": headers,
+            "body": body,
+            "at": time.time(),
+        }
+        self.state.record(call)
         scripted = self.state.next_scripted(req.method, req.path)
         if scripted is None:
             self._demo(req, resp)
+            call["status"] = falcon.http_status_to_code(resp.status)
             return
+        # The answer is chosen as the call arrives: a script changed meanwhile applies to
+        # the calls after it, and the record says which answer each got.
+        call["status"] = int(scripted.get("status", 200))
         time.sleep(float(scripted.get("delay_s", 0)))
         resp.status = falcon.code_to_http_status(int(scripted.get("status", 200)))
         for name, value in (scripted.get("headers") or {}).items():

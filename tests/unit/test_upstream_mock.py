@@ -193,6 +193,15 @@ def test_calls_are_recorded_in_order_with_their_headers_query_and_body(upstream,
     assert first["at"] <= second["at"]
 
 
+def test_each_call_records_the_status_it_was_answered_with(upstream, http):
+    upstream.script("GET", "/crm/customers/c_*", {"status": 503}, repeat_last=True)
+    http.get("/crm/customers/c_1")
+    upstream.script("GET", "/crm/customers/c_*")  # back to the demo's answers
+    http.get("/crm/customers/c_1")
+    http.get("/crm/customers/missing_1")
+    assert [c["status"] for c in upstream.calls()] == [503, 200, 404]
+
+
 def test_calls_can_be_filtered_by_exact_path_and_by_method(upstream, http):
     http.get("/crm/customers/c_1")
     http.get("/crm/customers/c_10")
