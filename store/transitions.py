@@ -237,17 +237,20 @@ _PARK = (
             _PARKING.c.until, now_plus(bindparam("park_delay_s", type_=Float))
         ),
     )
+    .returning(J.id)
 )
 
 
 def park(db: Connection, parks: Mapping[uuid.UUID, admission.Park]) -> None:
     """Hold back claimable jobs: each says what it waits for and is due again at its
-    `until` (or after the short default delay), its status and attempts unchanged."""
+    `until` (or after the short default delay), its status and attempts unchanged. Their
+    Job objects change (`waiting_for`, `next_attempt_at`), so they are announced."""
     if not parks:
         return
     sqlite = db.dialect.name == "sqlite"
     rows = [(i, p.key, _batch_time(p.until, sqlite=sqlite)) for i, p in parks.items()]
-    db.execute(_PARK, {"parking": rows, "park_delay_s": admission.PARK_DELAY_S})
+    parked = db.execute(_PARK, {"parking": rows, "park_delay_s": admission.PARK_DELAY_S})
+    job_changes.announce(db, parked.scalars())
 
 
 def _batch_time(at: datetime | None, *, sqlite: bool) -> str | None:
@@ -273,8 +276,8 @@ def claim(
     Each of `rules` may hold back some of them first (`store.admission`): those are parked,
     not claimed. A job left out is also a duplicate or stale message (running elsewhere,
     finished, cancelled, not due). One that is waiting but not due yet is handed back to
-    the relay; one waiting with a cancel request is cancelled. Every job it claims or cancels is
-    announced to waiting requests (`store.job_changes`). `types`, the job types the
+    the relay; one waiting with a cancel request is cancelled. Every job it claims, parks or
+    cancels is announced to waiting requests (`store.job_changes`). `types`, the job types the
     messages name, spares the rules that concern none of them.
     """
     ids = list(dict.fromkeys(job_ids))

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from store import job_changes, transitions
+from store.admission import Park
 from store.states import Status
 from store.transitions import Outcome
 from store.types import utcnow
@@ -131,6 +132,25 @@ def test_a_refused_job_the_claim_cancels_is_announced(engine, listener):
         notices=1,
     )
     assert claimed == {} and payloads == [str(asked)]
+
+
+def test_a_job_the_claim_parks_is_announced(engine, listener):
+    held, admitted = insert_jobs(engine, 2)
+
+    def hold_first(db, jobs):
+        return {job.job_id: Park("entity") for job in jobs if job.job_id == held}
+
+    claimed, payloads = heard_at_commit(
+        engine,
+        listener,
+        lambda db: transitions.claim(
+            db, [held, admitted], worker="test:1", lease_s=30, rules=[hold_first]
+        ),
+        notices=1,
+    )
+    # The claim of the other is announced by its own statement, the park by its own.
+    assert set(claimed) == {admitted}
+    assert ids_in(payloads) == sorted([str(held), str(admitted)])
 
 
 def test_a_statement_that_changes_no_job_announces_nothing(engine, listener):
