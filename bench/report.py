@@ -55,7 +55,7 @@ FIGURES: list[tuple[str, str, str, str]] = [
 TARGETS: dict[str, tuple[str, float]] = {
     "single.completed_per_s": (">=", 500),
     "batch.completed_per_s": (">=", 1500),
-    "drain.ratio": (">=", 0.5),
+    "drain.ratio": (">=", 0.4),
     "reads.large_p99_ms": ("<", 10),
     "reads.p99_growth_pct": ("<=", 20),
     "replay.seconds": ("<", 10),
