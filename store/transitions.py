@@ -250,7 +250,7 @@ def park(db: Connection, parks: Mapping[uuid.UUID, admission.Park]) -> None:
     sqlite = db.dialect.name == "sqlite"
     rows = [(i, p.key, _batch_time(p.until, sqlite=sqlite)) for i, p in parks.items()]
     parked = db.execute(_PARK, {"parking": rows, "park_delay_s": admission.PARK_DELAY_S})
-    job_changes.announce(db, parked.scalars())
+    job_changes.announce(db, parked.scalars().all())
 
 
 def _batch_time(at: datetime | None, *, sqlite: bool) -> str | None:
