@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import falcon
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -44,6 +45,8 @@ LANDING = "/ui/overview"
 #: How often a live overview reloads itself, in seconds.
 LIVE_EVERY_S = 5
 _FORMS = falcon.media.URLEncodedFormHandler()
+#: Any JSON value, parsed as the API parses bodies.
+_ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 class Dashboard:
@@ -282,6 +285,8 @@ class Dashboard:
         payload = _payload(form)
         with self._sessions.begin() as session:
             old = queries.get_job(session, job_id, tenant=None)
+            if payload is not None:
+                self._intake.check_input(old.type, old.entity_id, payload)
             with self._intake.one_more(old.tenant, session):
                 new = actions.replay(
                     session,
@@ -454,9 +459,12 @@ def _payload(form: dict[str, Any]) -> dict[str, Any] | None:
     text = str(form.get("payload") or "").strip()
     if not text:
         return None
+    if "\\u0000" in text or "\x00" in text:
+        raise body.no_nul()
     try:
-        payload = json.loads(text)
-    except ValueError:
+        # The API's JSON parser, not `json.loads`: deep nesting is an error, not a crash.
+        payload = _ANY_JSON.validate_json(text)
+    except ValidationError:
         raise falcon.HTTPBadRequest(
             title="Bad Request", description="the payload is not valid JSON"
         ) from None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from tests.support.dashboard import csrf_of, log_in, page, post_form, secret, session_of
+from tests.support.records import add_job
 from tests.support.times import LATER
 
 pytestmark = pytest.mark.integration
@@ -81,3 +84,27 @@ def test_filters_and_paging_on_the_job_list(stack):
     second = page(stack, older, cookie).text
     assert second.count('href="/ui/jobs/') == 10
     assert page(stack, "/ui/jobs?entity_id=c_7", cookie).text.count('href="/ui/jobs/') == 1
+
+
+def test_a_replay_from_the_dashboard_checks_its_payload_as_the_api_does(stack):
+    old = add_job(stack.sessions, entity_id="c_dir", type="directory_sync")
+    cookie = session_of(stack, secret(stack.token("ops", "operator")))
+    token = csrf_of(page(stack, f"/ui/jobs/{old}", cookie).text)
+
+    def replay(payload: str) -> Any:
+        return post_form(
+            stack, f"/ui/jobs/{old}/replay", cookie, csrf=token, payload=quote(payload)
+        )
+
+    refused = replay('{"bogus": 1}')
+    assert refused.status_code == 422 and "bogus" in refused.json["description"]
+    deep = replay('{"a": ' + "[" * 8000 + "]" * 8000 + "}")
+    assert deep.status_code == 400 and "not valid JSON" in deep.json["description"]
+    assert replay('{"a": "\\u0000"}').status_code == 422
+    assert stack.job(old).replayed_by is None
+
+    done = replay('{"start_page": 3}')
+    assert done.status_code == 303, done.text
+    new = done.headers["Location"].rsplit("/", 1)[1]
+    assert stack.job(new).payload == {"start_page": 3}
+    assert str(stack.job(old).replayed_by) == new
