@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import falcon
@@ -53,9 +54,26 @@ def _http_error(
     req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
 ) -> None:
     resp.status = ex.status
-    resp.media = ex.to_dict()
+    resp.media = _in_contract_shape(ex)
     if ex.headers:
         resp.set_headers(ex.headers)
+
+
+#: What Falcon's own errors (no route, a method the route lacks, a path id that is not one)
+#: say, since Falcon gives them only a title.
+_FALCON_DESCRIPTIONS = {
+    404: "no such resource",
+    405: "this method is not allowed on this resource",
+}
+
+
+def _in_contract_shape(ex: falcon.HTTPError) -> dict[str, Any]:
+    body: dict[str, Any] = dict(ex.to_dict())
+    phrase = HTTPStatus(ex.status_code).phrase
+    if body.get("title") == f"{ex.status_code} {phrase}":  # Falcon's default title
+        body["title"] = phrase
+    body.setdefault("description", _FALCON_DESCRIPTIONS.get(ex.status_code, phrase.lower()))
+    return body
 
 
 def _invalid(

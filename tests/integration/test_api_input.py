@@ -29,6 +29,7 @@ def assert_problem(response, status):
     assert response.status_code == status, response.text
     body = response.json
     assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["description"], str) and body["description"]
     assert "Traceback" not in response.text
 
 
@@ -174,6 +175,12 @@ def test_a_malformed_job_id_is_a_404(stack):
 
 def test_an_unknown_path_is_a_404_in_the_same_shape(stack):
     assert_problem(stack.client.simulate_get("/v2/nothing", headers=stack.token()), 404)
+
+
+def test_a_method_a_path_lacks_is_a_405_in_the_same_shape(stack):
+    response = stack.client.simulate_delete("/v1/jobs", headers=stack.token())
+    assert_problem(response, 405)
+    assert response.json["title"] == "Method Not Allowed"
 
 
 def test_health_and_readiness_need_no_token(stack):
