@@ -55,6 +55,8 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
 RunAt = Annotated[Timestamp, AfterValidator(_within_the_window)]
 WHOLE = BeforeValidator(_whole_number)
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: A tenant as a token names it (`courier token create --tenant`): 1 to 64 characters.
+Tenant = Annotated[str, Field(min_length=1, max_length=64)]
 Reason = Annotated[str, Field(max_length=1000)]
 
 
@@ -121,7 +123,7 @@ class DeadLetterReplayRequest(Strict):
     job_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] | None = None
     type: Name | None = None
     error_type: Annotated[str, Field(max_length=128)] | None = None
-    tenant: Name | None = None
+    tenant: Tenant | None = None
     limit: Annotated[int, Field(ge=1, le=1000), WHOLE] = 1000
     reason: Reason | None = None
     all: StrictBool = Field(
@@ -420,7 +422,7 @@ Missed = Literal["skip", "once"]
 class ScheduleRequest(Strict):
     """A schedule to create: exactly one of `cron` and `interval_s`."""
 
-    tenant: Name | None = Field(
+    tenant: Tenant | None = Field(
         None, description="Operators must name the tenant; a client may only name its own."
     )
     name: ScheduleName

@@ -110,6 +110,27 @@ def test_a_chunked_bulk_replay_replays_only_the_job_it_names(stack):
     assert all(stack.job(j).replayed_by is None for j in [acme[1], *globex])
 
 
+def test_any_tenant_a_token_can_name_is_a_tenant_operators_can_name(stack):
+    # Tokens take any 1 to 64 characters as their tenant; the operators' filters and
+    # schedules must reach every such tenant.
+    spaced = "Acme Corp"
+    dead = add_dead(stack.sessions, 2, tenant=spaced)
+    operator = stack.token("ops", "operator")
+    replayed = stack.client.simulate_post(
+        "/v1/dead-letters/replay", json={"tenant": spaced}, headers=operator
+    )
+    assert replayed.status_code == 202, replayed.text
+    assert sorted(r["job_id"] for r in replayed.json["replayed"]) == sorted(map(str, dead))
+    schedule = {"tenant": spaced, "name": "nightly", "type": "directory_sync", "interval_s": 3600}
+    created = stack.client.simulate_post("/v1/schedules", json=schedule, headers=operator)
+    assert created.status_code == 201, created.text
+    assert created.json["tenant"] == spaced
+    too_long = stack.client.simulate_post(
+        "/v1/dead-letters/replay", json={"tenant": "t" * 65}, headers=operator
+    )
+    assert_problem(too_long, 422)
+
+
 def test_a_chunked_single_replay_keeps_its_payload_override(stack):
     old = add_job(stack.sessions, entity_id="c_dir", type="directory_sync")
     response = chunked(
