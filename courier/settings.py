@@ -28,6 +28,8 @@ HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})|\[[0-9a-f:.]+\]")
 TYPE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: One running directory sync per entity: each pages through the whole CRM directory.
 DEFAULT_LIMITS = (Limit("entity", 1, type="directory_sync"),)
+#: The largest PostgreSQL `integer`: bounds settings that end up in SQL (LIMITs, columns).
+SQL_INT_MAX = 2**31 - 1
 
 
 class SettingsError(ValueError):
@@ -161,6 +163,16 @@ def _positive_int(raw: str) -> int:
     if value < 1:
         raise ValueError(f"must be at least 1, got {value}")
     return value
+
+
+def _positive_int_up_to(most: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = _positive_int(raw)
+        if value > most:
+            raise ValueError(f"must be at most {most}, got {value}")
+        return value
+
+    return parse
 
 
 def _positive_float(raw: str) -> float:
@@ -326,11 +338,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "billing_url": _url("http", "https"),
     "upstream_timeout_s": _positive_float,
     "max_attempts": _positive_int,
-    "min_backoff_ms": _positive_int,
-    "max_backoff_ms": _positive_int,
-    "job_timeout_s": _positive_int,
+    "min_backoff_ms": _positive_int_up_to(SQL_INT_MAX),
+    "max_backoff_ms": _positive_int_up_to(SQL_INT_MAX),
+    "job_timeout_s": _positive_int_up_to(SQL_INT_MAX),
     "log_format": _log_format,
-    "lease_s": _positive_int,
+    "lease_s": _positive_int_up_to(SQL_INT_MAX),
     "reaper_interval_s": _positive_float,
     "relay_interval_s": _positive_float,
     "progress_interval_s": _positive_float,
@@ -343,18 +355,21 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "job_queues": _job_queues,
     "scheduler_interval_s": _positive_float,
     "callback_hosts": _host_names,
-    "webhook_retry_s": _positive_int,
+    # Sent to SQL in milliseconds.
+    "webhook_retry_s": _positive_int_up_to(SQL_INT_MAX // 1000),
     "webhook_interval_s": _positive_float,
     "webhook_min_backoff_s": _positive_float,
     "webhook_max_backoff_s": _positive_float,
     "webhook_timeout_s": _positive_float,
-    "webhook_concurrency": _positive_int,
+    # One sender thread each.
+    "webhook_concurrency": _positive_int_up_to(1000),
     "limits": _limits,
-    "circuit_failures": _positive_int,
+    "circuit_failures": _positive_int_up_to(SQL_INT_MAX),
     "circuit_cooldown_s": _positive_float,
-    "circuit_probes": _positive_int,
-    "fair_share": _positive_int,
-    "tenant_max_active": _positive_int,
+    # circuits.probes_left is a smallint.
+    "circuit_probes": _positive_int_up_to(32_767),
+    "fair_share": _positive_int_up_to(SQL_INT_MAX),
+    "tenant_max_active": _positive_int_up_to(SQL_INT_MAX),
 }
 
 

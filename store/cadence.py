@@ -118,6 +118,15 @@ class Cadence:
             raise CadenceError("cron", f"not a cron expression that ever fires: {cron!r}") from None
 
 
+#: Names available_timezones() may list that are no IANA zone or differ by host (Debian's
+#: `localtime` is /etc/localtime); posix/ and right/ copies are left out as well.
+_NOT_IANA = frozenset({"localtime", "posixrules", "Factory"})
+
+
 @cache
 def _timezones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in _NOT_IANA and not name.startswith(("posix/", "right/"))
+    )

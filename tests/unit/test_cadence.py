@@ -103,3 +103,13 @@ def test_a_cadence_that_cannot_be_used_names_the_field_at_fault(fields, field):
         Cadence.checked(**fields)
     assert raised.value.field == field
     assert str(raised.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory", "posix/Europe/Paris"])
+def test_a_host_dependent_zone_name_is_refused_as_no_iana_timezone(name):
+    # tzdata lists `localtime` on Debian (the host's /etc/localtime), whatever that zone is.
+    with pytest.raises(CadenceError) as raised:
+        Cadence.checked(cron="0 3 * * *", interval_s=None, timezone=name)
+    assert str(raised.value) == f"timezone: unknown IANA timezone {name!r}"
+    paris = Cadence.checked(cron="0 3 * * *", interval_s=None, timezone="Europe/Paris")
+    assert paris.timezone == "Europe/Paris"

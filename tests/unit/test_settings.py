@@ -67,6 +67,31 @@ def test_an_invalid_value_fails_naming_the_variable(name, value):
         Settings.from_env({name: value})
 
 
+@pytest.mark.parametrize(
+    ("name", "field", "most"),
+    [
+        ("COURIER_TENANT_MAX_ACTIVE", "tenant_max_active", 2**31 - 1),
+        ("COURIER_FAIR_SHARE", "fair_share", 2**31 - 1),
+        ("COURIER_WEBHOOK_RETRY_S", "webhook_retry_s", 2_147_483),  # sent in milliseconds
+        ("COURIER_MIN_BACKOFF_MS", "min_backoff_ms", 2**31 - 1),
+        ("COURIER_MAX_BACKOFF_MS", "max_backoff_ms", 2**31 - 1),
+        ("COURIER_JOB_TIMEOUT_S", "job_timeout_s", 2**31 - 1),
+        ("COURIER_LEASE_S", "lease_s", 2**31 - 1),
+        ("COURIER_WEBHOOK_CONCURRENCY", "webhook_concurrency", 1000),
+        ("COURIER_CIRCUIT_FAILURES", "circuit_failures", 2**31 - 1),
+        ("COURIER_CIRCUIT_PROBES", "circuit_probes", 32_767),
+    ],
+)
+def test_a_whole_number_beyond_its_bound_fails_at_start_naming_the_variable(name, field, most):
+    # The largest backoff, so that COURIER_MIN_BACKOFF_MS may take its bound too.
+    env = {"COURIER_MAX_BACKOFF_MS": str(2**31 - 1)}
+    assert getattr(Settings.from_env({**env, name: str(most)}), field) == most
+    for too_large in (str(most + 1), "99999999999999999999"):
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**env, name: too_large})
+        assert str(raised.value) == f"{name}: must be at most {most}, got {too_large}"
+
+
 def test_min_backoff_may_not_exceed_max_backoff():
     with pytest.raises(SettingsError, match="COURIER_MIN_BACKOFF_MS"):
         Settings.from_env({"COURIER_MIN_BACKOFF_MS": "5000", "COURIER_MAX_BACKOFF_MS": "1000"})
