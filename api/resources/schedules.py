@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import falcon
 from sqlalchemy.orm import Session
 
-from api import auth, serialize
+from api import auth, serialize, versions
 from api.errors import Problem, not_found
 from api.intake import Intake
 from api.resources.jobs import COMMON, WITH_BODY, send_page
@@ -25,6 +25,7 @@ from api.schemas import (
     TriggerRequest,
 )
 from api.spec import operation
+from api.versions import Version
 from store import schedules
 from store.models import Schedule as ScheduleRow
 from store.tokens import Principal
@@ -137,7 +138,7 @@ class Schedule:
         self._intake.publish([job])
         resp.status = falcon.HTTP_202
         resp.location = f"/v1/jobs/{job.id}"
-        resp.media = serialize.job(job)
+        versions.send(resp, Version.of(serialize.job(job)))
 
 
 @contextmanager

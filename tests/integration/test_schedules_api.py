@@ -429,6 +429,9 @@ def test_triggering_creates_a_job_now_published_and_linked_to_the_schedule(stack
     job = response.json
     assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
     assert (job["type"], job["entity_id"], job["status"]) == ("customer_sync", "c_7", "queued")
+    # Every Job answer carries its version's ETag, the same a read of the job gives.
+    read = stack.client.simulate_get(f"/v1/jobs/{job['id']}", headers=acme)
+    assert response.headers.get("ETag") == read.headers["ETag"]
     stored = stack.job(job["id"])
     assert str(stored.schedule_id) == schedule["id"]
     assert stored.scheduled_for is not None
