@@ -230,7 +230,7 @@ class AttemptList(BaseModel):
 class BatchItem(BaseModel):
     """The fate of one job of a batch."""
 
-    status: Literal[202, 409, 422]
+    status: Literal[202, 409, 422, 429]
     job: JobOut | None = None
     title: str | None = None
     description: str | None = None

@@ -43,6 +43,8 @@ PAGE_BYTES = 1024 * 1024
 #: Error answers every authenticated endpoint may give.
 COMMON = {401: ErrorOut, 503: ErrorOut}
 WITH_BODY = {**COMMON, 400: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+#: What a request that creates a job may also get: 429 over its tenant's quota.
+CREATES = {**WITH_BODY, 429: ErrorOut}
 
 IF_NONE_MATCH = {
     "If-None-Match": {
@@ -67,7 +69,7 @@ class Jobs:
 
     @operation(
         request=JobRequest,
-        responses={202: JobOut, 200: JobOut, 409: ErrorOut, **WITH_BODY},
+        responses={202: JobOut, 200: JobOut, 409: ErrorOut, **CREATES},
         headers={
             "Idempotency-Key": {
                 "description": "Same key and body: the same job (200); another body: 422.",
@@ -311,7 +313,7 @@ class Job:
     @operation(
         request=ReplayRequest,
         optional_body=True,
-        responses={202: JobOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, **WITH_BODY},
+        responses={202: JobOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, **CREATES},
     )
     def on_post_replay(self, req: falcon.Request, resp: falcon.Response, job_id: uuid.UUID) -> None:
         """Replay a failed, dead (operators) or cancelled job as a new, linked job."""

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api import auth, serialize, versions
 from api.errors import Problem, not_found
 from api.intake import Intake
-from api.resources.jobs import COMMON, WITH_BODY, send_page
+from api.resources.jobs import COMMON, CREATES, WITH_BODY, send_page
 from api.schedule_input import InvalidSchedule, JobTypes, new_schedule, patched
 from api.schemas import (
     ErrorOut,
@@ -120,7 +120,7 @@ class Schedule:
     @operation(
         request=TriggerRequest,
         optional_body=True,
-        responses={202: JobOut, 404: ErrorOut, 409: ErrorOut, **WITH_BODY},
+        responses={202: JobOut, 404: ErrorOut, 409: ErrorOut, **CREATES},
     )
     def on_post_trigger(
         self, req: falcon.Request, resp: falcon.Response, schedule_id: uuid.UUID

@@ -132,3 +132,12 @@ def test_a_schedules_occurrence_over_the_quota_is_recorded_skipped(
     assert fired == []
     runs = runs_of(sessions, sid)
     assert runs and all(r.outcome == "skipped" for r in runs)
+
+
+def test_the_openapi_document_shows_the_quota_answers(stack):
+    document = stack.client.simulate_get("/openapi.json").json
+    paths = document["paths"]
+    for path in ("/v1/jobs", "/v1/jobs/{job_id}/replay", "/v1/schedules/{schedule_id}/trigger"):
+        assert "429" in paths[path]["post"]["responses"], path
+    item = document["components"]["schemas"]["BatchItem"]["properties"]["status"]
+    assert 429 in item["enum"]
