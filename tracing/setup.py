@@ -22,6 +22,9 @@ from tracing import spans
 log = logging.getLogger(__name__)
 
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+#: The one OTLP protocol exported: gRPC would add grpcio to every install.
+PROTOCOL = "http/protobuf"
 
 
 def wanted(environ: Mapping[str, str]) -> bool:
@@ -41,7 +44,10 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     environ = os.environ if environ is None else environ
     if not wanted(environ):
         return False
-    exporters = [e for name in _exporter_names(environ) or ["otlp"] if (e := _exporter(name))]
+    names = _exporter_names(environ) or ["otlp"]
+    if "otlp" in names and (problem := protocol_problem(environ)):
+        log.warning(problem)
+    exporters = [e for name in names if (e := _exporter(name))]
     if not exporters:
         return False
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, which win over
@@ -67,6 +73,18 @@ def use_processor(processor: SpanProcessor, service: str = "courier") -> TracerP
 def _exporter_names(environ: Mapping[str, str]) -> list[str] | None:
     value = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     return [n.strip() for n in value.split(",") if n.strip()] or None
+
+
+def protocol_problem(environ: Mapping[str, str]) -> str | None:
+    """What to warn of when the environment asks for an OTLP protocol not exported."""
+    # The traces variable wins over the general one, as in the SDK.
+    for variable in _PROTOCOLS:
+        asked = environ.get(variable, "").strip().lower()
+        if asked:
+            if asked == PROTOCOL:
+                return None
+            return f"{variable}={asked}: spans are exported over OTLP {PROTOCOL} only (port 4318)"
+    return None
 
 
 def _exporter(name: str) -> SpanExporter | None:

@@ -82,3 +82,32 @@ def test_a_job_stored_without_a_traceparent_has_one_trace_for_all_its_attempts()
 )
 def test_spans_are_exported_only_when_the_environment_asks(environ, wanted):
     assert setup.wanted(environ) is wanted
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({}, None),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, None),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: spans are exported over OTLP http/protobuf"
+            " only (port 4318)",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "GRPC", "OTEL_EXPORTER_OTLP_PROTOCOL": ""},
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc: spans are exported over OTLP"
+            " http/protobuf only (port 4318)",
+        ),
+        # The traces variable wins, as in the SDK.
+        (
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            },
+            None,
+        ),
+    ],
+)
+def test_an_otlp_protocol_other_than_http_is_warned_of(environ, problem):
+    assert setup.protocol_problem(environ) == problem
