@@ -21,8 +21,8 @@ def read(req: falcon.Request) -> bytes:
 
     Falcon's `bounded_stream` reads a body without a Content-Length as empty, so a chunked
     body is read from the stream itself, up to the cap, when the server de-chunked it and
-    ends the stream at its end (`wsgi.input_terminated`: gunicorn). A server that passes
-    the chunks through undecoded (wsgiref, in `courier dev`) gets 411 instead.
+    ends the stream at its end (`wsgi.input_terminated`: gunicorn, and `courier dev`'s
+    server). A server that passes the chunks through undecoded gets 411 instead.
     """
     if req.content_length is not None:
         if req.content_length > MAX_BODY:

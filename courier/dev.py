@@ -6,8 +6,6 @@ import logging
 import os
 import signal
 import threading
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -15,6 +13,7 @@ from sqlalchemy import Engine, inspect
 
 from courier import upstream_mock
 from courier.broker import start_in_process_worker, worker_stack
+from courier.dev_server import make_dev_server
 from courier.settings import Settings
 from courier.wsgi import app_for
 from middleware import error_reports
@@ -24,15 +23,6 @@ from store.db import make_engine, make_sessionmaker
 from tracing import setup as tracing_setup
 
 log = logging.getLogger(__name__)
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
 
 
 def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int = 4) -> None:
@@ -49,9 +39,7 @@ def run(settings: Settings, *, port: int, host: str = "127.0.0.1", threads: int 
     worker = start_in_process_worker(stack, threads=threads)
 
     app = app_for(settings, broker=stack.broker, sessions=sessions)
-    server = make_server(
-        host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
-    )
+    server = make_dev_server(host, port, app)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -151,7 +151,7 @@ def test_a_chunked_body_over_64_kib_gets_413(stack):
 
 
 def test_a_chunked_body_the_server_does_not_decode_gets_411(stack):
-    # wsgiref (courier dev) hands the chunk framing through: refused, never read as empty.
+    # A server that hands the chunk framing through: refused, never read as empty.
     body = {"type": "customer_sync", "entity_id": "c_1"}
     response = chunked(stack, "/v1/jobs", body, stack.token(), server_dechunks=False)
     assert_problem(response, 411)
