@@ -24,7 +24,7 @@ class NoPayload(BaseModel):
 def _copy_record(job: RunningJob, upstreams: Upstreams, collection: str) -> dict[str, Any]:
     assert job.entity_id  # the job type needs one: checked before the code runs
     path = f"/{collection}/{segment(job.entity_id)}"
-    record = upstreams.crm.get_json(path, correlation_id=job.correlation_id)
+    record = upstreams.crm.get_object(path, correlation_id=job.correlation_id)
     job.checkpoint()
     status = upstreams.billing.put_json(
         path, record, correlation_id=job.correlation_id, idempotency_key=job.job_id
@@ -57,10 +57,10 @@ def directory_sync(job: RunningJob, upstreams: Upstreams) -> dict[str, Any]:
     page: int | None = DirectoryPayload.model_validate(job.payload).start_page
     synced = 0
     while page is not None:
-        listing = upstreams.crm.get_json(
+        listing = upstreams.crm.get_object(
             f"/customers?page={page}", correlation_id=job.correlation_id
         )
-        if not isinstance(listing, dict) or not isinstance(listing.get("items"), list):
+        if not isinstance(listing.get("items"), list):
             raise errors.UpstreamUnavailable(f"malformed page {page} from CRM")
         total = listing.get("total") if isinstance(listing.get("total"), int) else None
         for item in listing["items"]:

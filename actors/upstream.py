@@ -67,6 +67,17 @@ class UpstreamClient:
                 upstream=self.key,
             ) from None
 
+    def get_object(self, path: str, *, correlation_id: str) -> dict[str, Any]:
+        """As `get_json`, for an answer that must be a JSON object: anything else is a
+        malformed answer, like a body that is not JSON."""
+        answer = self.get_json(path, correlation_id=correlation_id)
+        if not isinstance(answer, dict):
+            raise errors.UpstreamUnavailable(
+                f"malformed response from {self.name} GET {path}: not a JSON object",
+                upstream=self.key,
+            )
+        return answer
+
     def put_json(self, path: str, body: Any, *, correlation_id: str, idempotency_key: str) -> int:
         """PUT `body` as JSON to `path` and return the 2xx status code."""
         headers = {"X-Correlation-ID": correlation_id, "Idempotency-Key": idempotency_key}

@@ -193,6 +193,19 @@ def test_a_2xx_get_with_a_body_that_is_not_json_is_unavailable(make_client, body
         client.get_json("/customers/c_1", correlation_id="corr")
 
 
+@pytest.mark.parametrize("body", ["[1, 2]", '"text"', "null", "3"])
+def test_a_record_that_is_not_a_json_object_is_unavailable_and_names_its_upstream(
+    make_client, body
+):
+    client = make_client(answer(200, body))
+    with pytest.raises(errors.UpstreamUnavailable, match=r"not a JSON object$") as raised:
+        client.get_object("/customers/c_1", correlation_id="corr")
+    assert raised.value.upstream == "crm"
+    assert make_client(answer(200, '{"id": "c_1"}')).get_object(
+        "/customers/c_1", correlation_id="corr"
+    ) == {"id": "c_1"}
+
+
 def test_a_get_sends_the_correlation_id_and_no_idempotency_key(make_client):
     seen: list[httpx.Request] = []
     make_client(recording(seen)).get_json("/customers/c_1", correlation_id="corr-1")
