@@ -61,12 +61,16 @@ def directory_sync(job: RunningJob, upstreams: Upstreams) -> dict[str, Any]:
             f"/customers?page={page}", correlation_id=job.correlation_id
         )
         if not isinstance(listing.get("items"), list):
-            raise errors.UpstreamUnavailable(f"malformed page {page} from CRM")
+            raise errors.UpstreamUnavailable(
+                f"malformed page {page} from CRM", upstream=upstreams.crm.key
+            )
         total = listing.get("total") if isinstance(listing.get("total"), int) else None
         for item in listing["items"]:
             job.checkpoint()
             if not isinstance(item, dict) or not item.get("id"):
-                raise errors.UpstreamUnavailable(f"CRM page {page} holds an item without an id")
+                raise errors.UpstreamUnavailable(
+                    f"CRM page {page} holds an item without an id", upstream=upstreams.crm.key
+                )
             item_id = str(item["id"])
             upstreams.billing.put_json(
                 f"/customers/{segment(item_id)}",

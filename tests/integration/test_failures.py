@@ -229,6 +229,17 @@ def test_a_crm_page_with_an_item_without_id_is_retried_as_unavailable(stack, ups
     assert job.error_type == "UpstreamUnavailable" and "without an id" in job.error
 
 
+def test_a_crm_record_that_is_not_an_object_is_unavailable_and_never_reaches_billing(
+    stack, upstream
+):
+    upstream.script("GET", "/crm/customers/c_list", {"status": 200, "body": [1, 2]})
+    stack.start_worker()
+    job_id = stack.submit(type="customer_sync", entity_id="c_list", max_attempts=1)
+    job = stack.wait_status(job_id, "dead")
+    assert job.error_type == "UpstreamUnavailable" and "not a JSON object" in job.error
+    assert upstream.calls(method="PUT") == []
+
+
 def test_max_attempts_defaults_to_the_configuration(stack):
     job_id = stack.submit(type="customer_sync", entity_id="c_11", run_at=LATER)
     assert stack.job(job_id).max_attempts == 4
