@@ -31,7 +31,8 @@ _SET_IDLE_LIMITS = text(
 )
 
 
-def _key(name: str) -> int:
+def lock_key(name: str) -> int:
+    """The advisory lock key of the turn `name` (`pg_locks.objid` while a session has it)."""
     return zlib.crc32(f"courier:{name}".encode())
 
 
@@ -43,7 +44,7 @@ def turn(engine: Engine, name: str) -> Iterator[Connection | None]:
         if db.dialect.name != "postgresql":
             yield db
             return
-        key = _key(name)
+        key = lock_key(name)
         mine = db.scalar(select(func.pg_try_advisory_lock(key)))
         if mine:
             _idle_limit(db, f"{int(IDLE_LIMIT_S * 1000)}ms")

@@ -13,8 +13,10 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime
 
+import psycopg
 import pytest
 
+from store import turns
 from store.db import SERVER_KEEPALIVES, SILENT_CLIENT_S
 from tests.faults import worker_hosts
 from tests.faults.conftest import FAST
@@ -111,14 +113,19 @@ def test_a_host_cut_off_mid_job_loses_its_jobs_to_another_host_and_its_late_writ
     with host_a.cut_off():
         with deployment.sql() as conn:
             (cut_at,) = conn.execute("SELECT clock_timestamp()").fetchone()
+            a_had_the_relay = _turn_holder(conn, "relay") == host_a.address
         for job_id in ids:
             deployment.wait_status(job_id, "succeeded", timeout=LEASE_S + 30)
         decided = {job_id: deployment.job(job_id) for job_id in ids}
         moved = {job_id: deployment.attempts(job_id) for job_id in ids}
     a_log_at_restore = len(a.output())
 
-    # On host B within a lease, a reaper round and a relay round of the cut.
+    # On host B within a lease, a reaper round and a relay round of the cut; and if the cut
+    # caught host A in a relay round, once its session has sat idle for a turn's limit.
     bound = LEASE_S + REAPER_INTERVAL_S + RELAY_INTERVAL_S + MARGIN_S
+    if a_had_the_relay:
+        bound = max(bound, turns.IDLE_LIMIT_S + RELAY_INTERVAL_S + MARGIN_S)
+    print(f"host A {'had' if a_had_the_relay else 'did not have'} the relay's turn at the cut")
     to_b = {job_id: _seconds(cut_at, rows[1]["started_at"]) for job_id, rows in moved.items()}
     reaped = {job_id: _seconds(cut_at, rows[0]["finished_at"]) for job_id, rows in moved.items()}
     print(f"cut at {cut_at:%H:%M:%S.%f} (database clock), restored once B had run every job")
@@ -221,3 +228,13 @@ def test_a_transaction_left_open_by_the_cut_holds_its_jobs_back_no_longer_than_t
 
 def _seconds(since: datetime, until: datetime) -> float:
     return round((until - since).total_seconds(), 3)
+
+
+def _turn_holder(conn: psycopg.Connection, name: str) -> str | None:
+    """The client address of the session that has the turn `name` now, if any."""
+    row = conn.execute(
+        "SELECT host(a.client_addr) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = %s",
+        (turns.lock_key(name),),
+    ).fetchone()
+    return None if row is None else row[0]
