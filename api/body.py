@@ -59,9 +59,14 @@ def parse(req: falcon.Request, model: type[M], *, empty_ok: bool = False) -> M:
         if empty_ok:
             return model()
         raise Problem(falcon.HTTP_400, "Missing body", "a JSON object is required")
-    if b"\\u0000" in raw or b"\x00" in raw:
-        raise no_nul()
+    refuse_nul(raw)
     return model.model_validate_json(raw)
+
+
+def refuse_nul(json_text: bytes) -> None:
+    """422 if JSON text holds a NUL character, raw or escaped."""
+    if b"\\u0000" in json_text or b"\x00" in json_text:
+        raise no_nul()
 
 
 def no_nul() -> Problem:

@@ -459,8 +459,7 @@ def _payload(form: dict[str, Any]) -> dict[str, Any] | None:
     text = str(form.get("payload") or "").strip()
     if not text:
         return None
-    if "\\u0000" in text or "\x00" in text:
-        raise body.no_nul()
+    body.refuse_nul(text.encode())
     try:
         # The API's JSON parser, not `json.loads`: deep nesting is an error, not a crash.
         payload = _ANY_JSON.validate_json(text)
